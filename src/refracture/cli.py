@@ -1,0 +1,134 @@
+"""The ``refracture`` command line: parses arguments and calls the stage modules.
+
+Exit codes (PRODUCT.md section 2): 0 success, 1 the work failed, 2 a usage or input error.
+Errors print one line; ``--debug`` prints the traceback too.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from refracture import __version__
+from refracture.errors import RefractureError
+
+app = typer.Typer(
+    name="refracture",
+    help=(
+        "Imaging-biomarker risk models for vertebral re-fracture within one year after "
+        "vertebroplasty/kyphoplasty: synthesise a cohort, extract PDFF/R2* features, train, "
+        "score, demo."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"refracture {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Print Python tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    _state["debug"] = debug
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into one-line messages and the documented exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except RefractureError as err:
+            if _state["debug"]:
+                console.print_exception()
+            console.print(f"[bold red]error:[/] {err.one_line()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]: finished outputs were kept; run again to resume")
+            raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - last line of defence for users
+            if _state["debug"]:
+                console.print_exception()
+            msg = " ".join(f"{type(err).__name__}: {err}".split())
+            console.print(
+                f"[bold red]internal error:[/] {msg} (run with --debug for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@handle_errors
+def synth(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write the cohort into."),
+    n: int = typer.Option(560, "--n", help="Number of patients."),
+    sites: int = typer.Option(4, "--sites", help="Number of hospitals (site 1 scans at 1.5 T)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same cohort."),
+    fmt: str = typer.Option("nifti", "--format", help="Image format: nifti or dicom."),
+    id_prefix: str = typer.Option("P", "--id-prefix", help="Prefix of the patient IDs."),
+    dicom_pdff_scale: str = typer.Option(
+        "per_mille",
+        "--dicom-pdff-scale",
+        help="How DICOM PDFF pixels are stored: per_mille (0-1000, GE style) or percent "
+        "(x10 integers with RescaleSlope 0.1).",
+    ),
+    jobs: int = typer.Option(2, "--jobs", help="Worker processes for writing images."),
+) -> None:
+    """Write a synthetic multi-centre IDEAL-IQ cohort (PRODUCT.md section 7).
+
+    Writes manifest.csv, clinical.csv, truth.json, truth.csv and
+    images/<patient_id>/{pdff,r2star,labels}. The generating model is documented in
+    docs/synthetic.md.
+    """
+    from refracture.synth import write_cohort
+
+    result = write_cohort(
+        out_dir,
+        n=n,
+        n_sites=sites,
+        seed=seed,
+        image_format=fmt,
+        id_prefix=id_prefix,
+        dicom_pdff_scale=dicom_pdff_scale,
+        jobs=jobs,
+        progress=True,
+    )
+    out.print(
+        f"wrote {result.n_patients} patients from {result.n_sites} sites to {result.out_dir}\n"
+        f"  manifest: {result.manifest}\n  clinical: {result.clinical}\n"
+        f"  truth:    {result.truth_csv}, {result.truth_json}"
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exc:  # keep typer/click exit codes (2 for usage errors)
+        sys.exit(exc.code)

@@ -1,0 +1,242 @@
+"""The run configuration (PRODUCT.md section 8): a validated YAML file.
+
+Unknown keys and wrong types are errors that name the key. Relative paths under ``data`` are
+relative to the working folder, as the MLflow store is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from refracture.errors import ConfigError
+
+ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic"]
+FeatureSet = Literal["clinical", "clinical+imaging"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    manifest: Path | None = None
+    clinical: Path
+    cache_dir: Path = Path(".refracture-cache")
+
+
+class OutcomeConfig(_Strict):
+    time: str = "time_days"
+    event: str = "event"
+    horizon_days: float = Field(365.0, gt=0)
+
+
+class CovariatesConfig(_Strict):
+    numeric: list[str] = ["age", "bmi", "bmd_tscore", "cement_volume_ml", "n_fractured"]
+    binary: list[str] = [
+        "prior_fracture",
+        "glucocorticoid",
+        "anti_osteoporosis",
+        "diabetes",
+        "index_tl_junction",
+    ]
+    categorical: dict[str, str] = {"sex": "F", "procedure": "PVP", "cement_leakage": "none"}
+
+    @model_validator(mode="after")
+    def _no_duplicates(self) -> CovariatesConfig:
+        names = [*self.numeric, *self.binary, *self.categorical]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"covariates listed twice: {', '.join(dup)}")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.numeric, *self.binary, *self.categorical]
+
+
+class ImagingConfig(_Strict):
+    features: list[str] = [
+        "pdff_mean_normal",
+        "r2star_mean_normal",
+        "pdff_mean_adjacent",
+        "r2star_mean_adjacent",
+    ]
+
+
+class ExtractionConfig(_Strict):
+    """How ROIs are built and features computed; stored inside every trained model."""
+
+    label_convention: Literal["verse", "totalsegmentator", "custom"] = "verse"
+    label_map: dict[int, str] | None = Field(
+        None, description="custom convention: label value -> level name (e.g. 1: L1)"
+    )
+    erosion_mm: float = Field(2.0, ge=0)
+    min_voxels: int = Field(30, ge=1)
+    pdff_units: Literal["auto", "percent", "fraction", "per_mille"] = "auto"
+    r2star_units: Literal["auto", "per_s", "t2star_ms"] = "auto"
+    allow_resample: bool = True
+    pdff_range: tuple[float, float] = (0.0, 100.0)
+    r2star_range: tuple[float, float] = (0.0, 1000.0)
+    cement_r2star_per_s: float = Field(
+        400.0, gt=0, description="R2* above this (1/s) in a treated vertebra is cement"
+    )
+    max_voxels: int = Field(
+        200_000_000, ge=1, description="refuse images whose header claims more voxels"
+    )
+
+    @model_validator(mode="after")
+    def _custom_needs_map(self) -> ExtractionConfig:
+        if self.label_convention == "custom" and not self.label_map:
+            raise ValueError("label_convention 'custom' needs extraction.label_map")
+        for name, (lo, hi) in (
+            ("pdff_range", self.pdff_range),
+            ("r2star_range", self.r2star_range),
+        ):
+            if not lo < hi:
+                raise ValueError(f"{name} must be [low, high] with low < high")
+        return self
+
+
+class ValidationConfig(_Strict):
+    split: Literal["random", "site", "leave_one_site_out", "kfold", "none"] = "random"
+    test_fraction: float = Field(0.3, gt=0, lt=1)
+    test_site: str | None = None
+    folds: int = Field(5, ge=2)
+    bootstrap: int = Field(200, ge=0)
+    seed: int = 0
+    jobs: int = Field(2, ge=1, description="worker processes for the bootstrap")
+
+    @model_validator(mode="after")
+    def _site_needs_name(self) -> ValidationConfig:
+        if self.split == "site" and not self.test_site:
+            raise ValueError("split 'site' needs validation.test_site (the external site)")
+        return self
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = None
+    experiment: str = "refracture"
+    registered_model: str = "refracture-1y"
+    alias: str = "champion"
+
+
+class RunConfig(_Strict):
+    data: DataConfig
+    outcome: OutcomeConfig = OutcomeConfig()
+    covariates: CovariatesConfig = CovariatesConfig()
+    imaging: ImagingConfig = ImagingConfig()
+    extraction: ExtractionConfig = ExtractionConfig()
+    models: list[ModelName] = ["cox", "coxnet", "logistic", "rsf"]
+    feature_sets: list[FeatureSet] = ["clinical", "clinical+imaging"]
+    validation: ValidationConfig = ValidationConfig()
+    selection_metric: str = "cindex_harrell_optcorr"
+    risk_groups: tuple[float, float] = (0.10, 0.20)
+    mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("models", "feature_sets")
+    @classmethod
+    def _non_empty_unique(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must list at least one entry")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an entry twice")
+        return v
+
+    @field_validator("risk_groups")
+    @classmethod
+    def _thresholds(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] < v[1] < 1:
+            raise ValueError("needs two risk thresholds with 0 < low < high < 1")
+        return v
+
+    @model_validator(mode="after")
+    def _imaging_needs_manifest(self) -> RunConfig:
+        if self.data.manifest is None and "clinical+imaging" in self.feature_sets:
+            # A config without images trains clinical-only models (issue 4, item 1).
+            self.feature_sets = [f for f in self.feature_sets if f != "clinical+imaging"] or [
+                "clinical"
+            ]
+        return self
+
+    @property
+    def has_imaging(self) -> bool:
+        return self.data.manifest is not None and "clinical+imaging" in self.feature_sets
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    msgs = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msgs.append(f"config key '{key}': unknown key")
+        else:
+            msgs.append(f"config key '{key}': {e['msg']}")
+    return "; ".join(msgs)
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a config dictionary; errors name the offending key."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a YAML mapping of sections", file=source)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err), file=source) from None
+
+
+def packaged_config(name: str) -> Path | None:
+    """A config shipped with the package (``configs/<name>.yaml``), or None."""
+    stem = Path(name).name
+    if not stem.endswith((".yaml", ".yml")):
+        stem += ".yaml"
+    candidates = [
+        Path(__file__).resolve().parents[2] / "configs" / stem,  # source checkout / editable
+    ]
+    with contextlib.suppress(ModuleNotFoundError, TypeError):  # not installed as a wheel
+        candidates.append(Path(str(resources.files("refracture") / "_configs" / stem)))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config.
+
+    A path that does not exist but names a config shipped with the package (for example
+    ``configs/synthetic.yaml`` typed in an empty folder) loads the shipped one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        shipped = packaged_config(str(path))
+        if shipped is None or path.parent not in (Path("."), Path("configs")):
+            raise ConfigError("config file not found", file=path)
+        path = shipped
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML ({err})", file=path) from None
+    return parse_config(raw, source=str(path))
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The resolved config as plain data (paths as strings), for logging and storage."""
+    return cfg.model_dump(mode="json")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and all(isinstance(x, str) for x in v):
+            if key in ("covariates.categorical",) or key.endswith("label_map"):
+                out[key] = v
+            else:
+                out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
