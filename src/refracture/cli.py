@@ -126,6 +126,63 @@ def synth(
     )
 
 
+@app.command()
+@handle_errors
+def extract(
+    manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV (PRODUCT.md section 3)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for the feature tables."),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML with an 'extraction:' section (a full run config works)."
+    ),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Patients processed in parallel."),
+    cache_dir: Path | None = typer.Option(
+        None,
+        "--cache-dir",
+        help="Per-patient feature cache (default: data.cache_dir of the config, else "
+        ".refracture-cache).",
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
+    qc_png: bool = typer.Option(
+        False, "--qc-png", help="Write a mid-sagittal QC picture per patient and contact sheets."
+    ),
+) -> None:
+    """Per-vertebra PDFF/R2* features for every patient of a manifest.
+
+    Writes features.parquet, vertebrae.parquet, qc.csv (and errors.csv if any failed).
+    Exit code 1 when some patients failed (the others are written), 2 on a bad manifest.
+    """
+    from refracture.config import ExtractionConfig, load_extraction_config
+    from refracture.extract import extract_cohort
+
+    extraction, config_cache = (
+        load_extraction_config(config) if config is not None else (ExtractionConfig(), None)
+    )
+    cache = None if no_cache else (cache_dir or config_cache or Path(".refracture-cache"))
+    result = extract_cohort(
+        manifest,
+        extraction,
+        out_dir=out_dir,
+        jobs=jobs,
+        cache_dir=cache,
+        qc_png=qc_png,
+        progress=True,
+    )
+    n_ok = len(result.features)
+    out.print(
+        f"extracted {n_ok} patients ({result.n_computed} computed, {result.n_cached} from the "
+        f"cache), {result.n_failed} failed\n"
+        + "\n".join(f"  {name}: {path}" for name, path in result.files.items())
+    )
+    if result.n_failed:
+        for row in result.errors.head(5).itertuples():
+            console.print(
+                f"[red]failed[/] ({row.stage}) {row.message}", highlight=False, soft_wrap=True
+            )
+        if result.n_failed > 5:
+            console.print(f"... and {result.n_failed - 5} more in errors.csv", highlight=False)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -240,3 +240,40 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def load_extraction_config(path: str | Path) -> tuple[ExtractionConfig, Path | None]:
+    """The ``extraction`` section of a YAML file, and ``data.cache_dir`` when it is set.
+
+    The file may be a full run config (its other sections are not validated here, only
+    their names) or hold just ``extraction:``. Unknown top-level keys are errors naming the
+    key; a missing ``extraction`` section means the defaults. Like :func:`load_config`, a
+    missing ``configs/<name>.yaml`` falls back to the config shipped with the package.
+    """
+    path = Path(path)
+    if not path.is_file():
+        shipped = packaged_config(str(path))
+        if shipped is None or path.parent not in (Path("."), Path("configs")):
+            raise ConfigError("config file not found", file=path)
+        path = shipped
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML ({err})", file=path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a YAML mapping of sections", file=path)
+    unknown = [str(k) for k in raw if k not in RunConfig.model_fields]
+    if unknown:
+        raise ConfigError("unknown key", file=path, key=unknown[0])
+    try:
+        extraction = ExtractionConfig.model_validate(raw.get("extraction") or {})
+    except ValidationError as err:
+        msgs = []
+        for e in err.errors():
+            key = ".".join(["extraction", *(str(p) for p in e["loc"])])
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            msgs.append(f"config key '{key}': {msg}")
+        raise ConfigError("; ".join(msgs), file=path) from None
+    data = raw.get("data")
+    cache_dir = data.get("cache_dir") if isinstance(data, dict) else None
+    return extraction, (Path(cache_dir) if cache_dir else None)
