@@ -167,9 +167,18 @@ def write_cohort(
         study_date = STUDY_START + dt.timedelta(days=int(surgery_offsets[i]))
         row = clinical.iloc[i]
         jobs_list.append(
-            (anatomy_of(cohort, i, seed), folder, image_format, dicom_pdff_scale, row["site"],
-             study_date, (seed, i, 11), int(row["age"]), str(row["sex"]))
-        )  # fmt: skip
+            (
+                anatomy_of(cohort, i, seed),
+                folder,
+                image_format,
+                dicom_pdff_scale,
+                row["site"],
+                study_date,
+                (seed, i, 11),
+                int(row["age"]),
+                str(row["sex"]),
+            )
+        )
         lv = cohort.levels[pid]
         manifest_rows.append(
             {

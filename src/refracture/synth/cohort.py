@@ -37,9 +37,15 @@ P_N_FRACTURED = {1: 0.60, 2: 0.30, 3: 0.10}  # issue 2 / PVP cohorts
 # Where the index (first) fracture sits: concentrated at the thoraco-lumbar junction
 # (most osteoporotic compression fractures are at T11-L2); exact weights: assumption.
 INDEX_LEVEL_WEIGHTS = {
-    "T10": 0.05, "T11": 0.15, "T12": 0.26, "L1": 0.27,
-    "L2": 0.12, "L3": 0.07, "L4": 0.05, "L5": 0.03,
-}  # fmt: skip
+    "T10": 0.05,
+    "T11": 0.15,
+    "T12": 0.26,
+    "L1": 0.27,
+    "L2": 0.12,
+    "L3": 0.07,
+    "L4": 0.05,
+    "L5": 0.03,
+}
 P_PRIOR_FRACTURE = 0.30  # issue 2
 PRIOR_FRACTURE_FRAGILITY_LOGOR = 0.5  # more fragile, more prior fractures: assumption
 P_OLD_VERTEBRAL_FRACTURE_IF_PRIOR = 0.5  # healed fracture visible on MRI: assumption
@@ -453,6 +459,6 @@ def truth_dict(cohort: Cohort, seed: int) -> dict:
             "r2star_mean_sd_15t": [R2STAR_MEAN_15T, R2STAR_SD_15T],
             "r2star_3t_factor": R2STAR_3T_FACTOR,
             "oedema_factors": {"pdff": OEDEMA_PDFF_FACTOR, "r2star": OEDEMA_R2STAR_FACTOR},
-        },  # fmt: skip
+        },
         "sites": [s.__dict__ for s in cohort.sites],
     }
