@@ -42,8 +42,12 @@ def test_demographics_follow_the_published_cohorts(big: gen.Cohort) -> None:
     )
     leak = c["cement_leakage"].value_counts(normalize=True)
     assert abs(leak["none"] - 0.70) < 0.03 and abs(leak["intradiscal"] - 0.15) < 0.02
-    for col, p in [("prior_fracture", 0.30), ("glucocorticoid", 0.10), ("anti_osteoporosis", 0.50),
-                   ("diabetes", 0.20)]:  # fmt: skip
+    for col, p in [
+        ("prior_fracture", 0.30),
+        ("glucocorticoid", 0.10),
+        ("anti_osteoporosis", 0.50),
+        ("diabetes", 0.20),
+    ]:
         assert abs(c[col].mean() - p) < 0.03, col
     per_level = c["cement_volume_ml"] / c["n_fractured"]
     assert per_level.between(2.0, 6.0).all()
@@ -111,16 +115,37 @@ def test_files_and_truth_json(synth_nifti) -> None:
     manifest = pd.read_csv(synth_nifti / "manifest.csv")
     clinical = pd.read_csv(synth_nifti / "clinical.csv")
     truth = pd.read_csv(synth_nifti / "truth.csv")
-    assert list(manifest.columns) == ["patient_id", "site", "pdff", "r2star", "labels",
-                                      "treated_levels", "fractured_levels"]  # fmt: skip
+    assert list(manifest.columns) == [
+        "patient_id",
+        "site",
+        "pdff",
+        "r2star",
+        "labels",
+        "treated_levels",
+        "fractured_levels",
+    ]
     assert (
         manifest["patient_id"].tolist()
         == clinical["patient_id"].tolist()
         == truth["patient_id"].tolist()
     )
-    for col in ["age", "sex", "bmi", "bmd_tscore", "n_fractured", "prior_fracture", "procedure",
-                "cement_volume_ml", "cement_leakage", "glucocorticoid", "anti_osteoporosis",
-                "diabetes", "index_tl_junction", "time_days", "event"]:  # fmt: skip
+    for col in [
+        "age",
+        "sex",
+        "bmi",
+        "bmd_tscore",
+        "n_fractured",
+        "prior_fracture",
+        "procedure",
+        "cement_volume_ml",
+        "cement_leakage",
+        "glucocorticoid",
+        "anti_osteoporosis",
+        "diabetes",
+        "index_tl_junction",
+        "time_days",
+        "event",
+    ]:
         assert col in clinical.columns, col
     for rel in manifest[["pdff", "r2star", "labels"]].to_numpy().ravel():
         assert (synth_nifti / rel).is_file(), rel
