@@ -1,0 +1,122 @@
+"""Benchmark validation: seconds for cox + logistic with Harrell's bootstrap, printed as JSON.
+
+    python scripts/bench_validate.py [--n 560] [--bootstrap 200] [--jobs 1 2] [--split none]
+
+Each model is validated on the clinical+imaging feature set of a synthetic cohort; with
+``--split none`` the bootstrap refits on all ``n`` patients (the largest development set any
+scheme uses). Every run includes the optimism bootstrap (B refits) and the percentile
+bootstrap of the validation predictions (B resamples). Target (issue 4): under 60 s for
+cox + logistic on 2 cores. The script also checks that 1 and 2 workers give identical metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+from refracture.config import parse_config
+from refracture.data import assemble
+from refracture.levels import TL_LEVELS, adjacent_levels
+from refracture.synth.cohort import Cohort, simulate_cohort
+from refracture.validation import validate
+
+
+def imaging_table(c: Cohort, seed: int = 1) -> pd.DataFrame:
+    """Imaging features from the simulator's truth (what extraction would measure)."""
+    rng = np.random.default_rng(seed)
+    truth = c.truth.set_index("patient_id")
+    rows = []
+    for pid in c.clinical["patient_id"]:
+        lv = c.levels[pid]
+        bad = set(lv["fractured"])
+        groups = {
+            "normal": [x for x in TL_LEVELS if x not in bad],
+            "adjacent": sorted(
+                {a for t in lv["treated"] for a in adjacent_levels(t, TL_LEVELS)} - bad
+            ),
+        }
+        row = {"patient_id": pid}
+        for g, levels in groups.items():
+            for m in ("pdff", "r2star"):
+                vals = [truth.loc[pid, f"{m}_mean_{x}"] for x in levels]
+                row[f"{m}_mean_{g}"] = (
+                    float(np.mean(vals)) * (1 + rng.normal(0, 0.01)) if vals else np.nan
+                )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=560)
+    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument(
+        "--split", default="none", choices=["none", "random", "kfold", "leave_one_site_out"]
+    )
+    ap.add_argument("--models", nargs="+", default=["cox", "logistic"])
+    args = ap.parse_args()
+
+    cohort = simulate_cohort(args.n, 4, 0)
+    features = imaging_table(cohort)
+    runs = []
+    reference = None
+    for jobs in args.jobs:
+        cfg = parse_config(
+            {
+                "data": {"clinical": "clinical.csv", "manifest": "manifest.csv"},
+                "validation": {
+                    "split": args.split,
+                    "bootstrap": args.bootstrap,
+                    "jobs": jobs,
+                    "seed": 0,
+                },
+            }
+        )
+        ds = assemble(cohort.clinical, features, cfg)
+        per_model = {}
+        metrics = {}
+        t_all = time.perf_counter()
+        for name in args.models:
+            t0 = time.perf_counter()
+            res = validate(name, ds, "clinical+imaging", cfg)
+            per_model[name] = round(time.perf_counter() - t0, 2)
+            metrics[name] = res.metrics
+        total = time.perf_counter() - t_all
+        if reference is None:
+            reference = metrics
+        identical = all(pd.Series(metrics[m]).equals(pd.Series(reference[m])) for m in args.models)
+        runs.append(
+            {
+                "jobs": jobs,
+                "seconds": round(total, 2),
+                "seconds_per_model": per_model,
+                "identical_to_first_run": identical,
+                "cindex_harrell_optcorr": {
+                    m: round(metrics[m]["cindex_harrell_optcorr"], 4) for m in args.models
+                },
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "n": args.n,
+                "bootstrap": args.bootstrap,
+                "split": args.split,
+                "models": args.models,
+                "feature_set": "clinical+imaging",
+                "cpus": os.cpu_count(),
+                "runs": runs,
+                "target_seconds_2_workers": 60,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

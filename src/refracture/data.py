@@ -1,0 +1,342 @@
+"""Data assembly: the clinical table joined to the imaging feature table, checked and typed.
+
+:func:`assemble` is the one place where raw tables become a modelling data set. It refuses
+what cannot be modelled (missing columns, impossible outcomes, duplicated patients) with an
+error that names the column, config key or patients, and it reports what it leaves out
+(patients without images, images without a clinical record) in ``Dataset.excluded``.
+Missing covariate values are only counted here: they are imputed inside the model pipeline,
+after any split, so validation patients never inform the imputation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from refracture.config import CovariatesConfig, RunConfig
+from refracture.errors import ConfigError, InputError
+from refracture.models.outcome import DEATH, EVENT, make_outcome
+
+ID = "patient_id"
+FEATURE_SETS = ("clinical", "clinical+imaging")
+
+
+def name_patients(ids: Iterable[object], limit: int = 5) -> str:
+    """``P0001, P0002 and 3 more``: patients named in one-line errors."""
+    ids = [str(i) for i in ids]
+    head = ", ".join(ids[:limit])
+    return head if len(ids) <= limit else f"{head} and {len(ids) - limit} more"
+
+
+@dataclass
+class Dataset:
+    """A modelling data set: one row per patient, indexed by ``patient_id``.
+
+    ``X`` holds the covariates (typed: numeric and binary as floats, categorical as strings)
+    and, when imaging is used, the imaging features; missing values are left as NaN.
+    ``y`` is the structured outcome; ``site`` the hospital of each patient.
+    """
+
+    X: pd.DataFrame
+    y: np.ndarray
+    site: pd.Series
+    covariates: CovariatesConfig
+    imaging_features: list[str]
+    categories: dict[str, list[str]]
+    n_missing: dict[str, int]
+    excluded: pd.DataFrame
+    horizon: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ids(self) -> pd.Index:
+        return self.X.index
+
+    @property
+    def has_imaging(self) -> bool:
+        return bool(self.imaging_features)
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def feature_names(self, feature_set: str) -> list[str]:
+        """Columns of ``X`` a feature set uses ('clinical' or 'clinical+imaging')."""
+        if feature_set == "clinical":
+            return list(self.covariates.names)
+        if feature_set == "clinical+imaging":
+            if not self.imaging_features:
+                raise ConfigError(
+                    "feature set 'clinical+imaging' needs imaging features, but none were given",
+                    key="feature_sets",
+                )
+            return [*self.covariates.names, *self.imaging_features]
+        raise ConfigError(
+            f"unknown feature set '{feature_set}' ({', '.join(FEATURE_SETS)})", key="feature_sets"
+        )
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
+        """The data set restricted to the given row positions (for splits)."""
+        rows = np.asarray(rows)
+        return replace(self, X=self.X.iloc[rows], y=self.y[rows], site=self.site.iloc[rows])
+
+    def summary(self) -> dict[str, float]:
+        ev, t = self.y["event"], self.y["time"]
+        return {
+            "n_patients": len(self),
+            "n_events": int((ev == EVENT).sum()),
+            "n_deaths": int((ev == DEATH).sum()),
+            "n_censored": int((ev == 0).sum()),
+            "n_events_by_horizon": int(((ev == EVENT) & (t <= self.horizon)).sum()),
+            "n_sites": int(self.site.nunique()),
+            "n_excluded": len(self.excluded),
+            "median_follow_up_days": float(np.median(t)),
+        }
+
+
+def coerce_covariates(
+    table: pd.DataFrame,
+    covariates: CovariatesConfig,
+    imaging_features: Sequence[str] = (),
+    *,
+    ids: pd.Series | None = None,
+    source: str | Path | None = None,
+) -> pd.DataFrame:
+    """Type the model columns: numeric/binary -> float (NaN missing), categorical -> str.
+
+    Raises InputError naming the patients and column for a value that is not a number, a
+    binary value that is not 0/1, or a missing column. Use it on any table given to a fitted
+    pipeline (scoring) so the input is typed as at training.
+    """
+    needed = [*covariates.names, *imaging_features]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        key = "imaging.features" if set(missing) <= set(imaging_features) else "covariates"
+        raise InputError(
+            f"columns missing from the table: {', '.join(missing)}", key=key, file=source
+        )
+    ids = table[ID] if ids is None and ID in table.columns else ids
+    labels = pd.Series(
+        ids.to_numpy() if ids is not None else table.index.to_numpy(), index=table.index
+    )
+    out = pd.DataFrame(index=table.index)
+    for col in [*covariates.numeric, *imaging_features, *covariates.binary]:
+        raw = table[col]
+        if raw.dtype == bool:
+            raw = raw.astype(float)
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna() & raw.notna()
+        bad |= np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            examples = ", ".join(repr(v) for v in raw[bad].head(3))
+            raise InputError(
+                f"column '{col}' must hold numbers; found {examples}",
+                patient_id=name_patients(labels[bad]),
+                file=source,
+            )
+        out[col] = values.astype(float)
+    for col in covariates.binary:
+        v = out[col]
+        bad = v.notna() & ~v.isin([0.0, 1.0])
+        if bad.any():
+            examples = ", ".join(repr(x) for x in v[bad].head(3))
+            raise InputError(
+                f"binary column '{col}' must be 0 or 1; found {examples}",
+                patient_id=name_patients(labels[bad]),
+                file=source,
+            )
+    for col in covariates.categorical:
+        out[col] = table[col].map(_category_label).astype(object)
+    return out[needed]
+
+
+def _category_label(v: object) -> object:
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
+        return np.nan
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    text = str(v).strip()
+    return text if text else np.nan
+
+
+def _check_ids(table: pd.DataFrame, what: str, source: str | Path | None) -> pd.Series:
+    if ID not in table.columns:
+        raise InputError(f"the {what} has no '{ID}' column", file=source)
+    ids = table[ID]
+    if ids.isna().any():
+        rows = [str(i + 2) for i in np.flatnonzero(ids.isna().to_numpy())[:5]]
+        raise InputError(
+            f"the {what} has rows without a patient_id (CSV lines {', '.join(rows)})", file=source
+        )
+    ids = ids.map(
+        lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()
+    )
+    dup = ids[ids.duplicated(keep=False)].unique()
+    if len(dup):
+        raise InputError(
+            f"duplicated patient IDs in the {what} ({len(dup)}); each patient must have one row",
+            patient_id=name_patients(sorted(dup)),
+            file=source,
+        )
+    return ids
+
+
+def _outcome(
+    table: pd.DataFrame, ids: pd.Series, cfg: RunConfig, source: str | Path | None
+) -> np.ndarray:
+    oc = cfg.outcome
+    for col, key in ((oc.time, "outcome.time"), (oc.event, "outcome.event")):
+        if col not in table.columns:
+            raise InputError(
+                f"outcome column '{col}' is missing from the clinical table", key=key, file=source
+            )
+    time = pd.to_numeric(table[oc.time], errors="coerce")
+    bad = time.isna() | ~np.isfinite(time.to_numpy(dtype=float, na_value=np.nan)) | (time <= 0)
+    if bad.any():
+        raise InputError(
+            f"'{oc.time}' must be a number of days > 0 (missing, zero, negative or not a number "
+            f"for {int(bad.sum())} patients)",
+            patient_id=name_patients(ids[bad]),
+            file=source,
+        )
+    event = pd.to_numeric(table[oc.event], errors="coerce")
+    bad = ~event.isin([0, 1, 2])
+    if bad.any():
+        examples = ", ".join(repr(v) for v in table[oc.event][bad].head(3))
+        raise InputError(
+            f"'{oc.event}' must be 0 (censored), 1 (re-fracture) or 2 (death); found {examples}",
+            patient_id=name_patients(ids[bad]),
+            file=source,
+        )
+    return make_outcome(event.to_numpy(dtype=np.int8), time.to_numpy(dtype=float))
+
+
+def assemble(
+    clinical: pd.DataFrame,
+    features: pd.DataFrame | None,
+    cfg: RunConfig,
+    *,
+    clinical_source: str | Path | None = None,
+    features_source: str | Path | None = None,
+) -> Dataset:
+    """Join the clinical table to the imaging features and check everything a model needs.
+
+    Imaging is used when ``features`` is given and the config's feature sets include
+    'clinical+imaging'; then patients without features are left out (listed in ``excluded``
+    with the reason), as are feature rows without a clinical record. Without imaging, the
+    clinical table alone makes the data set (a config with no manifest trains clinical-only
+    models).
+    """
+    cov = cfg.covariates
+    clin_ids = _check_ids(clinical, "clinical table", clinical_source)
+    y_all = _outcome(clinical, clin_ids, cfg, clinical_source)
+    use_imaging = features is not None and "clinical+imaging" in cfg.feature_sets
+    imaging = list(cfg.imaging.features) if use_imaging else []
+    X_all = coerce_covariates(clinical, cov, ids=clin_ids, source=clinical_source)
+    X_all.index = pd.Index(clin_ids.to_numpy(), name=ID)
+
+    site = (
+        clinical["site"].astype(str).to_numpy()
+        if "site" in clinical.columns
+        else np.full(len(clinical), "", dtype=object)
+    )
+    site = pd.Series(site, index=X_all.index, name="site")
+    excluded: list[tuple[str, str]] = []
+    keep = np.ones(len(X_all), dtype=bool)
+
+    if features is not None:
+        feat_ids = _check_ids(features, "feature table", features_source)
+        feats = features.copy()
+        feats.index = pd.Index(feat_ids.to_numpy(), name=ID)
+        if "site" not in clinical.columns and "site" in feats.columns:
+            site = feats["site"].astype(str).reindex(X_all.index).fillna("")
+        if use_imaging:
+            missing = [c for c in imaging if c not in feats.columns]
+            if missing:
+                raise InputError(
+                    f"imaging features missing from the feature table: {', '.join(missing)}",
+                    key="imaging.features",
+                    file=features_source,
+                )
+            img = coerce_covariates(
+                feats, CovariatesConfig(numeric=[], binary=[], categorical={}), imaging,
+                ids=feat_ids.set_axis(feats.index), source=features_source,
+            )  # fmt: skip
+            no_features = ~X_all.index.isin(img.index)
+            excluded += [
+                (pid, "no imaging features (not in the feature table)")
+                for pid in X_all.index[no_features]
+            ]
+            keep &= ~no_features
+            orphans = img.index[~img.index.isin(X_all.index)]
+            excluded += [
+                (pid, "in the feature table but not in the clinical table") for pid in orphans
+            ]
+            X_all = X_all.join(img, how="left")
+    site = site.where(site != "", "all")
+
+    X = X_all[keep]
+    y = y_all[keep]
+    site = site[keep]
+    if len(X) == 0:
+        raise InputError(
+            "no patient has both a clinical record and imaging features", file=features_source
+        )
+    _check_events(y, cfg)
+
+    categories: dict[str, list[str]] = {}
+    for col, ref in cov.categorical.items():
+        levels = sorted(X[col].dropna().unique().tolist())
+        if ref not in levels:
+            found = ", ".join(levels) if levels else "none"
+            raise ConfigError(
+                f"reference level '{ref}' of '{col}' does not occur in the data (levels: {found})",
+                key=f"covariates.categorical.{col}",
+            )
+        categories[col] = [ref, *[lv for lv in levels if lv != ref]]
+
+    n_missing = {c: int(X[c].isna().sum()) for c in X.columns}
+    all_nan = [c for c, n in n_missing.items() if n == len(X)]
+    if all_nan:
+        raise InputError(f"columns with no values at all: {', '.join(all_nan)}", key="covariates")
+    excluded_df = pd.DataFrame(excluded, columns=[ID, "reason"])
+    notes = []
+    if len(excluded_df):
+        notes.append(f"{len(excluded_df)} patients excluded (see Dataset.excluded)")
+    return Dataset(
+        X=X,
+        y=y,
+        site=site,
+        covariates=cov,
+        imaging_features=imaging,
+        categories=categories,
+        n_missing=n_missing,
+        excluded=excluded_df,
+        horizon=float(cfg.outcome.horizon_days),
+        notes=notes,
+    )
+
+
+def _check_events(y: np.ndarray, cfg: RunConfig) -> None:
+    horizon = cfg.outcome.horizon_days
+    ev, t = y["event"], y["time"]
+    if not (ev == EVENT).any():
+        raise InputError(
+            "no re-fracture in the outcome (no event 1): every patient is censored or died, "
+            "so no risk model can be fitted",
+            key="outcome.event",
+        )
+    if horizon >= t.max():
+        raise ConfigError(
+            f"the horizon ({horizon:g} days) is not inside the follow-up (longest follow-up "
+            f"{t.max():g} days)",
+            key="outcome.horizon_days",
+        )
+    if not ((ev == EVENT) & (t <= horizon)).any():
+        raise InputError(
+            f"no re-fracture by the horizon ({horizon:g} days): the 1-year risk cannot be modelled",
+            key="outcome.horizon_days",
+        )

@@ -1,0 +1,99 @@
+"""What every refracture survival estimator shares.
+
+Estimators follow scikit-learn: parameters are stored by ``__init__`` untouched, ``fit`` learns
+trailing-underscore attributes, and ``predict`` returns the absolute risk of re-fracture by the
+horizon (``predict_risk``). Inputs are the DataFrame the preprocessing step produces and the
+structured outcome of :func:`refracture.models.make_outcome`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from refracture.errors import ModelError
+from refracture.models.ipcw import step_at
+from refracture.models.outcome import EVENT, check_outcome
+
+
+def as_frame(X: pd.DataFrame | np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
+    if isinstance(X, pd.DataFrame):
+        return X
+    return pd.DataFrame(np.asarray(X, dtype=float), columns=columns)
+
+
+class SurvivalEstimator(BaseEstimator):
+    """Base class: input checks, ``predict`` = ``predict_risk``, shared helpers."""
+
+    # Whether predict_survival gives a curve (all but the logistic model).
+    supports_survival = True
+
+    def _validate_fit(self, X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        X = as_frame(X)
+        y = check_outcome(y)
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        if not np.any(y["event"] == EVENT):
+            raise ModelError("cannot fit a survival model: no events in the training data")
+        values = X.to_numpy(dtype=float)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("X contains missing or infinite values: impute before the model")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return X, y
+
+    def _design(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The fitted columns of X, in order, as floats."""
+        check_is_fitted(self, "feature_names_in_")
+        if isinstance(X, pd.DataFrame):
+            missing = [c for c in self.feature_names_in_ if c not in X.columns]
+            if missing:
+                raise ValueError(f"X lacks the fitted columns: {', '.join(missing)}")
+            return X[list(self.feature_names_in_)].to_numpy(dtype=float)
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have {self.n_features_in_} columns")
+        return X
+
+    def predict(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Absolute risk of re-fracture by the horizon (same as :meth:`predict_risk`)."""
+        return self.predict_risk(X)
+
+    def predict_risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise ModelError(f"{type(self).__name__} does not define predict_risk")
+
+
+class ProportionalHazardsMixin:
+    """Risk from a linear predictor and a baseline cumulative hazard (Cox-type models).
+
+    ``baseline_times_`` / ``baseline_cumhaz_`` hold the step function H0(t) for a patient with
+    linear predictor 0, so H(t | x) = H0(t) exp(lp(x)) and risk(h) = 1 - exp(-H(h | x)).
+    Everything is vectorised: H0 at the horizon is computed once in ``fit``.
+    """
+
+    horizon: float
+    baseline_times_: np.ndarray
+    baseline_cumhaz_: np.ndarray
+    baseline_cumhaz_horizon_: float
+
+    def _set_baseline(self, times: np.ndarray, cumhaz: np.ndarray) -> None:
+        order = np.argsort(times, kind="mergesort")
+        self.baseline_times_ = np.asarray(times, dtype=float)[order]
+        self.baseline_cumhaz_ = np.asarray(cumhaz, dtype=float)[order]
+        self.baseline_cumhaz_horizon_ = float(
+            step_at(self.baseline_times_, self.baseline_cumhaz_, np.array([self.horizon]), 0.0)[0]
+        )
+
+    def risk_from_lp(self, lp: np.ndarray) -> np.ndarray:
+        """1 - exp(-H0(h) exp(lp))."""
+        return -np.expm1(-self.baseline_cumhaz_horizon_ * np.exp(np.asarray(lp, dtype=float)))
+
+    def predict_risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return self.risk_from_lp(self.linear_predictor(X))
+
+    def predict_survival(self, X: pd.DataFrame | np.ndarray, times: np.ndarray) -> np.ndarray:
+        """S(t | x) at each of ``times``: an array (n patients, len(times))."""
+        h0 = step_at(self.baseline_times_, self.baseline_cumhaz_, np.atleast_1d(times), 0.0)
+        return np.exp(-np.exp(self.linear_predictor(X))[:, None] * h0[None, :])

@@ -1,0 +1,87 @@
+"""Unpenalised Cox proportional hazards model (lifelines ``CoxPHFitter``).
+
+lifelines fits by Newton-Raphson on the Efron partial likelihood (its only tie method), reports
+coefficients in the units of the columns it is given, and estimates the baseline cumulative
+hazard by Breslow's method at the covariate means. The preprocessing step gives it the
+covariates in their original units, so its hazard ratios are per year, per kg/m2, per PDFF
+point and so on.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from lifelines import CoxPHFitter
+from lifelines.exceptions import ConvergenceError
+
+from refracture.errors import ModelError
+from refracture.models.base import ProportionalHazardsMixin, SurvivalEstimator
+from refracture.models.outcome import EVENT
+
+_T, _E = "__time__", "__event__"
+
+
+class CoxPH(ProportionalHazardsMixin, SurvivalEstimator):
+    """Cox model: risk by ``horizon`` = 1 - exp(-H0(h) exp(lp)), lp centred at training means.
+
+    Parameters
+    ----------
+    horizon : days at which ``predict_risk`` gives the absolute risk.
+    random_state : unused (the fit is deterministic); kept so every model takes it.
+    alpha : 1 - level of the confidence intervals in ``summary_`` (0.05 -> 95 %).
+
+    Attributes
+    ----------
+    coef_ : log hazard ratios per unit, in ``feature_names_in_`` order.
+    means_ : training means of the columns; lp = (x - means_) . coef_.
+    summary_ : lifelines' summary table (coef, exp(coef), se, CIs, z, p).
+    baseline_cumhaz_horizon_ : H0(horizon) for a patient at the means.
+    log_likelihood_ : maximised log partial likelihood (for likelihood-ratio tests).
+    lifelines_ : the fitted ``CoxPHFitter`` (for the Schoenfeld test).
+    """
+
+    def __init__(
+        self, horizon: float = 365.0, random_state: int | None = None, alpha: float = 0.05
+    ):
+        self.horizon = horizon
+        self.random_state = random_state
+        self.alpha = alpha
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> CoxPH:
+        X, y = self._validate_fit(X, y)
+        data = X.astype(float).reset_index(drop=True)
+        data[_T] = y["time"]
+        data[_E] = (y["event"] == EVENT).astype(int)
+        cph = CoxPHFitter(penalizer=0.0, alpha=self.alpha)
+        try:
+            with warnings.catch_warnings():
+                # lifelines warns on low-variance columns; a failed fit raises below.
+                warnings.simplefilter("ignore")
+                cph.fit(data, duration_col=_T, event_col=_E)
+        except (ConvergenceError, np.linalg.LinAlgError) as err:
+            msg = " ".join(str(err).split())[:300]
+            raise ModelError(f"the Cox model did not converge ({msg})") from None
+        if not np.all(np.isfinite(cph.params_.to_numpy())):
+            raise ModelError("the Cox model did not converge (non-finite coefficients)")
+        self.lifelines_ = cph
+        self.coef_ = cph.params_.to_numpy(dtype=float)
+        # lifelines centres the covariates at their (unweighted) means before fitting, and its
+        # baseline hazard is that of a patient at those means.
+        self.means_ = data[list(self.feature_names_in_)].mean().to_numpy(dtype=float)
+        self.summary_ = cph.summary
+        self.log_likelihood_ = float(cph.log_likelihood_)
+        bch = cph.baseline_cumulative_hazard_.iloc[:, 0]
+        self._set_baseline(bch.index.to_numpy(dtype=float), bch.to_numpy(dtype=float))
+        self.contribution_baseline_ = 0.0
+        return self
+
+    def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return (self._design(X) - self.means_) @ self.coef_
+
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
+        """beta_j (x_j - mean_j) per term; rows sum to the linear predictor."""
+        values = (self._design(X) - self.means_) * self.coef_
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(values, columns=list(self.feature_names_in_), index=index)

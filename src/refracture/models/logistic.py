@@ -1,0 +1,137 @@
+"""Logistic regression for re-fracture by the horizon, weighted for early censoring.
+
+The outcome is binary (re-fracture by ``h`` or not) but a patient censored before ``h`` has an
+unknown status. Dropping such patients biases the risk downwards; instead they get weight 0
+and everyone else the inverse probability of having stayed uncensored that long (IPCW, Graf
+1999 weights, death counted as censoring so the estimand is the net risk like the survival
+models). scikit-learn fits the weighted, unpenalised model; scikit-learn reports no standard
+errors, so they are computed here with the robust sandwich (HC0) estimator, the usual choice
+for weighted estimating equations (weights treated as known, which is slightly conservative
+for IPCW; Robins, Rotnitzky & Zhao 1994).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
+
+from refracture.errors import ModelError
+from refracture.models.base import SurvivalEstimator
+from refracture.models.ipcw import horizon_weights
+from refracture.models.outcome import DEATH
+
+
+class IPCWLogistic(SurvivalEstimator):
+    """Unpenalised logistic model of the event by ``horizon`` with IPC weights.
+
+    Attributes
+    ----------
+    coef_, intercept_ : log odds ratios per unit of each column, and the intercept.
+    se_, intercept_se_ : robust (sandwich) standard errors.
+    cov_ : robust covariance of (intercept, coef_).
+    means_ : training means (for contributions).
+    n_events_, n_controls_ : patients with the event by h / followed event-free past h.
+    n_censored_before_horizon_ : patients with weight 0 (censored or dead before h).
+    n_deaths_before_horizon_ : of those, deaths (competing events).
+    """
+
+    supports_survival = False
+
+    def __init__(
+        self, horizon: float = 365.0, random_state: int | None = None, max_iter: int = 200
+    ):
+        self.horizon = horizon
+        self.random_state = random_state
+        self.max_iter = max_iter
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> IPCWLogistic:
+        X, y = self._validate_fit(X, y)
+        Xa = X.to_numpy(dtype=float)
+        status, w = horizon_weights(y, self.horizon, deaths="censor")
+        used = w > 0
+        if status[used].sum() == 0 or status[used].sum() == used.sum():
+            raise ModelError(
+                "the logistic model needs patients with and without the event by the horizon"
+            )
+        lr = LogisticRegression(
+            C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=self.max_iter
+        )
+        lr.fit(Xa[used], status[used], sample_weight=w[used])
+        beta = np.r_[lr.intercept_[0], lr.coef_[0]]
+        if not np.all(np.isfinite(beta)):
+            raise ModelError("the logistic model did not converge (non-finite coefficients)")
+        self.intercept_ = float(beta[0])
+        self.coef_ = beta[1:].copy()
+        self.cov_ = _sandwich(Xa[used], status[used], w[used], beta)
+        se = np.sqrt(np.diag(self.cov_))
+        self.intercept_se_ = float(se[0])
+        self.se_ = se[1:]
+        self.means_ = Xa.mean(axis=0)
+        self.contribution_baseline_ = float(self.intercept_ + self.means_ @ self.coef_)
+        early = ~used
+        self.n_events_ = int(status[used].sum())
+        self.n_controls_ = int(used.sum() - status[used].sum())
+        self.n_censored_before_horizon_ = int(early.sum())
+        self.n_deaths_before_horizon_ = int((early & (y["event"] == DEATH)).sum())
+        self.weights_max_ = float(w.max())
+        self.n_iter_ = int(np.max(lr.n_iter_))
+        return self
+
+    def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return self.intercept_ + self._design(X) @ self.coef_
+
+    def risk_from_lp(self, lp: np.ndarray) -> np.ndarray:
+        return expit(np.asarray(lp, dtype=float))
+
+    def predict_risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        return self.risk_from_lp(self.linear_predictor(X))
+
+    def predict_survival(self, X: pd.DataFrame | np.ndarray, times: np.ndarray) -> np.ndarray:
+        raise ModelError(
+            "the logistic model predicts the risk at the horizon only, not a survival curve"
+        )
+
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
+        """beta_j (x_j - mean_j) per term; contribution_baseline_ + row sum = lp."""
+        values = (self._design(X) - self.means_) * self.coef_
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(values, columns=list(self.feature_names_in_), index=index)
+
+    def wald_table(self, alpha: float = 0.05) -> pd.DataFrame:
+        """coef, se, z, p and the (1 - alpha) Wald interval of each log odds ratio."""
+        z = self.coef_ / self.se_
+        q = stats.norm.ppf(1 - alpha / 2)
+        return pd.DataFrame(
+            {
+                "coef": self.coef_,
+                "se": self.se_,
+                "z": z,
+                "p": 2 * stats.norm.sf(np.abs(z)),
+                "lower": self.coef_ - q * self.se_,
+                "upper": self.coef_ + q * self.se_,
+            },
+            index=pd.Index(self.feature_names_in_, name="term"),
+        )
+
+
+def _sandwich(X: np.ndarray, d: np.ndarray, w: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Robust covariance A^-1 B A^-1 of a weighted logistic fit (intercept first).
+
+    A = sum w p (1-p) x x' (the weighted information), B = sum [w (d - p)]^2 x x' (the
+    empirical variance of the weighted scores).
+    """
+    X1 = np.column_stack([np.ones(len(X)), X])
+    p = expit(X1 @ beta)
+    A = (X1 * (w * p * (1 - p))[:, None]).T @ X1
+    U = X1 * (w * (d - p))[:, None]
+    B = U.T @ U
+    try:
+        A_inv = np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        raise ModelError(
+            "the logistic model's information matrix is singular (collinear covariates)"
+        ) from None
+    return A_inv @ B @ A_inv

@@ -1,0 +1,195 @@
+"""Preprocessing + model in one scikit-learn ``Pipeline``.
+
+Missing values are imputed inside the pipeline, so imputation is learned on the training data
+of each fit (never on the patients it is validated on). Scaling happens only where the model
+needs it (the elastic net's penalty); the Cox and logistic models see the covariates in their
+original units so their coefficients read per year, per kg/m2, per PDFF point, per 1/s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from refracture.config import CovariatesConfig
+from refracture.errors import ConfigError, ModelError
+from refracture.models.base import SurvivalEstimator
+from refracture.models.cox import CoxPH
+from refracture.models.coxnet import CoxNet
+from refracture.models.logistic import IPCWLogistic
+from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
+
+MODELS: dict[str, type[SurvivalEstimator]] = {
+    "cox": CoxPH,
+    "coxnet": CoxNet,
+    "rsf": RandomSurvivalForest,
+    "gbsa": GradientBoostedSurvival,
+    "logistic": IPCWLogistic,
+}
+MODEL_NAMES = tuple(MODELS)
+_SCALED = {"coxnet"}
+
+
+def term_name(feature: str, category: object) -> str:
+    """One-hot column name: ``cement_leakage[intradiscal]`` (PRODUCT.md section 5)."""
+    return f"{feature}[{category}]"
+
+
+def make_preprocessor(
+    covariates: CovariatesConfig,
+    imaging_features: Sequence[str] = (),
+    *,
+    scale: bool = False,
+    categories: Mapping[str, Sequence[str]] | None = None,
+) -> ColumnTransformer:
+    """Impute (median / most frequent), one-hot encode against reference levels, optionally scale.
+
+    ``categories`` fixes the levels of each categorical covariate (reference included); pass the
+    levels of the whole cohort so a resample or fold lacking a rare level still encodes the
+    same terms. Without it the levels are learned from the training data.
+    """
+    numeric = [*covariates.numeric, *imaging_features]
+    binary = list(covariates.binary)
+    categorical = list(covariates.categorical)
+
+    def steps(*head: tuple[str, object]) -> Pipeline:
+        tail = [("scale", StandardScaler())] if scale else []
+        return Pipeline([*head, *tail])
+
+    transformers = []
+    if numeric:
+        transformers.append(
+            ("numeric", steps(("impute", SimpleImputer(strategy="median"))), numeric)
+        )
+    if binary:
+        transformers.append(
+            ("binary", steps(("impute", SimpleImputer(strategy="most_frequent"))), binary)
+        )
+    if categorical:
+        if categories is not None:
+            cats: list[list[str]] | str = [list(categories[c]) for c in categorical]
+        else:
+            cats = "auto"
+        encoder = OneHotEncoder(
+            categories=cats,
+            drop=[covariates.categorical[c] for c in categorical],
+            handle_unknown="error",
+            sparse_output=False,
+            feature_name_combiner=term_name,
+        )
+        transformers.append(
+            (
+                "categorical",
+                steps(("impute", SimpleImputer(strategy="most_frequent")), ("onehot", encoder)),
+                categorical,
+            )
+        )
+    if not transformers:
+        raise ConfigError("no covariates or imaging features to model", key="covariates")
+    ct = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return ct.set_output(transform="pandas")
+
+
+class RiskPipeline(Pipeline):
+    """A fitted ``prep`` -> ``model`` pipeline that predicts absolute risk by the horizon.
+
+    Every method transforms with the preprocessing steps then calls the model, so it takes the
+    raw covariate table (columns named as in the config; extra columns are ignored).
+    """
+
+    @property
+    def model(self) -> SurvivalEstimator:
+        return self.steps[-1][1]
+
+    @property
+    def model_name(self) -> str:
+        for name, cls in MODELS.items():
+            if type(self.model) is cls:
+                return name
+        return type(self.model).__name__
+
+    @property
+    def horizon(self) -> float:
+        return float(self.model.horizon)
+
+    @property
+    def supports_survival(self) -> bool:
+        return bool(self.model.supports_survival)
+
+    @property
+    def term_names(self) -> list[str]:
+        """Model terms after encoding, e.g. ``age``, ``sex[M]``."""
+        return [str(c) for c in self.model.feature_names_in_]
+
+    def transform_features(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The design matrix the model sees."""
+        return self[:-1].transform(X)
+
+    def predict(self, X: pd.DataFrame, **params: object) -> np.ndarray:
+        """Absolute risk of re-fracture by the horizon."""
+        return self.predict_risk(X)
+
+    def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
+        return self.model.predict_risk(self.transform_features(X))
+
+    def predict_survival(self, X: pd.DataFrame, times: Sequence[float] | np.ndarray) -> np.ndarray:
+        """S(t | x) at ``times``: (n patients, len(times)). Not for the logistic model."""
+        if not self.supports_survival:
+            raise ModelError(
+                "the logistic model predicts the risk at the horizon only, not a survival curve"
+            )
+        return self.model.predict_survival(
+            self.transform_features(X), np.asarray(times, dtype=float)
+        )
+
+    def linear_predictor(self, X: pd.DataFrame) -> np.ndarray:
+        return self.model.linear_predictor(self.transform_features(X))
+
+    def risk_from_lp(self, lp: np.ndarray) -> np.ndarray:
+        return self.model.risk_from_lp(lp)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-term beta_j (x_j - mean_j); ``contribution_baseline`` + row sum = lp."""
+        if not hasattr(self.model, "contributions"):
+            raise ModelError(
+                f"per-term contributions exist for cox and logistic, not {self.model_name}"
+            )
+        return self.model.contributions(self.transform_features(X))
+
+    @property
+    def contribution_baseline(self) -> float:
+        if not hasattr(self.model, "contribution_baseline_"):
+            raise ModelError(
+                f"per-term contributions exist for cox and logistic, not {self.model_name}"
+            )
+        return float(self.model.contribution_baseline_)
+
+
+def make_pipeline(
+    name: str,
+    cfg_covariates: CovariatesConfig,
+    imaging_features: Sequence[str] = (),
+    *,
+    horizon: float,
+    random_state: int,
+    categories: Mapping[str, Sequence[str]] | None = None,
+    **model_params: object,
+) -> RiskPipeline:
+    """An unfitted pipeline for model ``name`` (cox, coxnet, rsf, gbsa, logistic).
+
+    ``imaging_features`` are added to the numeric covariates (empty for the clinical set);
+    ``model_params`` override the estimator's defaults.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}' (one of {', '.join(MODELS)})", key="models")
+    prep = make_preprocessor(
+        cfg_covariates, list(imaging_features), scale=name in _SCALED, categories=categories
+    )
+    model = MODELS[name](horizon=float(horizon), random_state=int(random_state), **model_params)
+    return RiskPipeline([("prep", prep), ("model", model)])

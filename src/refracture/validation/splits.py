@@ -1,0 +1,141 @@
+"""How patients are divided into development and validation data.
+
+* ``random``: a hold-out stratified on the status at the horizon (event by h / event-free at
+  h / censored or dead before h), so both parts have a like share of events.
+* ``site``: one named hospital is the external validation set (geographic validation).
+* ``leave_one_site_out``: each hospital in turn is held out; predictions are pooled.
+* ``kfold``: stratified k-fold cross-validation; out-of-fold predictions are pooled.
+* ``none``: no held-out data; the validation metrics are the apparent ones and only the
+  bootstrap optimism correction speaks to performance in new patients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from refracture.config import ValidationConfig
+from refracture.data import Dataset
+from refracture.errors import ConfigError, InputError
+from refracture.models.outcome import EVENT, status_at
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fit-and-predict step: train on ``train`` rows, predict ``valid`` rows."""
+
+    label: str
+    train: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    kind: str
+    description: str
+    development: np.ndarray  # rows the final model is fitted on
+    folds: list[Fold]  # empty for 'none'
+    role: str  # what the validation predictions are: test, external, out-of-fold, apparent
+
+    @property
+    def validation_rows(self) -> np.ndarray:
+        if not self.folds:
+            return self.development
+        return np.sort(np.concatenate([f.valid for f in self.folds]))
+
+
+def _stratum(ds: Dataset, horizon: float) -> np.ndarray:
+    return status_at(ds.y, horizon)
+
+
+def _needs_events(ds: Dataset, rows: np.ndarray, what: str) -> None:
+    if not (ds.y["event"][rows] == EVENT).any():
+        raise InputError(
+            f"the {what} has no re-fracture (event 1): no model can be fitted on it",
+            key="validation.split",
+        )
+
+
+def plan_split(ds: Dataset, vcfg: ValidationConfig, horizon: float) -> SplitPlan:
+    """The development rows and the folds of a validation scheme."""
+    n = len(ds)
+    rows = np.arange(n)
+    kind = vcfg.split
+    if kind == "none":
+        return SplitPlan(
+            kind, f"no hold-out: apparent performance on all {n} patients", rows, [], "apparent"
+        )
+    if kind == "random":
+        strata = _stratum(ds, horizon)
+        try:
+            train, test = train_test_split(
+                rows, test_size=vcfg.test_fraction, stratify=strata, random_state=vcfg.seed
+            )
+        except ValueError as err:
+            raise ConfigError(
+                f"cannot split the data ({err})", key="validation.test_fraction"
+            ) from None
+        train, test = np.sort(train), np.sort(test)
+        _needs_events(ds, train, "development part")
+        desc = (
+            f"random hold-out ({vcfg.test_fraction:.0%} of patients, stratified on the status at "
+            f"{horizon:g} days, seed {vcfg.seed}): {len(train)} development, {len(test)} validation"
+        )
+        return SplitPlan(kind, desc, train, [Fold("test", train, test)], "test")
+    sites = sorted(ds.site.unique().tolist())
+    site = ds.site.to_numpy()
+    if kind == "site":
+        if vcfg.test_site not in sites:
+            raise ConfigError(
+                f"site '{vcfg.test_site}' is not in the data (sites: {', '.join(sites)})",
+                key="validation.test_site",
+            )
+        test = rows[site == vcfg.test_site]
+        train = rows[site != vcfg.test_site]
+        if len(train) == 0:
+            raise ConfigError("every patient is at the external site", key="validation.test_site")
+        _needs_events(ds, train, "development sites")
+        desc = (
+            f"external validation at {vcfg.test_site} ({len(test)} patients); development on "
+            f"the other {len(sites) - 1} sites ({len(train)} patients)"
+        )
+        return SplitPlan(kind, desc, train, [Fold(str(vcfg.test_site), train, test)], "external")
+    if kind == "leave_one_site_out":
+        if len(sites) < 2:
+            raise ConfigError(
+                "leave-one-site-out needs at least two sites (the data have "
+                f"{len(sites)}: {', '.join(sites)})",
+                key="validation.split",
+            )
+        folds = []
+        for s in sites:
+            train, test = rows[site != s], rows[site == s]
+            _needs_events(ds, train, f"data without {s}")
+            folds.append(Fold(s, train, test))
+        desc = (
+            f"leave-one-site-out over {len(sites)} sites ({', '.join(sites)}); predictions pooled"
+        )
+        return SplitPlan(kind, desc, rows, folds, "external")
+    if kind == "kfold":
+        strata = _stratum(ds, horizon)
+        k = vcfg.folds
+        if (strata == 1).sum() < k:
+            raise ConfigError(
+                f"{k} folds but only {(strata == 1).sum()} events by the horizon",
+                key="validation.folds",
+            )
+        splitter = StratifiedKFold(k, shuffle=True, random_state=vcfg.seed)
+        folds = [
+            Fold(f"fold_{i + 1}", np.sort(tr), np.sort(te))
+            for i, (tr, te) in enumerate(splitter.split(rows, strata))
+        ]
+        for f in folds:
+            _needs_events(ds, f.train, f"training part of {f.label}")
+        desc = (
+            f"{k}-fold cross-validation stratified on the status at {horizon:g} days "
+            f"(seed {vcfg.seed}); predictions pooled"
+        )
+        return SplitPlan(kind, desc, rows, folds, "out-of-fold")
+    raise ConfigError(f"unknown validation split '{kind}'", key="validation.split")

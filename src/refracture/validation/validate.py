@@ -1,0 +1,291 @@
+"""Fit, validate and bootstrap one model on one feature set (TRIPOD-style internal and
+external validation).
+
+For a model and a feature set, :func:`validate`
+
+1. splits the patients (:mod:`refracture.validation.splits`) and fits the pipeline on the
+   development data of each fold, predicting the held-out patients;
+2. computes the metrics on the validation predictions, with percentile 95 % CIs from a
+   bootstrap of the validation patients (predictions fixed);
+3. runs Harrell's bootstrap on the development data (Harrell, Lee & Mark 1996; Steyerberg
+   2019 ch. 17): in each of B resamples the whole pipeline - imputation, encoding, penalty
+   choice - is refitted, scored on the resample (apparent) and on the original data (test);
+   the mean difference is the optimism, subtracted from the apparent performance of the final
+   model. Its 95 % CI is the location-shifted percentile interval of Noma et al. (Stat Med
+   2021): the percentiles of the bootstrap apparent values, shifted by the optimism.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from refracture.config import RunConfig
+from refracture.data import Dataset
+from refracture.errors import ModelError
+from refracture.models.outcome import COMPETING_RISK_NOTE, EVENT, make_outcome
+from refracture.models.pipeline import RiskPipeline, make_pipeline
+from refracture.models.tables import coefficients_table, ph_test
+from refracture.validation.bootstrap import (
+    STREAM_CI,
+    dispatch,
+    optimism_replicate,
+    percentile_interval,
+    predict_all,
+    replicate_seeds,
+    resample_metrics,
+    run_parallel,
+)
+from refracture.validation.metrics import compute_metrics, metric_names, time_grid
+from refracture.validation.splits import Fold, SplitPlan, plan_split
+
+
+@dataclass
+class ValidationResult:
+    """Everything one model x feature set validation produced.
+
+    ``metrics`` holds, per PRODUCT.md metric name ``m``: ``m`` (validation data), ``m_lo`` /
+    ``m_hi`` (percentile 95 % CI, bootstrap of the validation patients), ``m_optcorr``
+    (apparent minus Harrell's bootstrap optimism, development data) and ``m_optcorr_lo`` /
+    ``m_optcorr_hi`` (location-shifted percentile CI, Noma 2021).
+    """
+
+    model_name: str
+    feature_set: str
+    features: list[str]
+    horizon: float
+    split: str
+    split_kind: str
+    metrics: dict[str, float]
+    apparent: dict[str, float]
+    optimism: dict[str, float]
+    final_model: RiskPipeline
+    predictions: pd.DataFrame
+    per_site: pd.DataFrame | None
+    per_fold: pd.DataFrame | None
+    n_train: int
+    n_valid: int
+    events_train: int
+    events_valid: int
+    development_ids: list[str]
+    y_development: np.ndarray
+    coefficients: pd.DataFrame | None
+    ph_test: pd.DataFrame | None
+    bootstrap: int
+    n_boot_failed: int
+    boot_apparent: pd.DataFrame
+    boot_test: pd.DataFrame
+    times: np.ndarray
+    competing_risk_note: str = COMPETING_RISK_NOTE
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def y_valid(self) -> np.ndarray:
+        """Outcome of the validation patients, in ``predictions`` order."""
+        return make_outcome(
+            self.predictions["event"].to_numpy(), self.predictions["time"].to_numpy()
+        )
+
+    def summary(self) -> dict[str, object]:
+        """Flat description for logging (parameters, counts, notes)."""
+        return {
+            "model": self.model_name,
+            "feature_set": self.feature_set,
+            "split": self.split,
+            "n_train": self.n_train,
+            "n_valid": self.n_valid,
+            "events_train": self.events_train,
+            "events_valid": self.events_valid,
+            "bootstrap": self.bootstrap,
+            "n_boot_failed": self.n_boot_failed,
+            "competing_risks": self.competing_risk_note,
+            "notes": "; ".join(self.notes),
+        }
+
+
+def _fit(template: RiskPipeline, X: pd.DataFrame, y: np.ndarray, what: str) -> RiskPipeline:
+    model = clone(template)
+    try:
+        return model.fit(X, y)
+    except ModelError as err:
+        raise ModelError(f"{template.model_name} on the {what}: {err.message}") from None
+
+
+def _per_fold(
+    plan: SplitPlan, y: np.ndarray, parts: list[tuple], times: np.ndarray, horizon: float
+) -> pd.DataFrame:
+    rows = []
+    for fold, risk, _lp, surv in parts:
+        yv = y[fold.valid]
+        m = compute_metrics(y[fold.train], yv, risk, surv, times, horizon)
+        rows.append(
+            {
+                "fold": fold.label,
+                "n": len(fold.valid),
+                "events": int((yv["event"] == EVENT).sum()),
+                "events_by_horizon": int(((yv["event"] == EVENT) & (yv["time"] <= horizon)).sum()),
+                **m,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def validate(
+    model_name: str,
+    dataset: Dataset,
+    feature_set: str,
+    cfg: RunConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ValidationResult:
+    """Develop and validate ``model_name`` on ``feature_set`` as ``cfg.validation`` says.
+
+    ``progress(done, total)`` is called as bootstrap replicates finish; total = 2 B (the B
+    optimism refits and the B resamples of the validation predictions).
+    """
+    horizon = float(cfg.outcome.horizon_days)
+    vcfg = cfg.validation
+    cols = dataset.feature_names(feature_set)
+    imaging = [c for c in cols if c in dataset.imaging_features]
+    template = make_pipeline(
+        model_name,
+        cfg.covariates,
+        imaging,
+        horizon=horizon,
+        random_state=vcfg.seed,
+        categories=dataset.categories,
+    )
+    X, y = dataset.X[cols], dataset.y
+    ids = dataset.ids.to_numpy()
+    site = dataset.site.to_numpy()
+    plan = plan_split(dataset, vcfg, horizon)
+    times = time_grid(horizon)
+    dev = plan.development
+
+    parts: list[tuple[Fold, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    final: RiskPipeline | None = None
+    for fold in plan.folds:
+        model = _fit(template, X.iloc[fold.train], y[fold.train], f"training data of {fold.label}")
+        parts.append((fold, *predict_all(model, X.iloc[fold.valid], times)))
+        if plan.kind in ("random", "site"):
+            final = model  # the development data are this fold's training data
+    if final is None:
+        final = _fit(template, X.iloc[dev], y[dev], "development data")
+    risk_dev, lp_dev, surv_dev = predict_all(final, X.iloc[dev], times)
+    if plan.kind == "none":
+        parts = [(Fold("all", dev, dev), risk_dev, lp_dev, surv_dev)]
+
+    rows = np.concatenate([p[0].valid for p in parts])
+    order = np.argsort(rows, kind="mergesort")
+    rows = rows[order]
+    risk_v = np.concatenate([p[1] for p in parts])[order]
+    lp_v = np.concatenate([p[2] for p in parts])[order]
+    has_surv = all(p[3] is not None for p in parts)
+    surv_v = np.concatenate([p[3] for p in parts])[order] if has_surv else None
+    fold_of = np.concatenate([[p[0].label] * len(p[0].valid) for p in parts])[order]
+    y_v = y[rows]
+    predictions = pd.DataFrame(
+        {
+            "patient_id": ids[rows],
+            "site": site[rows],
+            "risk": risk_v,
+            "lp": lp_v,
+            "time": y_v["time"],
+            "event": y_v["event"].astype(int),
+            "fold": fold_of,
+            "role": plan.role,
+        }
+    )
+
+    valid_metrics = compute_metrics(y[dev], y_v, risk_v, surv_v, times, horizon)
+    apparent = compute_metrics(y[dev], y[dev], risk_dev, surv_dev, times, horizon)
+    per_fold = _per_fold(plan, y, parts, times, horizon) if len(parts) > 1 else None
+    per_site = None
+    if plan.kind == "leave_one_site_out" and per_fold is not None:
+        per_site = per_fold.rename(columns={"fold": "site"})
+
+    B = vcfg.bootstrap
+    items = [("optimism", ss) for ss in replicate_seeds(vcfg.seed, B)]
+    items += [("ci", ss) for ss in replicate_seeds(vcfg.seed, B, STREAM_CI)]
+    worker = partial(
+        dispatch,
+        optimism=partial(
+            optimism_replicate,
+            template=template,
+            X=X.iloc[dev],
+            y=y[dev],
+            times=times,
+            horizon=horizon,
+        ),
+        ci=partial(
+            resample_metrics,
+            y_train=y[dev],
+            y=y_v,
+            risk=risk_v,
+            surv=surv_v,
+            times=times,
+            horizon=horizon,
+        ),
+    )
+    results = run_parallel(worker, items, vcfg.jobs, progress)
+    names = metric_names(horizon)
+    done = [r for r in results[:B] if r is not None]
+    boot_app = pd.DataFrame([a for a, _ in done], columns=names)
+    boot_test = pd.DataFrame([t for _, t in done], columns=names)
+    boot_ci = pd.DataFrame(results[B:], columns=names)
+    n_failed = B - len(done)
+
+    metrics: dict[str, float] = {}
+    optimism: dict[str, float] = {}
+    for k in names:
+        metrics[k] = valid_metrics[k]
+        metrics[f"{k}_lo"], metrics[f"{k}_hi"] = percentile_interval(boot_ci[k].to_numpy())
+        diffs = (boot_app[k] - boot_test[k]).to_numpy(dtype=float)
+        opt = float(np.nanmean(diffs)) if np.isfinite(diffs).any() else float("nan")
+        optimism[k] = opt
+        metrics[f"{k}_optcorr"] = apparent[k] - opt
+        lo, hi = percentile_interval(boot_app[k].to_numpy())
+        metrics[f"{k}_optcorr_lo"], metrics[f"{k}_optcorr_hi"] = lo - opt, hi - opt
+
+    notes = []
+    if n_failed:
+        notes.append(f"{n_failed} of {B} bootstrap refits failed and were left out")
+    if not final.supports_survival:
+        notes.append(f"ibs is NaN: the {model_name} model predicts the horizon risk only")
+    coefficients = coefficients_table(final) if model_name in ("cox", "logistic") else None
+    ph = ph_test(final, X.iloc[dev], y[dev]) if model_name == "cox" else None
+
+    return ValidationResult(
+        model_name=model_name,
+        feature_set=feature_set,
+        features=cols,
+        horizon=horizon,
+        split=plan.description,
+        split_kind=plan.kind,
+        metrics=metrics,
+        apparent=apparent,
+        optimism=optimism,
+        final_model=final,
+        predictions=predictions,
+        per_site=per_site,
+        per_fold=per_fold,
+        n_train=len(dev),
+        n_valid=len(rows),
+        events_train=int((y[dev]["event"] == EVENT).sum()),
+        events_valid=int((y_v["event"] == EVENT).sum()),
+        development_ids=[str(i) for i in ids[dev]],
+        y_development=y[dev].copy(),
+        coefficients=coefficients,
+        ph_test=ph,
+        bootstrap=B,
+        n_boot_failed=n_failed,
+        boot_apparent=boot_app,
+        boot_test=boot_test,
+        times=times,
+        notes=notes,
+    )
