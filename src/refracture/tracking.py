@@ -1,0 +1,295 @@
+"""MLflow: where runs go, how models are logged, and when the champion alias moves.
+
+Embedded default (PRODUCT.md section 5): tracking URI ``sqlite:///mlflow.db`` with artifacts in
+``./mlruns`` of the working folder; ``MLFLOW_TRACKING_URI`` or ``mlflow.tracking_uri`` in the config
+point elsewhere (for example a tracking server backed by PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+import refracture
+from refracture.errors import ModelError
+from refracture.serving import InputColumns, output_columns
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# What a registered model needs at predict time, pinned to the versions it was trained with.
+RUNTIME_PACKAGES = [
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "scikit-survival",
+    "lifelines",
+    "joblib",
+]
+TAG_SELECTION_VALUE = "refracture.selection_value"
+TAG_SELECTION_METRIC = "refracture.selection_metric"
+TAG_SELECTION_SCORE = "refracture.selection_score"  # the value oriented so larger is better
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """Config value, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite default."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def setup(tracking_uri: str, experiment: str) -> str:
+    """Point MLflow at the store and return the experiment ID (created if needed).
+
+    For a local store the experiment's artifacts go to ``./mlruns`` of the working folder, so
+    ``mlflow ui`` started there finds the plots and models.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            exp_id = found.experiment_id
+        else:
+            location = Path("mlruns").resolve().as_uri() if _is_local(tracking_uri) else None
+            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    except MlflowException as err:
+        raise ModelError(f"cannot use the MLflow store {tracking_uri}: {err.message}") from None
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def git_commit() -> str | None:
+    """The commit of the refracture source tree, when it is a git checkout."""
+    src = Path(refracture.__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+def run_tags(dataset_digest: str) -> dict[str, str]:
+    tags = {
+        "refracture.version": refracture.__version__,
+        "refracture.dataset_digest": dataset_digest,
+    }
+    sha = git_commit()
+    if sha:
+        tags["mlflow.source.git.commit"] = sha
+    return tags
+
+
+def log_dataset(df: pd.DataFrame, *, name: str, source: str, targets: str | None = None) -> str:
+    """Log a dataset's digest and schema with mlflow.data (never its rows); return the digest."""
+    ds = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)
+    mlflow.log_input(ds, context="training")
+    return ds.digest
+
+
+def signature_for(bundle: dict[str, Any]) -> ModelSignature:
+    """Input: patient_id (optional), numeric/binary covariates and imaging features as doubles
+    (NaN allowed), categorical covariates as strings. Output: the score columns."""
+    cols = InputColumns.from_bundle(bundle)
+    inputs = [ColSpec("string", "patient_id", required=False)]
+    inputs += [ColSpec("double", c) for c in [*cols.numeric, *cols.binary]]
+    inputs += [ColSpec("string", c) for c in cols.categorical]
+    kinds = {
+        "patient_id": "string",
+        "risk_group": "string",
+        "model_name": "string",
+        "model_version": "string",
+        "status": "string",
+        "error": "string",
+        "warnings": "string",
+    }
+    outputs = [
+        ColSpec(kinds.get(c, "double"), c, required=c != "risk_group")
+        for c in output_columns(bundle["horizon_days"])
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def input_example(bundle: dict[str, Any]) -> pd.DataFrame:
+    """A made-up example built from training medians and reference levels: no patient's row."""
+    cols = InputColumns.from_bundle(bundle)
+    typical = bundle["typical"]
+    row: dict[str, Any] = {"patient_id": "example-1"}
+    row.update({c: float(typical[c]) for c in [*cols.numeric, *cols.binary]})
+    row.update({c: str(typical[c]) for c in cols.categorical})
+    return pd.DataFrame([row])
+
+
+def pinned_requirements() -> list[str]:
+    reqs = []
+    for pkg in RUNTIME_PACKAGES:
+        try:
+            reqs.append(f"{pkg}=={metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:  # pragma: no cover - all are dependencies
+            reqs.append(pkg)
+    return reqs
+
+
+def model_code_path() -> Path:
+    """``models/refracture_pyfunc.py`` from a source checkout, or its copy in the wheel."""
+    here = Path(refracture.__file__).resolve().parent
+    for candidate in (
+        here.parents[1] / "models" / "refracture_pyfunc.py",
+        here / "_models" / "refracture_pyfunc.py",
+    ):
+        if candidate.is_file():
+            return candidate
+    raise ModelError("the model entry point refracture_pyfunc.py is missing from the installation")
+
+
+def log_model(pipeline: Any, bundle: dict[str, Any], *, name: str = "model") -> Any:
+    """Log the pipeline as a models-from-code pyfunc in the active run; return its ModelInfo."""
+    import joblib
+
+    package_dir = Path(refracture.__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe_path = Path(tmp) / "pipeline.joblib"
+        bundle_path = Path(tmp) / "bundle.json"
+        joblib.dump(pipeline, pipe_path)
+        bundle_path.write_text(json.dumps(bundle, indent=2, default=_plain), encoding="utf-8")
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(model_code_path()),
+            artifacts={"pipeline": str(pipe_path), "bundle": str(bundle_path)},
+            code_paths=[str(package_dir)],
+            signature=signature_for(bundle),
+            input_example=input_example(bundle),
+            pip_requirements=pinned_requirements(),
+        )
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+@dataclass(frozen=True)
+class AliasDecision:
+    """What happened to the champion alias after registering a new version."""
+
+    model_name: str
+    version: str
+    alias: str
+    promoted: bool
+    reason: str
+    previous_version: str | None
+    previous_value: float | None
+    value: float
+    metric: str
+
+
+def register(
+    model_uri: str,
+    *,
+    name: str,
+    alias: str,
+    metric: str,
+    value: float,
+    score: float | None = None,
+    description: str,
+    tags: dict[str, str],
+) -> AliasDecision:
+    """Register a new version and move ``alias`` to it only if it beats the current holder.
+
+    ``score`` is ``value`` oriented so that larger is better (defaults to ``value``); the
+    current holder's score is read from its version tags, so only versions selected on the
+    same metric are compared.
+    """
+    score = value if score is None else score
+    client = MlflowClient()
+    try:
+        mv = mlflow.register_model(model_uri, name)
+    except MlflowException as err:
+        raise ModelError(f"cannot register model '{name}': {err.message}") from None
+    client.update_model_version(name, mv.version, description=description)
+    selection_tags = {
+        TAG_SELECTION_METRIC: metric,
+        TAG_SELECTION_VALUE: repr(value),
+        TAG_SELECTION_SCORE: repr(score),
+    }
+    for k, v in {**tags, **selection_tags}.items():
+        client.set_model_version_tag(name, mv.version, k, str(v))
+
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        current = None
+    previous_value = previous_score = None
+    if current is not None and current.tags.get(TAG_SELECTION_METRIC) == metric:
+        stored_value = current.tags.get(TAG_SELECTION_VALUE)
+        stored_score = current.tags.get(TAG_SELECTION_SCORE, stored_value)
+        if stored_value is not None and stored_score is not None:
+            previous_value, previous_score = float(stored_value), float(stored_score)
+
+    if current is None:
+        promoted, reason = True, f"first version of '{name}': alias '{alias}' set"
+    elif previous_score is None:
+        promoted = False
+        reason = (
+            f"'{alias}' (version {current.version}) has no recorded {metric}; "
+            "alias left in place (move it by hand if intended)"
+        )
+    elif score > previous_score:
+        promoted = True
+        reason = (
+            f"{metric} {value:.4f} is better than {previous_value:.4f} of version "
+            f"{current.version}: alias '{alias}' moved to version {mv.version}"
+        )
+    else:
+        promoted = False
+        reason = (
+            f"{metric} {value:.4f} is not better than {previous_value:.4f} of version "
+            f"{current.version}: alias '{alias}' stays on version {current.version}"
+        )
+    if promoted:
+        client.set_registered_model_alias(name, alias, mv.version)
+    client.set_model_version_tag(name, mv.version, "refracture.alias_decision", reason)
+    return AliasDecision(
+        model_name=name,
+        version=str(mv.version),
+        alias=alias,
+        promoted=promoted,
+        reason=reason,
+        previous_version=None if current is None else str(current.version),
+        previous_value=previous_value,
+        value=value,
+        metric=metric,
+    )
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's informational logging and advisory warnings off the user's terminal."""
+    import logging
+    import warnings
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for module in ("mlflow", "mlflow.*"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+    warnings.filterwarnings("ignore", message=".*type hint.*")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
