@@ -1,0 +1,128 @@
+"""The model card logged with every trained model (template: ``models/model_card.md.j2``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+import refracture
+from refracture.config import RunConfig
+from refracture.report.tripod import ITEMS
+from refracture.validation.metrics import metric_names
+
+METRIC_LABELS = {
+    "cindex_harrell": "Harrell's C-index",
+    "cindex_uno": "Uno's C-index",
+    "auc": "cumulative/dynamic AUC",
+    "brier": "Brier score",
+    "ibs": "integrated Brier score",
+    "calibration_slope": "calibration slope",
+    "calibration_intercept": "calibration intercept",
+    "oe_ratio": "observed/expected ratio",
+}
+
+
+def template_path(name: str) -> Path:
+    """A template from ``models/`` of a source checkout, or its copy in the wheel."""
+    here = Path(refracture.__file__).resolve().parent
+    for candidate in (here.parents[1] / "models" / name, here / "_models" / name):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"template {name} is missing from the installation")
+
+
+def metric_label(name: str) -> str:
+    """``brier_365d`` -> ``Brier score (365d)``."""
+    for key, label in METRIC_LABELS.items():
+        if name == key:
+            return label
+        if name.startswith(key + "_"):
+            return f"{label} ({name.removeprefix(key + '_')})"
+    return name
+
+
+def fmt_ci(value: float, lo: float, hi: float, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ({lo:.{digits}f} to {hi:.{digits}f})"
+
+
+def _ci(d: dict[str, float], name: str) -> str:
+    return fmt_ci(
+        d.get(name, math.nan), d.get(f"{name}_lo", math.nan), d.get(f"{name}_hi", math.nan)
+    )
+
+
+def render_model_card(
+    cand: Any, cfg: RunConfig, dataset: Any, *, run_id: str, parent_run_id: str, digest: str
+) -> str:
+    from refracture.tracking import git_commit
+    from refracture.train import covariate_kinds
+
+    r = cand.result
+    m = r.metrics
+    metrics = [
+        {
+            "name": metric_label(name),
+            "valid": fmt_ci(
+                m.get(name, math.nan), m.get(f"{name}_lo", math.nan), m.get(f"{name}_hi", math.nan)
+            ),
+            "optcorr": fmt_ci(
+                m.get(f"{name}_optcorr", math.nan),
+                m.get(f"{name}_optcorr_lo", math.nan),
+                m.get(f"{name}_optcorr_hi", math.nan),
+            ),
+        }
+        for name in metric_names(r.horizon)
+    ]
+    h = int(round(r.horizon))
+    added = []
+    if cand.added:
+        a = cand.added
+        lrt = "n/a" if not math.isfinite(a["lrt_p"]) else f"{a['lrt_p']:.3g}"
+        added = [
+            {"name": "delta Harrell's C", "value": _ci(a, "delta_cindex")},
+            {"name": f"continuous NRI at {h} d", "value": _ci(a, f"nri_{h}d")},
+            {"name": f"IDI at {h} d", "value": _ci(a, f"idi_{h}d")},
+            {"name": "likelihood-ratio test p (nested Cox)", "value": lrt},
+        ]
+    missing = {k: v for k, v in dataset.n_missing.items() if v}
+    n_terms = len(r.final_model.term_names)
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    template = env.from_string(template_path("model_card.md.j2").read_text(encoding="utf-8"))
+    sha = git_commit()
+    return template.render(
+        label=cand.label,
+        model=cand.model,
+        feature_set=cand.feature_set,
+        horizon=h,
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+        version=refracture.__version__,
+        git_commit=sha[:12] if sha else "",
+        dataset_digest=digest,
+        created=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        imaging=cand.feature_set == "clinical+imaging",
+        n_patients=len(dataset),
+        n_sites=dataset.site.nunique(),
+        n_train=r.n_train,
+        n_valid=r.n_valid,
+        events_train=r.events_train,
+        events_valid=r.events_valid,
+        split=r.split,
+        competing_note=r.competing_risk_note,
+        missing=", ".join(f"{k} {v}" for k, v in missing.items()) or "none",
+        predictors=list(covariate_kinds(dataset, cand.feature_set).items()),
+        metrics=metrics,
+        added=added,
+        n_terms=n_terms,
+        epp=f"{r.events_train / max(n_terms, 1):.1f}",
+        notes=list(r.notes),
+        tripod=[i for i in ITEMS if i.answered],
+    )

@@ -1,0 +1,218 @@
+"""Nomograms for the cox and logistic models: points per covariate value, total points to risk.
+
+The construction is the classic one (Harrell's rms::nomogram): each covariate's contribution to
+the linear predictor, beta * (x - x_min_contribution), is scaled so that the covariate with the
+widest contribution range spans 0-100 points. Total points map back to the linear predictor,
+lp = lp_min + total * (range_max / 100), and the model's own link gives the risk at the horizon
+(cox: 1 - S0(h)^exp(lp); logistic: expit(lp)). No library draws nomograms for
+lifelines/scikit-learn models, so this is written here.
+
+It relies only on the fitted pipeline's ``contributions`` (per model term), ``linear_predictor``
+and ``risk_from_lp``, so the points of a patient add up exactly to the model's prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+POINTS_MAX = 100.0
+
+
+@dataclass
+class Axis:
+    """One covariate's scale: values and the points they earn."""
+
+    covariate: str
+    values: list[Any]
+    points: np.ndarray
+    kind: str  # numeric | binary | categorical
+
+
+@dataclass
+class Nomogram:
+    axes: list[Axis]
+    lp_min: float  # linear predictor when every covariate earns 0 points
+    lp_per_point: float
+    horizon_days: float
+    risk_from_lp: Any = field(repr=False)
+    _typical: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    _pipeline: Any = field(repr=False, default=None)
+    _offsets: dict[str, float] = field(repr=False, default_factory=dict)
+    _scale: float = 1.0
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        pipeline: Any,
+        X: pd.DataFrame,
+        covariates: dict[str, str],
+        horizon_days: float,
+        n_grid: int = 6,
+    ) -> Nomogram:
+        """Build from a fitted cox/logistic pipeline and the data it was developed on.
+
+        ``covariates`` maps each input column to numeric | binary | categorical. Numeric axes
+        run from the 1st to the 99th percentile of ``X``.
+        """
+        typical = _typical_row(X, covariates)
+        contrib = {}
+        values: dict[str, list[Any]] = {}
+        for cov, kind in covariates.items():
+            if kind == "numeric":
+                lo, hi = np.nanpercentile(pd.to_numeric(X[cov], errors="coerce"), [1, 99])
+                grid = np.unique(np.round(np.linspace(lo, hi, n_grid), _decimals(lo, hi)))
+                vals: list[Any] = grid.tolist()
+            elif kind == "binary":
+                vals = [0.0, 1.0]
+            else:
+                vals = sorted(pd.Series(X[cov]).dropna().astype(str).unique())
+            values[cov] = vals
+            contrib[cov] = _covariate_contribution(pipeline, typical, cov, vals)
+        ranges = {c: float(np.ptp(v)) for c, v in contrib.items()}
+        widest = max(ranges.values()) or 1.0
+        scale = POINTS_MAX / widest
+        offsets = {c: float(np.min(v)) for c, v in contrib.items()}
+        axes = [
+            Axis(c, values[c], (contrib[c] - offsets[c]) * scale, covariates[c]) for c in covariates
+        ]
+        # lp of a patient = lp(typical) - sum of typical contributions + sum of own contributions
+        lp_typ = float(np.asarray(pipeline.linear_predictor(typical))[0])
+        typ_contrib = sum(
+            float(_covariate_contribution(pipeline, typical, c, [typical[c].iloc[0]])[0])
+            for c in covariates
+        )
+        lp_min = lp_typ - typ_contrib + sum(offsets.values())
+        return cls(
+            axes=axes,
+            lp_min=lp_min,
+            lp_per_point=1.0 / scale,
+            horizon_days=horizon_days,
+            risk_from_lp=pipeline.risk_from_lp,
+            _typical=typical,
+            _pipeline=pipeline,
+            _offsets=offsets,
+            _scale=scale,
+        )
+
+    def points(self, row: pd.Series) -> dict[str, float]:
+        """Points each covariate earns for one patient (exact, not read off the axis)."""
+        out = {}
+        for ax in self.axes:
+            c = _covariate_contribution(
+                self._pipeline, self._typical, ax.covariate, [row[ax.covariate]]
+            )
+            out[ax.covariate] = float((c[0] - self._offsets[ax.covariate]) * self._scale)
+        return out
+
+    def total_points(self, row: pd.Series) -> float:
+        return float(sum(self.points(row).values()))
+
+    def risk_from_points(self, total: float | np.ndarray) -> np.ndarray:
+        lp = self.lp_min + np.asarray(total, dtype=float) * self.lp_per_point
+        return np.asarray(self.risk_from_lp(np.atleast_1d(lp)), dtype=float)
+
+    def plot(self, path: str | Path, title: str = "") -> Path:
+        """Draw the nomogram: one axis per covariate, total points, and the risk scale."""
+        path = Path(path)
+        n = len(self.axes) + 3
+        fig, ax = plt.subplots(figsize=(9, 0.55 * n + 1.2))
+        y = n
+        ax.set_xlim(-38, 112)
+        _scale_line(
+            ax, y, np.linspace(0, 100, 11), [f"{v:.0f}" for v in np.linspace(0, 100, 11)], "Points"
+        )
+        for a in self.axes:
+            y -= 1
+            labels = [_fmt_value(v, a.kind) for v in a.values]
+            _scale_line(ax, y, a.points, labels, a.covariate)
+        total_max = sum(float(np.max(a.points)) for a in self.axes)
+        y -= 1
+        ticks = np.linspace(0, total_max, 9)
+        squeeze = 100.0 / total_max if total_max else 1.0
+        _scale_line(ax, y, ticks * squeeze, [f"{t:.0f}" for t in ticks], "Total points")
+        y -= 1
+        risks = self.risk_from_points(ticks)
+        nice = [
+            r
+            for r in (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+            if risks.min() <= r <= risks.max()
+        ]
+        pos = [np.interp(r, risks, ticks) * squeeze for r in nice]
+        _scale_line(
+            ax,
+            y,
+            np.array(pos),
+            [f"{r:.2f}" for r in nice],
+            f"{int(round(self.horizon_days))}-day risk",
+        )
+        ax.set_ylim(y - 0.8, n + 0.8)
+        ax.axis("off")
+        if title:
+            ax.set_title(title, fontsize=11)
+        fig.tight_layout()
+        fig.savefig(path, dpi=150)
+        plt.close(fig)
+        return path
+
+
+def _typical_row(X: pd.DataFrame, covariates: dict[str, str]) -> pd.DataFrame:
+    row = {}
+    for cov, kind in covariates.items():
+        col = X[cov]
+        if kind == "numeric":
+            row[cov] = float(pd.to_numeric(col, errors="coerce").median())
+        else:
+            row[cov] = col.mode(dropna=True).iloc[0]
+    return pd.DataFrame([row], columns=list(X.columns)).assign(
+        **{c: X[c].iloc[0] for c in X.columns if c not in covariates}
+    )
+
+
+def _covariate_contribution(
+    pipeline: Any, typical: pd.DataFrame, cov: str, values: list[Any]
+) -> np.ndarray:
+    """Sum of the contributions of ``cov``'s model terms at each value (others typical)."""
+    rows = pd.concat([typical] * len(values), ignore_index=True)
+    rows[cov] = values
+    contrib = pipeline.contributions(rows)
+    terms = [t for t in contrib.columns if t == cov or t.startswith(f"{cov}[")]
+    return contrib[terms].sum(axis=1).to_numpy(dtype=float)
+
+
+def _decimals(lo: float, hi: float) -> int:
+    span = abs(hi - lo)
+    return 0 if span >= 10 else 1 if span >= 1 else 2
+
+
+def _fmt_value(v: Any, kind: str) -> str:
+    if kind == "binary":
+        return "yes" if float(v) == 1.0 else "no"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _scale_line(ax: Any, y: float, pos: np.ndarray, labels: list[str], name: str) -> None:
+    """An axis at height ``y``: ticks at ``pos``; labels that would overlap are left out."""
+    pos = np.asarray(pos, dtype=float)
+    ax.text(-36, y, name, va="center", ha="left", fontsize=9)
+    if len(pos) == 0:
+        return
+    ax.plot([pos.min(), pos.max()], [y, y], color="black", lw=1)
+    placed: list[float] = []
+    for i in np.argsort(pos):
+        p, lab = pos[i], labels[i]
+        ax.plot([p, p], [y, y + 0.12], color="black", lw=0.8)
+        width = 1.2 * len(lab) + 1.5  # label width in points-axis units at fontsize 7
+        if all(abs(p - q) >= width for q in placed):
+            ax.text(p, y + 0.18, lab, ha="center", va="bottom", fontsize=7)
+            placed.append(p)

@@ -1,0 +1,133 @@
+"""What the commands show on the terminal: progress bars per stage and summary tables."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+
+class StageProgress:
+    """One progress bar per stage; call it as ``progress(stage, done, total)``."""
+
+    def __init__(self, console: Console | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._bar = Progress(
+            TextColumn("{task.description:<34}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+        )
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> StageProgress:
+        if self.enabled:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            for task in self._tasks.values():  # a finished stage shows as complete
+                t = self._bar.tasks[task]
+                if exc[0] is None and t.total:
+                    self._bar.update(task, completed=t.total)
+            self._bar.stop()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(stage, total=max(total, 1))
+        self._bar.update(self._tasks[stage], completed=done, total=max(total, 1))
+
+
+def _ci(m: dict[str, float], name: str, digits: int = 3) -> str:
+    v = m.get(name, math.nan)
+    lo, hi = m.get(f"{name}_lo", math.nan), m.get(f"{name}_hi", math.nan)
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{v:.{digits}f}"
+    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def metrics_table(candidates: list[Any], horizon: float, title: str) -> Table:
+    """C-index, AUC and calibration at the horizon per model and feature set, with 95% CIs."""
+    h = int(round(horizon))
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for col in ("model", "features", "Harrell C", "C optimism-corr.", f"AUC {h} d",
+                "calibration slope", f"O/E {h} d"):  # fmt: skip
+        table.add_column(
+            col, justify="left" if col in ("model", "features") else "right", overflow="fold"
+        )
+    for c in candidates:
+        m = c.result.metrics
+        table.add_row(
+            c.model + (" *" if getattr(c, "is_selected", False) else ""),
+            c.feature_set,
+            _ci(m, "cindex_harrell"),
+            _ci(m, "cindex_harrell_optcorr"),
+            _ci(m, f"auc_{h}d"),
+            _ci(m, "calibration_slope", 2),
+            _ci(m, f"oe_ratio_{h}d", 2),
+        )
+    return table
+
+
+def added_value_table(candidates: list[Any], horizon: float) -> Table | None:
+    h = int(round(horizon))
+    rows = [c for c in candidates if c.added]
+    if not rows:
+        return None
+    table = Table(
+        title=f"Added value of imaging (clinical -> clinical+imaging, {h} d)",
+        title_justify="left",
+        header_style="bold",
+    )
+    for col in ("model", "delta C", f"NRI {h} d", f"IDI {h} d", "LRT p"):
+        table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
+    for c in rows:
+        a = c.added
+        p = a.get("lrt_p", math.nan)
+        table.add_row(
+            c.model,
+            _ci(a, "delta_cindex"),
+            _ci(a, f"nri_{h}d", 2),
+            _ci(a, f"idi_{h}d"),
+            "n/a" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}"),
+        )
+    return table
+
+
+def print_train_summary(console: Console, result: Any, horizon: float) -> None:
+    for c in result.candidates:
+        c.is_selected = c is result.selected
+    console.print(metrics_table(result.candidates, horizon, "Validation at the horizon (95% CI)"))
+    console.print("[dim]* registered model; CIs: bootstrap of the validation patients; "
+                  "optimism-corrected: Harrell's bootstrap on the development data[/]")  # fmt: skip
+    added = added_value_table(result.candidates, horizon)
+    if added is not None:
+        console.print(added)
+    d = result.decision
+    console.print(
+        f"registered [bold]{d.model_name}[/] version {d.version} "
+        f"({result.selected.label}, {result.selection_metric} {d.value:.4f}): {d.reason}"
+    )
+    console.print(
+        f"parent run ID: [bold]{result.parent_run_id}[/]  (tracking URI {result.tracking_uri})"
+    )
+    if result.report is not None:
+        console.print(f"study report: {result.report}")
+    console.print(f"run folder:   {result.run_dir}")
