@@ -183,6 +183,39 @@ def extract(
         raise typer.Exit(1)
 
 
+@app.command()
+@handle_errors
+def train(
+    config: Path = typer.Option(
+        ..., "--config", help="Run config (YAML); start from configs/template.yaml."
+    ),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write the study report."),
+) -> None:
+    """Extract features (or reuse the cache), train and validate every configured model on
+    every feature set, log all to MLflow, register the best and move the alias if it is better.
+
+    Prints the validation table, the added value of imaging, the registry decision and the
+    parent run ID. Default MLflow store: sqlite:///mlflow.db with artifacts in ./mlruns.
+    """
+    from refracture.config import load_config
+    from refracture.terminal import StageProgress, print_train_summary
+    from refracture.tracking import quiet_mlflow
+    from refracture.train import train as run_training
+
+    cfg = load_config(config)
+    quiet_mlflow()
+    with StageProgress(console) as progress:
+        result = run_training(cfg, config_path=config, progress=progress, report=report)
+    print_train_summary(out, result, cfg.outcome.horizon_days)
+    if result.tracking_uri.startswith("sqlite:"):
+        out.print(
+            f"browse the runs:  mlflow ui --backend-store-uri {result.tracking_uri}\n"
+            f"serve the model:  MLFLOW_TRACKING_URI={result.tracking_uri} mlflow models serve "
+            f'-m "models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}" --env-manager local '
+            "-h 127.0.0.1 -p 5001"
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -507,14 +507,15 @@ def extract_cohort(
     jobs: int = 2,
     cache_dir: str | Path | None = None,
     qc_png: bool = False,
-    progress: bool = True,
+    progress: bool | Callable[[int, int], None] = True,
 ) -> ExtractionResult:
     """Extract features for every patient of a manifest (a CSV path or a DataFrame).
 
     With ``out_dir`` the tables are written there atomically (features.parquet,
     vertebrae.parquet, qc.csv, errors.csv when any failed, extraction.json); with
     ``out_dir=None`` nothing is written but the cache. ``cache_dir=None`` disables the
-    cache. ``qc_png`` writes ``out_dir/qc/<patient>.png`` and contact sheets. One patient's
+    cache. ``qc_png`` writes ``out_dir/qc/<patient>.png`` and contact sheets. ``progress``:
+    True for a progress bar, or a callable ``(done, total)`` for the caller's own. One patient's
     failure is a row of ``errors`` (patient_id, stage, message); a bad manifest raises
     InputError.
     """
@@ -657,8 +658,21 @@ def _safe_name(patient_id: str) -> str:
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar on stderr (or nothing), yielding an ``advance()`` callback."""
+def _progress_bar(
+    enabled: bool | Callable[[int, int], None], total: int
+) -> Iterator[Callable[[], None]]:
+    """A rich progress bar on stderr (or nothing, or the caller's callback), yielding an
+    ``advance()`` callback."""
+    if callable(enabled):
+        done = [0]
+
+        def advance() -> None:
+            done[0] += 1
+            enabled(done[0], total)
+
+        enabled(0, total)
+        yield advance
+        return
     if not enabled or total == 0:
         yield lambda: None
         return
