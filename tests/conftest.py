@@ -23,3 +23,60 @@ def synth_dicom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth_dicom")
     write_cohort(out, n=8, n_sites=4, seed=3, image_format="dicom", jobs=2)
     return out
+
+
+TRAIN_CONFIG = """
+data:
+  manifest: {cohort}/manifest.csv
+  clinical: {cohort}/clinical.csv
+  cache_dir: {root}/cache
+covariates:
+  numeric: [age, bmd_tscore]
+  binary: [prior_fracture, anti_osteoporosis]
+  categorical: {{sex: F}}
+imaging:
+  features: [pdff_mean_normal, r2star_mean_normal]
+extraction:
+  r2star_units: per_s
+models: [cox, logistic]
+feature_sets: [clinical, clinical+imaging]
+validation:
+  split: random
+  bootstrap: {bootstrap}
+  seed: 0
+  jobs: 2
+mlflow:
+  tracking_uri: sqlite:///{root}/mlflow.db
+  experiment: test
+"""
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A real SQLite MLflow store after one `train` on a 90-patient synthetic cohort.
+
+    Returns a namespace with ``root``, ``cohort``, ``config`` (path), ``tracking_uri`` and
+    ``result`` (the TrainResult).
+    """
+    import contextlib
+    from types import SimpleNamespace
+
+    from refracture.config import load_config
+    from refracture.tracking import quiet_mlflow
+    from refracture.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    cohort = root / "cohort"
+    write_cohort(cohort, n=90, n_sites=2, seed=21, jobs=2)
+    config = root / "train.yaml"
+    config.write_text(TRAIN_CONFIG.format(cohort=cohort, root=root, bootstrap=10))
+    quiet_mlflow()
+    with contextlib.chdir(root):
+        result = train(load_config(config), config_path=config)
+    return SimpleNamespace(
+        root=root,
+        cohort=cohort,
+        config=config,
+        tracking_uri=f"sqlite:///{root}/mlflow.db",
+        result=result,
+    )

@@ -216,6 +216,104 @@ def train(
         )
 
 
+@app.command()
+@handle_errors
+def score(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="MLflow model URI: models:/refracture-1y@champion, models:/NAME/VERSION, "
+        "runs:/RUN_ID/model or a local model folder.",
+    ),
+    out_file: Path = typer.Option(..., "--out", help="Scores file: .csv or .parquet."),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", help="Manifest CSV: images are measured with the model's settings."
+    ),
+    clinical: Path | None = typer.Option(
+        None, "--clinical", help="Clinical table (CSV/Parquet) with the covariates, by patient_id."
+    ),
+    features: Path | None = typer.Option(
+        None,
+        "--features",
+        help="Features file (CSV/Parquet): patient_id, covariates and imaging features.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Keep finished rows of an earlier run of the same model version."
+    ),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Patients measured in parallel."),
+    explain: bool = typer.Option(
+        False,
+        "--explain",
+        help="Add each term's contribution to the linear predictor (cox, logistic).",
+    ),
+    cache_dir: Path = typer.Option(
+        Path(".refracture-cache"), "--cache-dir", help="Per-patient feature cache."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the cache."),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+    ),
+    chunk_size: int | None = typer.Option(
+        None,
+        "--chunk-size",
+        min=1,
+        help="Rows per chunk, the unit of checkpointing and resuming (default 16 patients from "
+        "images, 256 rows otherwise).",
+    ),
+) -> None:
+    """Risk for new patients, one output row per input patient (PRODUCT.md section 6).
+
+    From a manifest (plus --clinical) the images are measured with the extraction settings
+    stored in the model; from --features the rows are scored directly. A patient who cannot be
+    scored gets status=error and the reason; the others are scored. Exit code 0 when all were
+    scored, 1 when some failed, 2 when nothing could start (bad model URI, input columns that do
+    not match the model). See docs/scoring.md.
+    """
+    from refracture.score import score as run_score
+    from refracture.terminal import StageProgress
+
+    with StageProgress(console) as progress:
+        result = run_score(
+            model,
+            out=out_file,
+            manifest=manifest,
+            clinical=clinical,
+            features=features,
+            resume=resume,
+            jobs=jobs,
+            explain=explain,
+            cache_dir=None if no_cache else cache_dir,
+            chunk_size=chunk_size,
+            tracking_uri=tracking_uri,
+            progress=progress,
+        )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    n = len(result.scores)
+    reused = f" ({result.n_reused} reused from an earlier run)" if result.n_reused else ""
+    out.print(
+        f"scored {n} patients with {result.model.uri} (version {result.model.version}, "
+        f"{result.model.label}){reused}: {result.n_ok} ok / {result.n_error} error / "
+        f"{result.n_warnings} with warnings\n  scores: {result.out}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.n_error:
+        failed = result.scores[result.scores["status"] == "error"]
+        for row in failed.head(5).itertuples():
+            console.print(
+                f"[red]error[/] {row.patient_id}: {row.error}", highlight=False, soft_wrap=True
+            )
+        if len(failed) > 5:
+            console.print(
+                f"... and {len(failed) - 5} more (status=error rows of {result.out.name})",
+                highlight=False,
+            )
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -499,6 +499,51 @@ def _map_tasks(
             raise
 
 
+def iter_extract(
+    rows: list[dict[str, Any]],
+    config: ExtractionConfig,
+    *,
+    jobs: int = 2,
+    cache_dir: str | Path | None = None,
+) -> Iterator[tuple[int, PatientResult | None, tuple[str, str] | None]]:
+    """Extract validated manifest rows one patient at a time, yielding in input order.
+
+    Yields ``(position, result, None)`` or ``(position, None, (stage, message))``; never raises
+    for one patient. Unlike :func:`extract_cohort` (which needs the whole batch before it
+    returns), a caller can act on each patient as soon as it and all earlier ones are done,
+    e.g. to checkpoint a long scoring run. One process pool serves the whole batch; at most
+    ``4 * jobs`` patients are in flight, so memory stays bounded and results come back nearly
+    in order.
+    """
+    if jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    cache = str(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        Path(cache).mkdir(parents=True, exist_ok=True)
+    tasks = [_Task(i, row, config, cache, None) for i, row in enumerate(rows)]
+    if jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _run_task(task)
+        return
+    ctx = multiprocessing.get_context("spawn")  # see _map_tasks
+    window = 4 * jobs
+    with ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=_init_worker
+    ) as pool:
+        pending: dict[int, Any] = {}
+        next_submit = 0
+        try:
+            for i in range(len(tasks)):
+                while next_submit < len(tasks) and next_submit < i + window:
+                    pending[next_submit] = pool.submit(_run_task, tasks[next_submit])
+                    next_submit += 1
+                yield pending.pop(i).result()
+        except BaseException:
+            for fut in pending.values():
+                fut.cancel()
+            raise
+
+
 def extract_cohort(
     manifest: pd.DataFrame | str | Path,
     config: ExtractionConfig | None = None,

@@ -233,6 +233,8 @@ class RefractureModel(mlflow.pyfunc.PythonModel):
             self.bundle: dict[str, Any] = json.load(fh)
         self.pipeline = joblib.load(context.artifacts["pipeline"])
 
-    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> pd.DataFrame:
+    # No type hints on predict: MLflow would try to derive a schema from them; the logged
+    # signature is the schema.
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return predict_frame(self.pipeline, self.bundle, frame)

@@ -52,11 +52,19 @@ def _is_local(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
 
 
+def store_folder(tracking_uri: str) -> Path:
+    """The folder holding a local SQLite store (``sqlite:///mlflow.db``: the working folder);
+    artifacts (``mlruns``) and run folders go beside it. Other stores: the working folder."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+    return Path.cwd()
+
+
 def setup(tracking_uri: str, experiment: str) -> str:
     """Point MLflow at the store and return the experiment ID (created if needed).
 
-    For a local store the experiment's artifacts go to ``./mlruns`` of the working folder, so
-    ``mlflow ui`` started there finds the plots and models.
+    For a local store the experiment's artifacts go to ``mlruns`` beside the store (``./mlruns``
+    for the default ``sqlite:///mlflow.db``), so ``mlflow ui`` started there finds them.
     """
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -65,7 +73,8 @@ def setup(tracking_uri: str, experiment: str) -> str:
         if found is not None:
             exp_id = found.experiment_id
         else:
-            location = Path("mlruns").resolve().as_uri() if _is_local(tracking_uri) else None
+            local = _is_local(tracking_uri)
+            location = (store_folder(tracking_uri) / "mlruns").as_uri() if local else None
             exp_id = mlflow.create_experiment(experiment, artifact_location=location)
     except MlflowException as err:
         raise ModelError(f"cannot use the MLflow store {tracking_uri}: {err.message}") from None
@@ -292,4 +301,5 @@ def quiet_mlflow() -> None:
     for module in ("mlflow", "mlflow.*"):
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
     warnings.filterwarnings("ignore", message=".*type hint.*")
+    warnings.filterwarnings("ignore", message=".*Add type hints.*")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

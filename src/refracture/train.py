@@ -8,6 +8,7 @@ leaves no half-logged nested runs; the parent run is marked FAILED with the erro
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,13 +112,6 @@ def read_clinical(path: Path) -> pd.DataFrame:
         raise InputError(f"cannot read the clinical table ({msg})", file=path) from None
 
 
-def store_folder(tracking_uri: str) -> Path:
-    """The folder that holds a local SQLite store (reports go beside it), else the working one."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
-    return Path.cwd()
-
-
 def _extract(
     cfg: RunConfig, run_dir: Path, progress: PROGRESS | None
 ) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
@@ -164,7 +158,7 @@ def train(
 
     with mlflow.start_run(run_name=f"train {stamp}") as parent:
         parent_id = parent.info.run_id
-        run_dir = store_folder(uri) / "refracture-runs" / parent_id
+        run_dir = tracking.store_folder(uri) / "refracture-runs" / parent_id
         run_dir.mkdir(parents=True, exist_ok=True)
         mlflow.log_params(_params(cfg))
 
@@ -270,7 +264,7 @@ def train(
 def _params(cfg: RunConfig) -> dict[str, str]:
     out = {}
     for k, v in flatten(config_to_dict(cfg)).items():
-        text = v if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True).strip()
+        text = v if isinstance(v, str) else json.dumps(v)
         out[k] = text[:6000]
     return out
 
