@@ -137,6 +137,17 @@ def test_non_numeric_value_names_patient_and_column(tables):
     assert "'bmi'" in err.value.message and "twenty" in err.value.message
 
 
+def test_impossible_value_names_patient_and_column(tables):
+    clinical, feats = tables
+    clinical = clinical.copy()
+    clinical.loc[3, "age"] = 400
+    with pytest.raises(InputError) as err:
+        assemble(clinical, feats, config())
+    assert err.value.patient_id == clinical.loc[3, "patient_id"]
+    assert "'age'" in err.value.message and "400" in err.value.message
+    assert err.value.exit_code == 2
+
+
 def test_binary_must_be_zero_or_one(tables):
     clinical, feats = tables
     clinical = clinical.copy()

@@ -20,6 +20,7 @@ import pandas as pd
 from refracture.config import CovariatesConfig, RunConfig
 from refracture.errors import ConfigError, InputError
 from refracture.models.outcome import DEATH, EVENT, make_outcome
+from refracture.ranges import plausible_range
 
 ID = "patient_id"
 FEATURE_SETS = ("clinical", "clinical+imaging")
@@ -104,12 +105,13 @@ def coerce_covariates(
     *,
     ids: pd.Series | None = None,
     source: str | Path | None = None,
+    check_plausible: bool = False,
 ) -> pd.DataFrame:
     """Type the model columns: numeric/binary -> float (NaN missing), categorical -> str.
 
     Raises InputError naming the patients and column for a value that is not a number, a
-    binary value that is not 0/1, or a missing column. Use it on any table given to a fitted
-    pipeline (scoring) so the input is typed as at training.
+    binary value that is not 0/1, or a missing column; with ``check_plausible`` also for a
+    value outside the plausible range of its column (:mod:`refracture.ranges`), as at training.
     """
     needed = [*covariates.names, *imaging_features]
     missing = [c for c in needed if c not in table.columns]
@@ -138,6 +140,18 @@ def coerce_covariates(
                 file=source,
             )
         out[col] = values.astype(float)
+        limits = plausible_range(col) if check_plausible else None
+        if limits is not None:
+            lo, hi = limits
+            bad = values.notna() & ((values < lo) | (values > hi))
+            if bad.any():
+                examples = ", ".join(f"{v:g}" for v in values[bad].head(3))
+                raise InputError(
+                    f"column '{col}' has impossible values ({examples}) outside the plausible "
+                    f"{lo:g} to {hi:g}; correct them or leave them empty (missing)",
+                    patient_id=name_patients(labels[bad]),
+                    file=source,
+                )
     for col in covariates.binary:
         v = out[col]
         bad = v.notna() & ~v.isin([0.0, 1.0])
@@ -235,7 +249,9 @@ def assemble(
     y_all = _outcome(clinical, clin_ids, cfg, clinical_source)
     use_imaging = features is not None and "clinical+imaging" in cfg.feature_sets
     imaging = list(cfg.imaging.features) if use_imaging else []
-    X_all = coerce_covariates(clinical, cov, ids=clin_ids, source=clinical_source)
+    X_all = coerce_covariates(
+        clinical, cov, ids=clin_ids, source=clinical_source, check_plausible=True
+    )
     X_all.index = pd.Index(clin_ids.to_numpy(), name=ID)
 
     site = (
