@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,28 +40,16 @@ import pandas as pd
 
 from refracture.errors import InputError, RefractureError
 from refracture.files import atomic_path, hash_file, write_table
-
-
-def _show_warning_unless_type_hint(message: Any, *args: Any, **kwargs: Any) -> None:
-    if "type hint" not in str(message):
-        _show_warning(message, *args, **kwargs)
-
-
-_show_warning = warnings.showwarning
-with warnings.catch_warnings():
-    # Defining the pyfunc class makes MLflow advise type hints on stderr from inside its own
-    # "once" filter, which an "ignore" filter cannot override; drop that one message here.
-    warnings.showwarning = _show_warning_unless_type_hint
-    from refracture.serving import (
-        InputColumns,
-        missing_and_unexpected,
-        output_columns,
-        predict_frame,
-        risk_column,
-    )
+from refracture.serving import (
+    InputColumns,
+    missing_and_unexpected,
+    output_columns,
+    predict_frame,
+    risk_column,
+)
 
 #: Rows per chunk when scoring a features file or a clinical-only model (cheap rows).
-CHUNK_ROWS = 256
+CHUNK_ROWS = 2048
 #: Patients per chunk when their images are measured first (expensive rows: checkpoint often).
 CHUNK_PATIENTS = 16
 CHECKPOINT_FORMAT = 1
@@ -245,7 +232,7 @@ def columns_message(what: str, missing: list[str], unexpected: list[str]) -> str
         hints += [f"'{c}' for '{m}'" for c in dict.fromkeys(close)]
     likely = [c for c in unexpected if any(f"'{c}' for" in h for h in hints)]
     ordered = [*likely, *[c for c in unexpected if c not in likely]]
-    text = f"the {what} lacks the model's column(s): {', '.join(missing)}"
+    text = f"model column(s) missing from the {what}: {', '.join(missing)}"
     text += f"; unexpected column(s): {_names(ordered, 15)}" if ordered else ""
     if hints:
         text += f" (did you mean {', '.join(hints)}?)"
@@ -288,14 +275,15 @@ def read_input(
         own = [c for c in model.inputs.names if c in table.columns]
         needed_from_clin = [] if clin is None else [c for c in model.covariates if c in clin]
         own = [c for c in own if c not in needed_from_clin]
-        what, pool = "features file", list(table.columns)
+        what = "features file and clinical table" if clin is not None else "features file"
+        pool = list(table.columns)
         kind: Literal["features", "manifest"] = "features"
         records = None
         base_dir = None
-    else:
+    elif manifest is not None:
         from refracture.manifest import IMAGE_COLUMNS, LEVEL_COLUMNS, read_manifest
 
-        path = Path(manifest)  # type: ignore[arg-type]
+        path = Path(manifest)
         table = read_manifest(path).reset_index(drop=True)
         ids = table[ID].astype(object)
         structural = {"site", *IMAGE_COLUMNS, *LEVEL_COLUMNS}
@@ -323,10 +311,9 @@ def read_input(
     for c in own:
         rows[c] = table[c].to_numpy()
     pre_error = np.full(len(rows), "", dtype=object)
-    if needed_from_clin:
-        assert clin is not None
+    if clin is not None and clinical is not None and needed_from_clin:
         found = pd.Index(rows[ID]).isin(clin.index)
-        pre_error[~found] = f"no row in the clinical table {Path(clinical).name}"  # type: ignore[arg-type]
+        pre_error[~found] = f"no row in the clinical table {Path(clinical).name}"
         picked = clin[needed_from_clin].reindex(rows[ID])  # NaN rows for unknown patients
         for c in needed_from_clin:
             rows[c] = picked[c].to_numpy()
@@ -345,23 +332,31 @@ def read_input(
 # --- scoring one chunk --------------------------------------------------------------------
 
 
+TEXT_COLUMNS = frozenset(
+    {ID, "risk_group", "model_name", "model_version", "status", "error", "warnings"}
+)
+
+
 def normalise(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Fixed column order and dtypes, so a chunk computed now, one read back from the
     checkpoint and one read back from an earlier output file write the same bytes."""
-    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
-    text = {ID, "risk_group", "model_name", "model_version", "status", "error", "warnings"}
+    n = len(df)
+    out: dict[str, np.ndarray] = {}
     for c in columns:
-        values = df[c].to_numpy() if c in df else np.full(len(df), np.nan)
-        if c in text:
-            s = pd.Series(values, dtype=object)
-            if c == "risk_group":
-                s = s.where(s.notna() & (s != ""), None)
-            else:
-                s = s.where(s.notna(), "").astype(str)
-            out[c] = s.to_numpy(dtype=object)
+        values = df[c].to_numpy() if c in df else np.full(n, np.nan)
+        if c not in TEXT_COLUMNS:
+            if values.dtype != np.float64:
+                values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
+            out[c] = values
+            continue
+        values = np.asarray(values, dtype=object)
+        blank = pd.isna(values)
+        if c == "risk_group":  # no group for an error row: None (empty in CSV, null in Parquet)
+            blank |= values == ""
+            out[c] = np.where(blank, None, values)
         else:
-            out[c] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
-    return out
+            out[c] = np.where(blank, "", values) if blank.any() else values
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
 
 
 def _join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -442,6 +437,28 @@ def checkpoint_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.refracture-partial"
 
 
+def check_not_busy(folder: Path, out: Path) -> None:
+    """Refuse to start while another live run on this machine writes the same output (two
+    overlapping nightly jobs would otherwise clear each other's checkpoint)."""
+    try:
+        pid = int((folder / "pid").read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        return
+    if pid == os.getpid():
+        return
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return  # a run that was killed: its checkpoint is free to resume or replace
+    except PermissionError:
+        pass  # exists, owned by another user
+    raise InputError(
+        f"another refracture score run (process {pid}) is writing this output; wait for it, "
+        f"or delete {folder} if that process is not a scoring run",
+        file=out,
+    )
+
+
 class Checkpoint:
     """Finished chunks of an unfinished run: ``header.json`` plus Parquet parts, each written
     atomically, so a run killed at any moment leaves only whole parts behind."""
@@ -497,13 +514,15 @@ class Checkpoint:
         return chunks, None
 
     def start(self, keep: bool) -> None:
-        """Create the folder (clearing it unless ``keep``) and write the header."""
+        """Create the folder (clearing it unless ``keep``), write the header and our PID."""
         if not keep and self.folder.exists():
             shutil.rmtree(self.folder)
             self.seq = 0
         self.folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.folder / "header.json") as tmp:
             tmp.write_text(json.dumps(self.header, indent=1), encoding="utf-8")
+        with atomic_path(self.folder / "pid") as tmp:
+            tmp.write_text(str(os.getpid()), encoding="utf-8")
 
     def write(self, chunks: list[tuple[int, pd.DataFrame]]) -> None:
         if not chunks:
@@ -523,7 +542,7 @@ def _read_previous_output(
     """An earlier complete output: its ok rows of the same model version, by patient."""
     if not out.is_file():
         return {}, None, None
-    text = {ID, "risk_group", "model_name", "model_version", "status", "error", "warnings"}
+    text = TEXT_COLUMNS
     try:
         if out.suffix.lower() == ".parquet":
             prev = pd.read_parquet(out)
@@ -577,6 +596,11 @@ class ScoreResult:
     def n_warnings(self) -> int:
         return int((self.scores["warnings"] != "").sum())
 
+    @property
+    def exit_code(self) -> int:
+        """0 when every patient was scored, 1 when some have status error."""
+        return 1 if self.n_error else 0
+
 
 def _table_suffix(out: Path) -> None:
     if out.suffix.lower() not in (".csv", ".parquet"):
@@ -620,6 +644,7 @@ def score(
     inputs = [Path(p).resolve() for p in named.values() if p is not None]
     if out.resolve() in inputs:
         raise InputError("the output would overwrite an input; choose another --out", file=out)
+    check_not_busy(checkpoint_dir(out), out)
     if isinstance(model, str):
         model = load_model(model, tracking_uri)
     if explain and model.bundle["model"] not in EXPLAINABLE:
@@ -744,16 +769,29 @@ def _image_chunks(
 
     assert data.manifest is not None
     config = ExtractionConfig(**model.bundle["extraction"])
-    imaging = list(model.bundle["imaging_features"])
     # Patients already known to be errors (no clinical row) need no image work.
     positions = [p for k in todo for p in range(*bounds[k]) if data.pre_error[p] == ""]
     stream = iter_extract(
         [data.manifest[p] for p in positions], config, jobs=jobs, cache_dir=cache_dir
     )
-    n_measured = 0
-    if progress:
-        progress("measuring images", 0, len(positions))
+    if progress and positions:
+        progress("measuring images", 0, len(positions))  # before the scoring bar
+    return _score_measured(model, data, bounds, todo, stream, len(positions), explain, progress)
+
+
+def _score_measured(
+    model: ScoringModel,
+    data: ScoreInput,
+    bounds: list[tuple[int, int]],
+    todo: list[int],
+    stream: Iterator[tuple[int, Any, tuple[str, str] | None]],
+    n_total: int,
+    explain: bool,
+    progress: Progress | None,
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    imaging = list(model.bundle["imaging_features"])
     prefix = f"{data.manifest_dir}{os.sep}" if data.manifest_dir else None
+    n_measured = 0
     for k in todo:
         a, b = bounds[k]
         rows = data.rows.iloc[a:b].copy()
@@ -766,10 +804,12 @@ def _image_chunks(
             _, result, error = next(stream)
             n_measured += 1
             if progress:
-                progress("measuring images", n_measured, len(positions))
-            if result is None:
-                stage, message = error  # type: ignore[misc]
-                # Paths as the manifest wrote them (relative to its folder), not absolute.
+                progress("measuring images", n_measured, n_total)
+            if result is None or error is not None:
+                stage, message = error or ("extract", "no result")
+                # The row names the patient already; paths as the manifest wrote them
+                # (relative to its folder), not the absolute ones.
+                message = message.removeprefix(f"patient {rows[ID].iloc[i]}: ")
                 message = message.replace(prefix, "") if prefix else message
                 pre_error[i] = f"image {stage} failed: {message}"
                 continue
