@@ -24,23 +24,9 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from refracture.ranges import plausible_range
+
 BUNDLE_VERSION = 1
-
-# Values outside these ranges are scored but flagged in `warnings` (issue 6): a typo such as an
-# age of 400 or a PDFF stored as a fraction shows up instead of passing silently.
-PLAUSIBLE: dict[str, tuple[float, float]] = {
-    "age": (18.0, 110.0),
-    "bmi": (10.0, 70.0),
-    "bmd_tscore": (-8.0, 4.0),
-    "cement_volume_ml": (0.0, 40.0),
-    "n_fractured": (0.0, 20.0),
-}
-PLAUSIBLE_PREFIX: dict[str, tuple[float, float]] = {
-    "pdff_": (0.0, 100.0),  # percent
-    "r2star_": (0.0, 1000.0),  # 1/s
-}
-NON_INTENSITY_STATS = ("_n_", "_volume_ml_", "_skewness_", "_kurtosis_", "_cov_")
-
 
 def risk_column(horizon_days: float) -> str:
     return f"risk_{int(round(horizon_days))}d"
@@ -92,15 +78,6 @@ def missing_and_unexpected(
     return missing, unexpected
 
 
-def _plausible_range(column: str) -> tuple[float, float] | None:
-    if column in PLAUSIBLE:
-        return PLAUSIBLE[column]
-    for prefix, rng in PLAUSIBLE_PREFIX.items():
-        if column.startswith(prefix) and not any(s in column + "_" for s in NON_INTENSITY_STATS):
-            return rng
-    return None
-
-
 def check_rows(
     df: pd.DataFrame, bundle: Mapping[str, Any]
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
@@ -129,7 +106,7 @@ def check_rows(
             for i in np.flatnonzero(bad.to_numpy()):
                 errors[i].append(f"{c} must be 0 or 1 (got {values.iloc[i]:g})")
         else:
-            rng = _plausible_range(c)
+            rng = plausible_range(c)
             if rng is not None:
                 out = values.notna() & ((values < rng[0]) | (values > rng[1]))
                 for i in np.flatnonzero(out.to_numpy()):
@@ -233,8 +210,10 @@ class RefractureModel(mlflow.pyfunc.PythonModel):
             self.bundle: dict[str, Any] = json.load(fh)
         self.pipeline = joblib.load(context.artifacts["pipeline"])
 
-    # No type hints on predict: MLflow would try to derive a schema from them; the logged
-    # signature is the schema.
-    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+    # pd.DataFrame is a type hint MLflow does not derive a schema from: the logged signature
+    # stays the schema (and MLflow gives no advice about type hints).
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return predict_frame(self.pipeline, self.bundle, frame)
