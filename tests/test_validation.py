@@ -164,8 +164,12 @@ def test_kfold_predicts_everyone_once_and_none_is_apparent():
 @pytest.mark.parametrize("name", ["coxnet", "rsf", "gbsa"])
 def test_other_models_validate(name):
     ds = dataset(240, 11)
-    r = validate(name, ds, "clinical+imaging", _cfg(bootstrap=2))
+    r = validate(name, ds, "clinical+imaging", _cfg(bootstrap=8))
     assert np.isfinite(r.metrics["cindex_harrell"]) and np.isfinite(r.metrics["ibs_365d"])
+    # the optimism-corrected interval contains its own estimate, forests included
+    for m in ("cindex_harrell", "auc_365d", "brier_365d"):
+        lo, est, hi = (r.metrics[f"{m}_optcorr{s}"] for s in ("_lo", "", "_hi"))
+        assert lo <= est <= hi, (name, m, lo, est, hi)
     assert r.coefficients is None and r.ph_test is None
     assert r.predictions["risk"].between(0, 1).all()
 
