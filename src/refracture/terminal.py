@@ -131,3 +131,39 @@ def print_train_summary(console: Console, result: Any, horizon: float) -> None:
     if result.report is not None:
         console.print(f"study report: {result.report}")
     console.print(f"run folder:   {result.run_dir}")
+
+
+def print_demo_summary(console: Console, demo: Any) -> None:
+    """What the newcomer should see at the end of `refracture demo`."""
+    t = demo.train
+    h = t.dataset.horizon
+    for c in t.candidates:
+        c.is_selected = c is t.selected
+    console.rule("[bold]refracture demo: summary")
+    console.print(metrics_table(t.candidates, h, f"Validation at {int(round(h))} days (95% CI)"))
+    added = added_value_table(t.candidates, h)
+    if added is not None:
+        console.print(added)
+    d = t.decision
+    console.print(f"champion: {d.model_name} version {d.version} ({t.selected.label}); {d.reason}")
+    s = demo.scores
+    n_ok = int((s["status"] == "ok").sum())
+    groups = s.loc[s["status"] == "ok", "risk_group"].value_counts()
+    console.print(
+        f"scored {n_ok} of {len(s)} new patients from their images "
+        f"({', '.join(f'{k} {v}' for k, v in groups.items())}); "
+        f"Spearman correlation with their true 1-year risk: {demo.risk_vs_truth:.2f}"
+    )
+    lines = [
+        f"\n[bold]where things are[/] (in {demo.workdir})",
+        f"  study report:  {t.report}",
+        f"  scores:        {demo.scores_path}",
+        f"  MLflow store:  {demo.tracking_uri} (artifacts in {demo.workdir / 'mlruns'})",
+        f"  cohorts:       {demo.cohort}, {demo.new_batch}",
+        f"  config:        {demo.config}",
+        "\n[bold]next[/]",
+        f"  open the MLflow UI:  {demo.ui_command}",
+        f"  serve the model:     {demo.serve_command}",
+    ]
+    for line in lines:  # soft wrap: paths and commands stay on one line for copy and paste
+        console.print(line, soft_wrap=True, highlight=False)
