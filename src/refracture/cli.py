@@ -145,6 +145,12 @@ def extract(
     qc_png: bool = typer.Option(
         False, "--qc-png", help="Write a mid-sagittal QC picture per patient and contact sheets."
     ),
+    pseudonymise: bool = typer.Option(
+        False,
+        "--pseudonymise",
+        help="Replace every patient_id by a keyed hash in all outputs (key: environment variable "
+        "REFRACTURE_PSEUDONYM_KEY, never stored).",
+    ),
 ) -> None:
     """Per-vertebra PDFF/R2* features for every patient of a manifest.
 
@@ -153,6 +159,7 @@ def extract(
     """
     from refracture.config import ExtractionConfig, load_extraction_config
     from refracture.extract import extract_cohort
+    from refracture.privacy import Pseudonymiser
 
     extraction, config_cache = (
         load_extraction_config(config) if config is not None else (ExtractionConfig(), None)
@@ -166,6 +173,7 @@ def extract(
         cache_dir=cache,
         qc_png=qc_png,
         progress=True,
+        pseudonymiser=Pseudonymiser.from_env() if pseudonymise else None,
     )
     n_ok = len(result.features)
     out.print(
@@ -190,6 +198,12 @@ def train(
         ..., "--config", help="Run config (YAML); start from configs/template.yaml."
     ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the study report."),
+    pseudonymise: bool = typer.Option(
+        False,
+        "--pseudonymise",
+        help="Replace every patient_id by a keyed hash in all outputs (key: environment variable "
+        "REFRACTURE_PSEUDONYM_KEY, never stored).",
+    ),
 ) -> None:
     """Extract features (or reuse the cache), train and validate every configured model on
     every feature set, log all to MLflow, register the best and move the alias if it is better.
@@ -205,7 +219,9 @@ def train(
     cfg = load_config(config)
     quiet_mlflow()
     with StageProgress(console) as progress:
-        result = run_training(cfg, config_path=config, progress=progress, report=report)
+        result = run_training(
+            cfg, config_path=config, progress=progress, report=report, pseudonymise=pseudonymise
+        )
     print_train_summary(out, result, cfg.outcome.horizon_days)
     if result.tracking_uri.startswith("sqlite:"):
         serve = (
@@ -266,6 +282,12 @@ def score(
         help="Rows per chunk, the unit of checkpointing and resuming (default 16 patients from "
         "images, 2048 rows otherwise).",
     ),
+    pseudonymise: bool = typer.Option(
+        False,
+        "--pseudonymise",
+        help="Replace every patient_id by a keyed hash in all outputs (key: environment variable "
+        "REFRACTURE_PSEUDONYM_KEY, never stored).",
+    ),
 ) -> None:
     """Risk for new patients, one output row per input patient (PRODUCT.md section 6).
 
@@ -292,6 +314,7 @@ def score(
             chunk_size=chunk_size,
             tracking_uri=tracking_uri,
             progress=progress,
+            pseudonymise=pseudonymise,
         )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
@@ -335,6 +358,9 @@ def demo(
     bootstrap: int = typer.Option(
         None, "--bootstrap", help="Override the config's bootstrap replicates (default 200)."
     ),
+    fmt: str = typer.Option(
+        "nifti", "--format", help="Images of the synthetic cohorts: nifti or dicom (GE-style)."
+    ),
 ) -> None:
     """Run the whole product on synthetic data: synthesise a 4-site cohort, train and validate
     (configs/synthetic.yaml), register the champion, synthesise new patients and score them from
@@ -350,7 +376,14 @@ def demo(
     quiet_mlflow()
     with StageProgress(console) as progress:
         result = run_demo(
-            workdir, n=n, n_new=new, seed=seed, jobs=jobs, bootstrap=bootstrap, progress=progress
+            workdir,
+            n=n,
+            n_new=new,
+            seed=seed,
+            jobs=jobs,
+            bootstrap=bootstrap,
+            image_format=fmt,
+            progress=progress,
         )
     print_demo_summary(out, result)
 

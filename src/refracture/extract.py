@@ -43,6 +43,7 @@ from refracture.levels import (
     sort_levels,
 )
 from refracture.manifest import read_manifest, validate_manifest
+from refracture.privacy import Pseudonymiser
 
 #: Bump when a change alters feature values, so cached results are recomputed.
 FEATURE_VERSION = "1"
@@ -553,6 +554,7 @@ def extract_cohort(
     cache_dir: str | Path | None = None,
     qc_png: bool = False,
     progress: bool | Callable[[int, int], None] = True,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> ExtractionResult:
     """Extract features for every patient of a manifest (a CSV path or a DataFrame).
 
@@ -560,7 +562,9 @@ def extract_cohort(
     vertebrae.parquet, qc.csv, errors.csv when any failed, extraction.json); with
     ``out_dir=None`` nothing is written but the cache. ``cache_dir=None`` disables the
     cache. ``qc_png`` writes ``out_dir/qc/<patient>.png`` and contact sheets. ``progress``:
-    True for a progress bar, or a callable ``(done, total)`` for the caller's own. One patient's
+    True for a progress bar, or a callable ``(done, total)`` for the caller's own.
+    ``pseudonymiser`` replaces every patient_id by its keyed pseudonym, in the tables, file
+    names and messages (see :mod:`refracture.privacy`). One patient's
     failure is a row of ``errors`` (patient_id, stage, message); a bad manifest raises
     InputError.
     """
@@ -571,6 +575,9 @@ def extract_cohort(
         df = validate_manifest(manifest)
     if jobs < 1:
         raise InputError("--jobs must be at least 1")
+    originals = list(df["patient_id"])
+    if pseudonymiser is not None:
+        df = pseudonymiser.table(df)
     if qc_png and out_dir is None:
         raise InputError("QC pictures need an output folder (out_dir)")
     out = Path(out_dir) if out_dir is not None else None
@@ -599,9 +606,13 @@ def extract_cohort(
     features = _features_frame([results[i] for i in ok], [sites[i] for i in ok])
     vertebrae = _vertebrae_frame([results[i] for i in ok])
     qc = features[["patient_id", "site", *QC_COLUMNS]].copy()
+
+    def message(text: str) -> str:  # image paths often carry the original ID
+        return text if pseudonymiser is None else pseudonymiser.scrub(text, originals)
+
     errors_df = pd.DataFrame(
         [
-            {"patient_id": ids[i], "stage": errors[i][0], "message": errors[i][1]}
+            {"patient_id": ids[i], "stage": errors[i][0], "message": message(errors[i][1])}
             for i in sorted(errors)
         ],
         columns=["patient_id", "stage", "message"],

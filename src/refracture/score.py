@@ -40,6 +40,7 @@ import pandas as pd
 
 from refracture.errors import InputError, RefractureError
 from refracture.files import atomic_path, hash_file, write_table
+from refracture.privacy import Pseudonymiser
 from refracture.serving import (
     InputColumns,
     missing_and_unexpected,
@@ -164,6 +165,7 @@ class ScoreInput:
     manifest: list[dict[str, Any]] | None = None
     manifest_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    originals: list[str] = field(default_factory=list)  # the site's own IDs, if pseudonymised
 
     @property
     def ids(self) -> np.ndarray:
@@ -255,21 +257,32 @@ def read_input(
     manifest: Path | None = None,
     clinical: Path | None = None,
     features: Path | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> ScoreInput:
-    """Read and check the inputs before any patient is processed (InputError: exit 2)."""
+    """Read and check the inputs before any patient is processed (InputError: exit 2).
+
+    With a ``pseudonymiser`` every patient_id is replaced by its keyed pseudonym as it is read.
+    """
     if (manifest is None) == (features is None):
         raise InputError("give exactly one of --manifest and --features")
     categorical = list(model.inputs.categorical)
     notes: list[str] = []
+    originals: list[str] = []
     clin: pd.DataFrame | None = None
     if clinical is not None:
         clin = _read_table(Path(clinical), "clinical table", categorical)
-        clin.index = pd.Index(_patient_ids(clin, "clinical table", Path(clinical)), name=ID)
+        clin_ids = _patient_ids(clin, "clinical table", Path(clinical))
+        if pseudonymiser is not None:
+            clin_ids = clin_ids.map(pseudonymiser)
+        clin.index = pd.Index(clin_ids, name=ID)
 
     if features is not None:
         path = Path(features)
         table = _read_table(path, "features file", categorical)
         ids = _patient_ids(table, "features file", path)
+        if pseudonymiser is not None:
+            originals = list(ids.astype(str))
+            ids = ids.map(pseudonymiser)
         table = table.reset_index(drop=True)
         # Imaging features come from the features file; covariates from --clinical if given.
         own = [c for c in model.inputs.names if c in table.columns]
@@ -285,6 +298,9 @@ def read_input(
 
         path = Path(manifest)
         table = read_manifest(path).reset_index(drop=True)
+        if pseudonymiser is not None:
+            originals = list(table[ID].astype(str))
+            table = pseudonymiser.table(table)
         ids = table[ID].astype(object)
         structural = {"site", *IMAGE_COLUMNS, *LEVEL_COLUMNS}
         needed_from_clin = [] if clin is None else [c for c in model.covariates if c in clin]
@@ -326,7 +342,9 @@ def read_input(
         for c in model.bundle["imaging_features"]:
             rows[c] = np.nan
     digest = _digest(kind, path, None if clinical is None else Path(clinical))
-    return ScoreInput(kind, rows, pre_error, digest, records, base_dir, notes)
+    if pseudonymiser is not None:
+        digest = _digest(digest, "pseudonymised")
+    return ScoreInput(kind, rows, pre_error, digest, records, base_dir, notes, originals)
 
 
 # --- scoring one chunk --------------------------------------------------------------------
@@ -621,6 +639,7 @@ def score(
     chunk_size: int | None = None,
     tracking_uri: str | None = None,
     progress: Progress | None = None,
+    pseudonymise: bool = False,
 ) -> ScoreResult:
     """Score every input patient and write ``out`` (CSV or Parquet by extension).
 
@@ -645,6 +664,7 @@ def score(
     if out.resolve() in inputs:
         raise InputError("the output would overwrite an input; choose another --out", file=out)
     check_not_busy(checkpoint_dir(out), out)
+    pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
     if isinstance(model, str):
         model = load_model(model, tracking_uri)
     if explain and model.bundle["model"] not in EXPLAINABLE:
@@ -656,6 +676,7 @@ def score(
         manifest=None if manifest is None else Path(manifest),
         clinical=None if clinical is None else Path(clinical),
         features=None if features is None else Path(features),
+        pseudonymiser=pseudonymiser,
     )
     images = data.kind == "manifest" and model.uses_images
     size = chunk_size or (CHUNK_PATIENTS if images else CHUNK_ROWS)
@@ -717,6 +738,8 @@ def score(
     pending: list[tuple[int, pd.DataFrame]] = []
     last_flush = time.monotonic()
     for k, df in computed:
+        if pseudonymiser is not None:  # image paths in messages often carry the original ID
+            df["error"] = [pseudonymiser.scrub(t, data.originals) for t in df["error"]]
         done[k] = df
         pending.append((k, df))
         n_done += len(df)

@@ -113,7 +113,7 @@ def read_clinical(path: Path) -> pd.DataFrame:
 
 
 def _extract(
-    cfg: RunConfig, run_dir: Path, progress: PROGRESS | None
+    cfg: RunConfig, run_dir: Path, progress: PROGRESS | None, pseudonymiser: Any = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
     from refracture.extract import extract_cohort
 
@@ -125,6 +125,7 @@ def _extract(
         cache_dir=cfg.data.cache_dir,
         qc_png=True,
         progress=(lambda d, t: progress("extracting features", d, t)) if progress else False,
+        pseudonymiser=pseudonymiser,
     )
     if result.features.empty:
         first = result.errors["message"].iloc[0] if len(result.errors) else "no patients"
@@ -141,16 +142,26 @@ def train(
     config_path: str | Path | None = None,
     progress: PROGRESS | None = None,
     report: bool = True,
+    pseudonymise: bool = False,
 ) -> TrainResult:
-    """Run a whole training job as the config says (see module docstring)."""
+    """Run a whole training job as the config says (see module docstring).
+
+    ``pseudonymise``: replace every patient_id by its keyed pseudonym before anything is
+    computed, so no output, artifact or MLflow run carries the site's own IDs
+    (:mod:`refracture.privacy`; the key comes from the environment).
+    """
     import mlflow
 
     from refracture import tracking
+    from refracture.privacy import Pseudonymiser
     from refracture.validation import added_value, validate
 
     check_selection_metric(cfg)
+    pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     clinical = read_clinical(cfg.data.clinical)
+    if pseudonymiser is not None and "patient_id" in clinical:
+        clinical = pseudonymiser.table(clinical)
     if cfg.data.manifest is not None and not Path(cfg.data.manifest).is_file():
         raise InputError("manifest not found", file=cfg.data.manifest)
     exp_id = tracking.setup(uri, cfg.mlflow.experiment)
@@ -160,11 +171,13 @@ def train(
         parent_id = parent.info.run_id
         run_dir = tracking.store_folder(uri) / "refracture-runs" / parent_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        mlflow.log_params(_params(cfg))
+        mlflow.log_params(_params(cfg) | {"privacy.pseudonymised": str(pseudonymise).lower()})
 
         features, extraction_errors, extraction = None, None, None
         if cfg.has_imaging:
-            features, extraction_errors, extraction = _extract(cfg, run_dir, progress)
+            features, extraction_errors, extraction = _extract(
+                cfg, run_dir, progress, pseudonymiser
+            )
         dataset = assemble(
             clinical,
             features,
