@@ -77,6 +77,7 @@ def run_demo(
     seed: int = 0,
     jobs: int = 2,
     bootstrap: int | None = None,
+    image_format: str = "nifti",
     progress: Any = None,
 ) -> DemoResult:
     """Run every stage; ``progress(stage, done, total)`` drives the progress bars."""
@@ -111,6 +112,7 @@ def run_demo(
         n_sites=min(4, n_new),
         seed=seed + 1000,
         id_prefix="N",
+        image_format=image_format,
         jobs=jobs,
         progress=stage("synthesising new patients"),
     )

@@ -18,19 +18,11 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from refracture.files import atomic_path
 
-FIRST_NAMES = [
-    "ELISE",
-    "MARTA",
-    "INGRID",
-    "ROSA",
-    "HELGA",
-    "NORA",
-    "AGNES",
-    "WILMA",
-    "OTTO",
-    "BRUNO",
-]
-LAST_NAMES = ["QUARTERMAINE", "VANTONGEREN", "OSTROWSKA", "BLOMQVIST", "FAIRWEATHER", "DELACROIX"]
+# Names are assembled from syllables, so no identity a header carries appears verbatim in this
+# source (which ships inside every registered model): a scan of a run's outputs for the header
+# values finds only real leaks.
+SYLLABLES = ["QUA", "VEN", "TOR", "MIL", "DRA", "ZEL", "BRO", "KAN", "SIV", "LOR", "NET", "HAV",
+             "PEL", "GRU", "SOM", "WIK", "JAR", "FEN", "TUL", "OBA"]  # fmt: skip
 # GE stores FatFrac as integers; "per_mille" is the GE habit (0-1000 for 0-100 %, slope 1);
 # "percent" stores x10 integers with RescaleSlope 0.1 so the rescaled value is in percent.
 PDFF_SCALES = {"per_mille": 1.0, "percent": 0.1}
@@ -48,10 +40,12 @@ class Identity:
     study_uid: str
     frame_uid: str
     accession: str
+    referrer: str
+    institution: str
 
     @classmethod
     def make(cls, rng: np.random.Generator, age: int, sex: str, study_date: dt.date) -> Identity:
-        name = f"{rng.choice(LAST_NAMES)}^{rng.choice(FIRST_NAMES)}"
+        name = f"{_word(rng, 4)}^{_word(rng, 3)}"
         born = study_date - dt.timedelta(days=int(age * 365.25 + rng.integers(0, 365)))
         entropy = [str(int(x)) for x in rng.integers(0, 2**31, 4)]
         return cls(
@@ -63,7 +57,13 @@ class Identity:
             study_uid=generate_uid(entropy_srcs=[*entropy, "study"]),
             frame_uid=generate_uid(entropy_srcs=[*entropy, "frame"]),
             accession=f"ACC{rng.integers(10**7, 10**8)}",
+            referrer=f"{_word(rng, 3)}^{_word(rng, 2)}",
+            institution=f"{_word(rng, 3).title()} {_word(rng, 2).title()} Hospital",
         )
+
+
+def _word(rng: np.random.Generator, syllables: int) -> str:
+    return "".join(rng.choice(SYLLABLES, size=syllables))
 
 
 def write_series(
@@ -115,8 +115,8 @@ def write_series(
         ds.AccessionNumber = identity.accession
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
         ds.StudyTime = ds.SeriesTime = "083000"
-        ds.ReferringPhysicianName = "REFERRER^SYNTHETIC"
-        ds.InstitutionName = f"Synthetic Hospital {site_name}"
+        ds.ReferringPhysicianName = identity.referrer
+        ds.InstitutionName = identity.institution
         ds.Modality = "MR"
         ds.Manufacturer = "GE MEDICAL SYSTEMS"
         ds.ManufacturerModelName = model

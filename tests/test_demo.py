@@ -1,0 +1,89 @@
+"""`refracture demo` end to end on a GE-style DICOM cohort, and what its outputs must not hold."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pydicom
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from refracture.cli import app
+from refracture.report import SECTIONS
+from test_report import parse
+
+pytestmark = pytest.mark.xdist_group("demo")  # one demo run shared by the tests below
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp("demo") / "refracture-demo"
+    args = ["demo", "--workdir", str(workdir), "--n", "48", "--new", "6", "--bootstrap", "4",
+            "--format", "dicom"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return workdir, result.output
+
+
+def test_demo_runs_the_whole_product(demo) -> None:
+    workdir, output = demo
+    reports = list((workdir / "refracture-runs").glob("*/report.html"))
+    assert len(reports) == 1
+    assert set(parse(reports[0]).images) >= set(SECTIONS)
+    scores = pd.read_csv(workdir / "scores.csv")
+    assert len(scores) == 6 and (scores["status"] == "ok").all()
+    assert scores["patient_id"].str.startswith("N").all()
+    assert scores["risk_365d"].between(0, 1).all()
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mv = MlflowClient().get_model_version_by_alias("refracture-1y", "champion")
+    assert mv.version is not None
+    # the summary: metrics with CIs, added value, where things are, the two commands
+    for word in ("Harrell", "AUC", "calibrat", "delta", "NRI", "IDI"):  # cells wrap at 80 columns
+        assert word in output, word
+    for text in ("scores.csv", "report.html", f"mlflow ui --backend-store-uri {uri}",
+                 f'MLFLOW_TRACKING_URI={uri} mlflow models serve -m "models:/refracture-1y@champion"'):  # fmt: skip
+        assert text in output, text
+
+
+def _identities(images: Path) -> set[str]:
+    """The made-up identities the synthetic DICOM headers carry."""
+    found: set[str] = set()
+    for series in sorted(images.glob("*/*")):
+        if not series.is_dir():
+            continue
+        files = sorted(series.glob("*.dcm"))
+        for f in (files[0], files[-1]):
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            name = str(ds.PatientName)
+            found |= {name, *[p for p in name.split("^") if len(p) > 3]}
+            found |= {str(ds.PatientID), str(ds.PatientBirthDate), str(ds.AccessionNumber)}
+            found |= {str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)}
+            found |= {str(ds.FrameOfReferenceUID), str(ds.InstitutionName)}
+            found.add(str(ds.ReferringPhysicianName))
+    return {i for i in found if i}
+
+
+def test_no_dicom_identity_reaches_any_output(demo) -> None:
+    workdir, output = demo
+    identities = _identities(workdir / "cohort" / "images") | _identities(
+        workdir / "new_patients" / "images"
+    )
+    assert len(identities) > 50  # names, IDs, birth dates and UIDs of every patient
+    needles = [i.encode() for i in identities]
+    scanned = 0
+    for root, _, files in os.walk(workdir):
+        for name in files:
+            path = Path(root) / name
+            if path.suffix == ".dcm":
+                continue  # the inputs themselves
+            data = path.read_bytes()
+            scanned += 1
+            leaked = [n.decode() for n in needles if n in data]
+            assert not leaked, f"{path} holds DICOM identities {leaked[:3]}"
+    assert scanned > 100  # store, artifacts, report, caches, tables, scores
+    assert not [i for i in identities if i in output]  # nor the terminal
