@@ -150,6 +150,20 @@ def test_cache_only_computes_new_patients(
     assert not r3.features["pdff_n_L1"].equals(r1.features["pdff_n_L1"])
 
 
+def test_cache_serves_qc_pictures_to_a_new_output_folder(synth_nifti: Path, tmp_path: Path) -> None:
+    """`train` writes QC pictures into a new run folder each time: the cache must still hit."""
+    first = synth_nifti / "first3.csv"
+    pd.read_csv(synth_nifti / "manifest.csv").head(3).to_csv(first, index=False)
+    cache = tmp_path / "cache"
+    kw = {"jobs": 1, "cache_dir": cache, "qc_png": True, "progress": False}
+    r1 = extract_cohort(first, out_dir=tmp_path / "run1", **kw)
+    r2 = extract_cohort(first, out_dir=tmp_path / "run2", **kw)
+    assert (r1.n_computed, r2.n_computed, r2.n_cached) == (3, 0, 3)
+    for pid in r1.features["patient_id"]:
+        a, b = tmp_path / "run1" / "qc" / f"{pid}.png", tmp_path / "run2" / "qc" / f"{pid}.png"
+        assert a.read_bytes() == b.read_bytes()
+
+
 def test_cli_end_to_end_with_a_failing_patient(synth_nifti: Path, tmp_path: Path) -> None:
     work = tmp_path / "cohort"
     shutil.copytree(synth_nifti, work)

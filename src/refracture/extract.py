@@ -16,6 +16,7 @@ import contextlib
 import json
 import multiprocessing
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ import pandas as pd
 from refracture import __version__
 from refracture.config import ExtractionConfig
 from refracture.errors import ImageError, InputError, RefractureError
-from refracture.files import hash_file, hash_json, write_json, write_table
+from refracture.files import atomic_path, hash_file, hash_json, write_json, write_table
 from refracture.imaging.geometry import align_to
 from refracture.imaging.io import load_volume
 from refracture.imaging.roi import Rois, build_rois
@@ -446,19 +447,30 @@ def _run_task(task: _Task) -> tuple[int, PatientResult | None, tuple[str, str] |
     pid = str(task.row["patient_id"])
     try:
         hashes = input_hashes(task.row)
-        cache_file = None
+        cache_file = cached_png = None
         if task.cache_dir:
-            cache_file = Path(task.cache_dir) / f"{cache_key(task.row, hashes, task.config)}.json"
-            png_ok = task.qc_png is None or Path(task.qc_png).is_file()
+            key = cache_key(task.row, hashes, task.config)
+            cache_file = Path(task.cache_dir) / f"{key}.json"
+            # The QC picture is cached too (titled with the patient's ID, hence the ID in its
+            # name), so a run writing pictures into a new folder still reuses the cache.
+            cached_png = Path(task.cache_dir) / f"{key}.{hash_json(pid)[:12]}.png"
+            png_ok = task.qc_png is None or Path(task.qc_png).is_file() or cached_png.is_file()
             if cache_file.is_file() and png_ok:
                 cached = _cache_read(cache_file, pid)
                 if cached is not None:
+                    if task.qc_png is not None and not Path(task.qc_png).is_file():
+                        Path(task.qc_png).parent.mkdir(parents=True, exist_ok=True)
+                        with atomic_path(task.qc_png) as tmp:
+                            shutil.copyfile(cached_png, tmp)
                     return task.index, cached, None
         result = extract_patient(
             task.row, task.config, hashes=hashes, qc_png=task.qc_png, stage=stage
         )
         if cache_file is not None:
             _cache_write(cache_file, result)
+            if task.qc_png is not None and cached_png is not None:
+                with atomic_path(cached_png) as tmp:
+                    shutil.copyfile(task.qc_png, tmp)
         return task.index, result, None
     except RefractureError as err:
         return task.index, None, (stage.name, err.one_line())
