@@ -159,6 +159,10 @@ def test_pyfunc_in_a_fresh_process_gives_the_in_memory_risks(trained, tmp_path) 
     assert set(got["risk_group"]) <= {"low", "intermediate", "high"}
 
 
+def _no_nan(token: str) -> float:
+    raise AssertionError(f"the server answered with a bare {token}, which is not JSON")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -168,6 +172,8 @@ def _free_port() -> int:
 def test_mlflow_models_serve_answers_with_the_same_risks(trained, tmp_path) -> None:
     df = model_input(trained, 5)
     expected = trained.result.selected.result.final_model.predict_risk(df)
+    bad = df.iloc[[0]].assign(patient_id="BAD-1", sex="X")  # a category never seen: error row
+    df = pd.concat([df, bad], ignore_index=True)
     port = _free_port()
     bindir = str(Path(sys.executable).parent)
     path = bindir + os.pathsep + os.environ.get("PATH", "")  # uvicorn is found on PATH
@@ -200,14 +206,16 @@ def test_mlflow_models_serve_answers_with_the_same_risks(trained, tmp_path) -> N
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=60) as r:
-            answer = json.loads(r.read())
+            answer = json.loads(r.read(), parse_constant=_no_nan)  # strict JSON
     finally:
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
     preds = pd.DataFrame(answer["predictions"])
     assert list(preds["patient_id"]) == list(df["patient_id"])
-    np.testing.assert_allclose(preds["risk_365d"], expected, rtol=1e-12)
+    np.testing.assert_allclose(preds["risk_365d"][:5].astype(float), expected, rtol=1e-12)
+    assert preds["status"].iloc[5] == "error" and answer["predictions"][5]["risk_365d"] is None
+    assert "not seen in training" in preds["error"].iloc[5]
 
 
 def test_a_worse_run_registers_a_version_but_does_not_move_the_alias(
@@ -284,3 +292,33 @@ def test_train_cli_bad_config_exits_2_naming_the_key(tmp_path) -> None:
     missing.write_text(f"data: {{clinical: {tmp_path}/none.csv}}\n")
     result = CliRunner().invoke(app, ["train", "--config", str(missing)])
     assert result.exit_code == 2 and "clinical table not found" in result.output
+
+
+def test_pyfunc_takes_integers_imputes_unmeasurable_imaging_and_answers_json_safe(trained) -> None:
+    """A registry consumer's table as read from CSV: integer ages, one patient whose adjacent
+    vertebrae could not be measured, one with a missing covariate."""
+    mlflow.set_tracking_uri(trained.tracking_uri)
+    mlflow.set_registry_uri(trained.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/refracture-1y@champion")
+    df = model_input(trained, 4)
+    df["age"] = df["age"].round().astype("int64")
+    df.loc[1, "pdff_mean_normal"] = np.nan  # not measurable: imputed, scored, warned
+    df.loc[2, "bmd_tscore"] = np.nan  # missing covariate: an error for this patient only
+    out = model.predict(df)
+    assert list(out["status"]) == ["ok", "ok", "error", "ok"]
+    assert "imputed" in out.loc[1, "warnings"] and "missing bmd_tscore" in out.loc[2, "error"]
+    assert out.loc[2, "risk_365d"] is None  # null in JSON, not a bare NaN
+    json.dumps(out.to_dict(orient="records"), allow_nan=False)
+    assert set(out["model_version"]) == {trained.result.decision.version}
+
+
+def test_selection_on_optimism_corrected_metric_needs_the_bootstrap(trained) -> None:
+    from refracture.config import load_config
+    from refracture.errors import ConfigError
+    from refracture.train import train
+
+    cfg = load_config(trained.config)
+    cfg.validation.bootstrap = 0
+    with pytest.raises(ConfigError) as err:
+        train(cfg, report=False)
+    assert err.value.key == "selection_metric" and "bootstrap" in err.value.message

@@ -28,6 +28,7 @@ from refracture.ranges import plausible_range
 
 BUNDLE_VERSION = 1
 
+
 def risk_column(horizon_days: float) -> str:
     return f"risk_{int(round(horizon_days))}d"
 
@@ -83,9 +84,11 @@ def check_rows(
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """Type and check every row; return (clean frame, error per row, warnings per row).
 
-    Errors (the row is not scored): a missing value, a non-numeric number, a binary value other
-    than 0/1, a category the model never saw. Warnings (the row is scored): a value outside the
-    plausible range, or outside the range seen in training.
+    Errors (the row is not scored): a missing covariate, a non-numeric number, a binary value
+    other than 0/1, a category the model never saw. Warnings (the row is scored): a value outside
+    the plausible range or outside the range seen in training, and a missing imaging feature
+    (e.g. no untreated vertebra next to the treated one): the model's pipeline imputes it with
+    the training median, as it did for such patients in training.
     """
     cols = InputColumns.from_bundle(bundle)
     n = len(df)
@@ -93,12 +96,17 @@ def check_rows(
     warns: list[list[str]] = [[] for _ in range(n)]
     clean = pd.DataFrame(index=df.index)
     training_range = bundle.get("training_range", {})
+    imaging = set(bundle.get("imaging_features", []))
+    overrides = bundle.get("ranges") or {}
 
     for c in [*cols.numeric, *cols.binary]:
         raw = df[c]
         values = pd.to_numeric(raw, errors="coerce")
         for i in np.flatnonzero(raw.isna().to_numpy()):
-            errors[i].append(f"missing {c}")
+            if c in imaging:
+                warns[i].append(f"no {c} (not measurable): imputed with the training median")
+            else:
+                errors[i].append(f"missing {c}")
         for i in np.flatnonzero((values.isna() & raw.notna()).to_numpy()):
             errors[i].append(f"{c} is not a number ({raw.iloc[i]!r})")
         if c in cols.binary:
@@ -106,7 +114,7 @@ def check_rows(
             for i in np.flatnonzero(bad.to_numpy()):
                 errors[i].append(f"{c} must be 0 or 1 (got {values.iloc[i]:g})")
         else:
-            rng = plausible_range(c)
+            rng = plausible_range(c, overrides)
             if rng is not None:
                 out = values.notna() & ((values < rng[0]) | (values > rng[1]))
                 for i in np.flatnonzero(out.to_numpy()):
@@ -209,6 +217,9 @@ class RefractureModel(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["bundle"], encoding="utf-8") as fh:
             self.bundle: dict[str, Any] = json.load(fh)
         self.pipeline = joblib.load(context.artifacts["pipeline"])
+        version = registered_version(self.bundle.get("model_version", ""))
+        if version:
+            self.bundle["model_version"] = version
 
     # pd.DataFrame is a type hint MLflow does not derive a schema from: the logged signature
     # stays the schema (and MLflow gives no advice about type hints).
@@ -216,4 +227,40 @@ class RefractureModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return predict_frame(self.pipeline, self.bundle, frame)
+        return json_safe(predict_frame(self.pipeline, self.bundle, frame))
+
+
+def registered_version(run_id: str) -> str | None:
+    """The registry version made from the training run ``run_id``, when there is exactly one.
+
+    So ``model_version`` reads "3" whether the model is loaded by a registry consumer, served,
+    or run by ``refracture score``; the run ID stays when the registry cannot be reached.
+    """
+    if not run_id:
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        versions = MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+    except Exception:  # noqa: BLE001 - no registry at hand: keep the run ID
+        return None
+    return str(versions[0].version) if len(versions) == 1 else None
+
+
+def json_safe(out: pd.DataFrame) -> pd.DataFrame:
+    """Rows that could not be scored hold None (not NaN) in their number columns.
+
+    MLflow's scoring server writes NaN as a bare ``NaN`` token, which is not JSON (a browser's
+    JSON.parse rejects the whole answer); None becomes ``null``. Columns stay floats when every
+    row was scored.
+    """
+    failed = (out["status"] != "ok").to_numpy()
+    if not failed.any():
+        return out
+    out = out.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            col = out[c].astype(object)
+            col[failed & out[c].isna().to_numpy()] = None
+            out[c] = col
+    return out

@@ -7,6 +7,8 @@ point elsewhere (for example a tracking server backed by PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
 
 import refracture
 from refracture.errors import ModelError
@@ -114,11 +117,13 @@ def log_dataset(df: pd.DataFrame, *, name: str, source: str, targets: str | None
 
 
 def signature_for(bundle: dict[str, Any]) -> ModelSignature:
-    """Input: patient_id (optional), numeric/binary covariates and imaging features as doubles
-    (NaN allowed), categorical covariates as strings. Output: the score columns."""
+    """Input: patient_id (optional), every covariate and imaging feature by name; categorical
+    covariates as strings. Numbers are typed ``Any``: MLflow refuses int64 where a double is
+    declared ("not safe"), and an age of 73 is an integer; the model checks and types each row
+    itself (a non-number is an error for that row only). Output: the score columns."""
     cols = InputColumns.from_bundle(bundle)
     inputs = [ColSpec("string", "patient_id", required=False)]
-    inputs += [ColSpec("double", c) for c in [*cols.numeric, *cols.binary]]
+    inputs += [ColSpec(AnyType(), c) for c in [*cols.numeric, *cols.binary]]
     inputs += [ColSpec("string", c) for c in cols.categorical]
     kinds = {
         "patient_id": "string",
@@ -232,7 +237,9 @@ def register(
     score = value if score is None else score
     client = MlflowClient()
     try:
-        mv = mlflow.register_model(model_uri, name)
+        # register_model prints "Successfully registered ..." itself; the caller reports it
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            mv = mlflow.register_model(model_uri, name)
     except MlflowException as err:
         raise ModelError(f"cannot register model '{name}': {err.message}") from None
     client.update_model_version(name, mv.version, description=description)
