@@ -148,6 +148,21 @@ def test_impossible_value_names_patient_and_column(tables):
     assert err.value.exit_code == 2
 
 
+def test_study_ranges_check_renamed_columns(tables):
+    clinical, feats = tables
+    clinical = clinical.rename(columns={"age": "age_years"}).copy()
+    clinical.loc[3, "age_years"] = 400
+    cfg = config()
+    cfg.covariates.numeric = ["age_years" if c == "age" else c for c in cfg.covariates.numeric]
+    assemble(clinical, feats, cfg)  # no range known for the study's own name: accepted
+    cfg.covariates.ranges = {"age_years": (18.0, 110.0)}
+    with pytest.raises(InputError) as err:
+        assemble(clinical, feats, cfg)
+    assert (
+        "'age_years'" in err.value.message and err.value.patient_id == clinical.loc[3, "patient_id"]
+    )
+
+
 def test_binary_must_be_zero_or_one(tables):
     clinical, feats = tables
     clinical = clinical.copy()

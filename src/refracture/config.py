@@ -46,6 +46,11 @@ class CovariatesConfig(_Strict):
         "index_tl_junction",
     ]
     categorical: dict[str, str] = {"sex": "F", "procedure": "PVP", "cement_leakage": "none"}
+    ranges: dict[str, tuple[float, float]] = Field(
+        {},
+        description="plausible [low, high] of numeric columns with study-specific names; "
+        "training refuses values outside, scoring flags them (defaults cover age, bmi, ...)",
+    )
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> CovariatesConfig:
@@ -53,6 +58,9 @@ class CovariatesConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"covariates listed twice: {', '.join(dup)}")
+        bad = [k for k, (lo, hi) in self.ranges.items() if not lo < hi]
+        if bad:
+            raise ValueError(f"ranges must be [low, high] with low < high: {', '.join(bad)}")
         return self
 
     @property
@@ -203,6 +211,25 @@ def packaged_config(name: str) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
+def _read_yaml(path: Path) -> Any:
+    """The parsed YAML file; a syntax error becomes one line with its line and column (PyYAML's
+    own message spans several lines and quotes the text around the error)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read the config ({err})", file=path) from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        parts = [" ".join(str(t).split()) for t in (err.context, err.problem) if t]
+        what = ": ".join(parts) or "syntax error"
+        raise ConfigError(f"not valid YAML{where}: {what}", file=path) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML ({' '.join(str(err).split())})", file=path) from None
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run config.
 
@@ -215,10 +242,7 @@ def load_config(path: str | Path) -> RunConfig:
         if shipped is None or path.parent not in (Path("."), Path("configs")):
             raise ConfigError("config file not found", file=path)
         path = shipped
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML ({err})", file=path) from None
+    raw = _read_yaml(path)
     return parse_config(raw, source=str(path))
 
 
@@ -256,10 +280,7 @@ def load_extraction_config(path: str | Path) -> tuple[ExtractionConfig, Path | N
         if shipped is None or path.parent not in (Path("."), Path("configs")):
             raise ConfigError("config file not found", file=path)
         path = shipped
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML ({err})", file=path) from None
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a YAML mapping of sections", file=path)
     unknown = [str(k) for k in raw if k not in RunConfig.model_fields]

@@ -140,7 +140,7 @@ def coerce_covariates(
                 file=source,
             )
         out[col] = values.astype(float)
-        limits = plausible_range(col) if check_plausible else None
+        limits = plausible_range(col, covariates.ranges) if check_plausible else None
         if limits is not None:
             lo, hi = limits
             bad = values.notna() & ((values < lo) | (values > hi))
@@ -176,18 +176,25 @@ def _category_label(v: object) -> object:
     return text if text else np.nan
 
 
+def _id_text(v: object) -> str:
+    """A patient ID as text: '' when missing; 1001.0 (a numeric column) -> '1001'."""
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
 def _check_ids(table: pd.DataFrame, what: str, source: str | Path | None) -> pd.Series:
     if ID not in table.columns:
         raise InputError(f"the {what} has no '{ID}' column", file=source)
-    ids = table[ID]
-    if ids.isna().any():
-        rows = [str(i + 2) for i in np.flatnonzero(ids.isna().to_numpy())[:5]]
+    ids = table[ID].map(_id_text)
+    empty = ids == ""  # missing, or only blanks: a blank ID would match nothing, silently
+    if empty.any():
+        rows = [str(i + 2) for i in np.flatnonzero(empty.to_numpy())[:5]]
         raise InputError(
             f"the {what} has rows without a patient_id (CSV lines {', '.join(rows)})", file=source
         )
-    ids = ids.map(
-        lambda v: str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()
-    )
     dup = ids[ids.duplicated(keep=False)].unique()
     if len(dup):
         raise InputError(
@@ -210,9 +217,10 @@ def _outcome(
     time = pd.to_numeric(table[oc.time], errors="coerce")
     bad = time.isna() | ~np.isfinite(time.to_numpy(dtype=float, na_value=np.nan)) | (time <= 0)
     if bad.any():
+        found = ", ".join(repr(v) for v in table[oc.time][bad].head(3))
         raise InputError(
-            f"'{oc.time}' must be a number of days > 0 (missing, zero, negative or not a number "
-            f"for {int(bad.sum())} patients)",
+            f"'{oc.time}' must be a number of days > 0 (missing, zero, negative or not a "
+            f"number); found {found}",
             patient_id=name_patients(ids[bad]),
             file=source,
         )
@@ -281,16 +289,18 @@ def assemble(
                 feats, CovariatesConfig(numeric=[], binary=[], categorical={}), imaging,
                 ids=feat_ids.set_axis(feats.index), source=features_source,
             )  # fmt: skip
+            # Name the files, so a user reading excluded.csv knows which table lacks whom.
+            feats_name = Path(features_source).name if features_source else "the feature table"
+            clin_name = "the clinical table" + (
+                f" {Path(clinical_source).name}" if clinical_source else ""
+            )
             no_features = ~X_all.index.isin(img.index)
             excluded += [
-                (pid, "no imaging features (not in the feature table)")
-                for pid in X_all.index[no_features]
+                (pid, f"no imaging features from {feats_name}") for pid in X_all.index[no_features]
             ]
             keep &= ~no_features
             orphans = img.index[~img.index.isin(X_all.index)]
-            excluded += [
-                (pid, "in the feature table but not in the clinical table") for pid in orphans
-            ]
+            excluded += [(pid, f"in {feats_name} but not in {clin_name}") for pid in orphans]
             X_all = X_all.join(img, how="left")
     site = site.where(site != "", "all")
 

@@ -6,6 +6,8 @@ them in the ``warnings`` column and still scores the row (PRODUCT.md section 6, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 PLAUSIBLE: dict[str, tuple[float, float]] = {
     "age": (18.0, 110.0),
     "bmi": (10.0, 70.0),
@@ -22,8 +24,17 @@ PLAUSIBLE_PREFIX: dict[str, tuple[float, float]] = {
 NON_INTENSITY_STATS = ("_n_", "_volume_ml_", "_skewness_", "_kurtosis_", "_cov_")
 
 
-def plausible_range(column: str) -> tuple[float, float] | None:
-    """The plausible range of a covariate or imaging feature column, or None if unknown."""
+def plausible_range(
+    column: str, overrides: Mapping[str, Sequence[float]] | None = None
+) -> tuple[float, float] | None:
+    """The plausible range of a covariate or imaging feature column, or None if unknown.
+
+    ``overrides`` (config ``covariates.ranges``) gives ranges for a study's own column names,
+    e.g. ``{age_years: [18, 110]}``, and wins over the defaults.
+    """
+    if overrides and column in overrides:
+        lo, hi = overrides[column]
+        return float(lo), float(hi)
     if column in PLAUSIBLE:
         return PLAUSIBLE[column]
     for prefix, rng in PLAUSIBLE_PREFIX.items():

@@ -86,6 +86,12 @@ def check_selection_metric(cfg: RunConfig) -> None:
             f"unknown metric '{cfg.selection_metric}' (one of {', '.join(sorted(allowed))})",
             key="selection_metric",
         )
+    if cfg.selection_metric.endswith("_optcorr") and cfg.validation.bootstrap == 0:
+        raise ConfigError(
+            f"'{cfg.selection_metric}' needs the bootstrap: set validation.bootstrap above 0 or "
+            f"select on '{cfg.selection_metric.removesuffix('_optcorr')}'",
+            key="selection_metric",
+        )
 
 
 def select(candidates: list[Candidate], cfg: RunConfig) -> Candidate:
@@ -516,6 +522,7 @@ def make_bundle(cand: Candidate, cfg: RunConfig, dataset: Dataset) -> dict[str, 
         "imaging_features": list(dataset.imaging_features) if imaging else [],
         "extraction": cfg.extraction.model_dump(mode="json") if imaging else None,
         "risk_groups": list(cfg.risk_groups),
+        "ranges": {k: list(v) for k, v in cov.ranges.items()},
         "typical": typical,
         "training_range": ranges,
         "terms": r.final_model.term_names,
