@@ -503,8 +503,11 @@ def make_bundle(cand: Candidate, cfg: RunConfig, dataset: Dataset) -> dict[str, 
         x = pd.to_numeric(dev[c], errors="coerce").dropna()
         typical[c] = float(x.median()) if c in numeric else float(x.mode().iloc[0])
         if c in numeric and len(x):
+            # 1st-99th percentile (not min/max: one patient's value) widened by a tenth of its
+            # span, so scoring flags extrapolation rather than every 50th ordinary patient
             lo, hi = np.percentile(x, [1, 99])
-            ranges[c] = [round(float(lo), 4), round(float(hi), 4)]
+            pad = 0.1 * (hi - lo)
+            ranges[c] = [float(f"{lo - pad:.4g}"), float(f"{hi + pad:.4g}")]
     for c in cov.categorical:
         typical[c] = str(dev[c].mode().iloc[0])
     return {
