@@ -36,6 +36,14 @@ _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+PSEUDONYMISE = typer.Option(
+    False,
+    "--pseudonymise",
+    help="Replace every patient_id by a keyed hash in all outputs (key: environment variable "
+    "REFRACTURE_PSEUDONYM_KEY, never stored).",
+)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"refracture {__version__}")
@@ -145,12 +153,7 @@ def extract(
     qc_png: bool = typer.Option(
         False, "--qc-png", help="Write a mid-sagittal QC picture per patient and contact sheets."
     ),
-    pseudonymise: bool = typer.Option(
-        False,
-        "--pseudonymise",
-        help="Replace every patient_id by a keyed hash in all outputs (key: environment variable "
-        "REFRACTURE_PSEUDONYM_KEY, never stored).",
-    ),
+    pseudonymise: bool = PSEUDONYMISE,
 ) -> None:
     """Per-vertebra PDFF/R2* features for every patient of a manifest.
 
@@ -198,12 +201,7 @@ def train(
         ..., "--config", help="Run config (YAML); start from configs/template.yaml."
     ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the study report."),
-    pseudonymise: bool = typer.Option(
-        False,
-        "--pseudonymise",
-        help="Replace every patient_id by a keyed hash in all outputs (key: environment variable "
-        "REFRACTURE_PSEUDONYM_KEY, never stored).",
-    ),
+    pseudonymise: bool = PSEUDONYMISE,
 ) -> None:
     """Extract features (or reuse the cache), train and validate every configured model on
     every feature set, log all to MLflow, register the best and move the alias if it is better.
@@ -282,12 +280,7 @@ def score(
         help="Rows per chunk, the unit of checkpointing and resuming (default 16 patients from "
         "images, 2048 rows otherwise).",
     ),
-    pseudonymise: bool = typer.Option(
-        False,
-        "--pseudonymise",
-        help="Replace every patient_id by a keyed hash in all outputs (key: environment variable "
-        "REFRACTURE_PSEUDONYM_KEY, never stored).",
-    ),
+    pseudonymise: bool = PSEUDONYMISE,
 ) -> None:
     """Risk for new patients, one output row per input patient (PRODUCT.md section 6).
 

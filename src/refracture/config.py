@@ -230,18 +230,25 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"not valid YAML ({' '.join(str(err).split())})", file=path) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML run config.
-
-    A path that does not exist but names a config shipped with the package (for example
-    ``configs/synthetic.yaml`` typed in an empty folder) loads the shipped one.
-    """
+def _config_path(path: str | Path) -> Path:
+    """The file to read: ``path``, or the shipped config it names (``configs/synthetic.yaml``
+    typed in a folder that has no such file)."""
     path = Path(path)
     if not path.is_file():
         shipped = packaged_config(str(path))
         if shipped is None or path.parent not in (Path("."), Path("configs")):
             raise ConfigError("config file not found", file=path)
         path = shipped
+    return path
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config.
+
+    A path that does not exist but names a config shipped with the package (for example
+    ``configs/synthetic.yaml`` typed in an empty folder) loads the shipped one.
+    """
+    path = _config_path(path)
     raw = _read_yaml(path)
     return parse_config(raw, source=str(path))
 
@@ -274,12 +281,7 @@ def load_extraction_config(path: str | Path) -> tuple[ExtractionConfig, Path | N
     key; a missing ``extraction`` section means the defaults. Like :func:`load_config`, a
     missing ``configs/<name>.yaml`` falls back to the config shipped with the package.
     """
-    path = Path(path)
-    if not path.is_file():
-        shipped = packaged_config(str(path))
-        if shipped is None or path.parent not in (Path("."), Path("configs")):
-            raise ConfigError("config file not found", file=path)
-        path = shipped
+    path = _config_path(path)
     raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a YAML mapping of sections", file=path)

@@ -16,6 +16,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from refracture.text import ci_text
+
 
 class StageProgress:
     """One progress bar per stage; call it as ``progress(stage, done, total)``."""
@@ -53,16 +55,6 @@ class StageProgress:
         self._bar.update(self._tasks[stage], completed=done, total=max(total, 1))
 
 
-def _ci(m: dict[str, float], name: str, digits: int = 3) -> str:
-    v = m.get(name, math.nan)
-    lo, hi = m.get(f"{name}_lo", math.nan), m.get(f"{name}_hi", math.nan)
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{v:.{digits}f}"
-    return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
 def metrics_table(candidates: list[Any], horizon: float, title: str) -> Table:
     """C-index, AUC and calibration at the horizon per model and feature set, with 95% CIs."""
     h = int(round(horizon))
@@ -77,11 +69,11 @@ def metrics_table(candidates: list[Any], horizon: float, title: str) -> Table:
         table.add_row(
             c.model + (" *" if getattr(c, "is_selected", False) else ""),
             c.feature_set,
-            _ci(m, "cindex_harrell"),
-            _ci(m, "cindex_harrell_optcorr"),
-            _ci(m, f"auc_{h}d"),
-            _ci(m, "calibration_slope", 2),
-            _ci(m, f"oe_ratio_{h}d", 2),
+            ci_text(m, "cindex_harrell", brackets=True),
+            ci_text(m, "cindex_harrell_optcorr", brackets=True),
+            ci_text(m, f"auc_{h}d", brackets=True),
+            ci_text(m, "calibration_slope", 2, brackets=True),
+            ci_text(m, f"oe_ratio_{h}d", 2, brackets=True),
         )
     return table
 
@@ -103,9 +95,9 @@ def added_value_table(candidates: list[Any], horizon: float) -> Table | None:
         p = a.get("lrt_p", math.nan)
         table.add_row(
             c.model,
-            _ci(a, "delta_cindex"),
-            _ci(a, f"nri_{h}d", 2),
-            _ci(a, f"idi_{h}d"),
+            ci_text(a, "delta_cindex", brackets=True),
+            ci_text(a, f"nri_{h}d", 2, brackets=True),
+            ci_text(a, f"idi_{h}d", brackets=True),
             "n/a" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}"),
         )
     return table

@@ -24,6 +24,7 @@ from refracture.config import RunConfig, config_to_dict, flatten
 from refracture.data import Dataset, assemble
 from refracture.errors import ConfigError, InputError
 from refracture.files import read_table, write_table, write_text
+from refracture.text import ci_text
 from refracture.validation.metrics import metric_names
 
 PROGRESS = Callable[[str, int, int], None]  # (stage, done, total)
@@ -272,6 +273,8 @@ def train(
 
             result.report = write_report(result, cfg, extraction=extraction)
             mlflow.log_artifact(str(result.report))
+            if progress:
+                progress("writing the study report", 1, 1)
         if progress:
             progress("logging to MLflow", len(candidates) + 1, len(candidates) + 1)
     return result
@@ -548,21 +551,16 @@ def _log_selected_model(cand: Candidate, cfg: RunConfig, dataset: Dataset, diges
     return info
 
 
-def _ci(m: dict[str, float], name: str) -> str:
-    v, lo, hi = m.get(name, math.nan), m.get(f"{name}_lo", math.nan), m.get(f"{name}_hi", math.nan)
-    return f"{v:.3f} ({lo:.3f}-{hi:.3f})" if np.isfinite(v) else "n/a"
-
-
 def _version_description(cand: Candidate, cfg: RunConfig) -> str:
     m = cand.result.metrics
     h = int(round(cfg.outcome.horizon_days))
     parts = [
         f"{cand.label}; {cand.result.split}",
-        f"Harrell C {_ci(m, 'cindex_harrell')}",
-        f"optimism-corrected C {_ci(m, 'cindex_harrell_optcorr')}",
-        f"AUC {h}d {_ci(m, f'auc_{h}d')}",
-        f"calibration slope {_ci(m, 'calibration_slope')}",
-        f"O/E {_ci(m, f'oe_ratio_{h}d')}",
+        f"Harrell C {ci_text(m, 'cindex_harrell')}",
+        f"optimism-corrected C {ci_text(m, 'cindex_harrell_optcorr')}",
+        f"AUC {h}d {ci_text(m, f'auc_{h}d')}",
+        f"calibration slope {ci_text(m, 'calibration_slope')}",
+        f"O/E {ci_text(m, f'oe_ratio_{h}d')}",
     ]
     if cand.added:
         a = cand.added

@@ -26,6 +26,7 @@ from refracture.files import write_text
 from refracture.report.hazard_tables import univariable_cox
 from refracture.report.table1 import Variable, outcome_groups, table_one
 from refracture.report.tripod import ITEMS
+from refracture.text import ci_text
 from refracture.validation.metrics import metric_names
 
 SECTIONS = (
@@ -56,16 +57,6 @@ def _table(df: pd.DataFrame, digits: int = 3) -> dict[str, Any]:
     }
 
 
-def _ci(m: dict[str, float], name: str, digits: int = 3) -> str:
-    v = m.get(name, math.nan)
-    lo, hi = m.get(f"{name}_lo", math.nan), m.get(f"{name}_hi", math.nan)
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{v:.{digits}f}"
-    return f"{v:.{digits}f} ({lo:.{digits}f} to {hi:.{digits}f})"
-
-
 def _ratio_table(coef: pd.DataFrame, ratio: str) -> pd.DataFrame:
     out = coef[["term", ratio, "lower95", "upper95", "p"]].copy()
     out.columns = ["term", ratio.upper(), "lower 95%", "upper 95%", "p"]
@@ -94,9 +85,9 @@ def _comparison_row(c: Any, names: list[str]) -> dict[str, Any]:
         "features": c.feature_set,
         "n validation": c.result.n_valid,
         "events": c.result.events_valid,
-        **{n: _ci(m, n) for n in names},
-        "Harrell C optimism-corrected": _ci(m, "cindex_harrell_optcorr"),
-        "calibration slope optimism-corrected": _ci(m, "calibration_slope_optcorr"),
+        **{n: ci_text(m, n) for n in names},
+        "Harrell C optimism-corrected": ci_text(m, "cindex_harrell_optcorr"),
+        "calibration slope optimism-corrected": ci_text(m, "calibration_slope_optcorr"),
     }
 
 
@@ -105,9 +96,9 @@ def _added_row(c: Any, hd: int) -> dict[str, Any]:
     p = a.get("lrt_p", math.nan)
     return {
         "model": c.model,
-        "delta Harrell C": _ci(a, "delta_cindex"),
-        f"continuous NRI {hd} d": _ci(a, f"nri_{hd}d"),
-        f"IDI {hd} d": _ci(a, f"idi_{hd}d"),
+        "delta Harrell C": ci_text(a, "delta_cindex"),
+        f"continuous NRI {hd} d": ci_text(a, f"nri_{hd}d"),
+        f"IDI {hd} d": ci_text(a, f"idi_{hd}d"),
         "LRT p (nested Cox)": "n/a" if not math.isfinite(p) else f"{p:.3g}",
     }
 
@@ -196,11 +187,11 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "experiment": cfg.mlflow.experiment,
         "selected": sel.label,
         "selected_metrics": {
-            "Harrell C": _ci(m, "cindex_harrell"),
-            "Harrell C optimism-corrected": _ci(m, "cindex_harrell_optcorr"),
-            f"AUC {hd} d": _ci(m, f"auc_{hd}d"),
-            "calibration slope": _ci(m, "calibration_slope"),
-            f"O/E {hd} d": _ci(m, f"oe_ratio_{hd}d"),
+            "Harrell C": ci_text(m, "cindex_harrell"),
+            "Harrell C optimism-corrected": ci_text(m, "cindex_harrell_optcorr"),
+            f"AUC {hd} d": ci_text(m, f"auc_{hd}d"),
+            "calibration slope": ci_text(m, "calibration_slope"),
+            f"O/E {hd} d": ci_text(m, f"oe_ratio_{hd}d"),
         },
         "decision": decision.reason,
         "registered": f"{decision.model_name} version {decision.version}",

@@ -12,6 +12,7 @@ import jinja2
 import refracture
 from refracture.config import RunConfig
 from refracture.report.tripod import ITEMS
+from refracture.text import ci_text
 from refracture.validation.metrics import metric_names
 
 METRIC_LABELS = {
@@ -45,20 +46,6 @@ def metric_label(name: str) -> str:
     return name
 
 
-def fmt_ci(value: float, lo: float, hi: float, digits: int = 3) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ({lo:.{digits}f} to {hi:.{digits}f})"
-
-
-def _ci(d: dict[str, float], name: str) -> str:
-    return fmt_ci(
-        d.get(name, math.nan), d.get(f"{name}_lo", math.nan), d.get(f"{name}_hi", math.nan)
-    )
-
-
 def render_model_card(
     cand: Any, cfg: RunConfig, dataset: Any, *, run_id: str, parent_run_id: str, digest: str
 ) -> str:
@@ -70,14 +57,8 @@ def render_model_card(
     metrics = [
         {
             "name": metric_label(name),
-            "valid": fmt_ci(
-                m.get(name, math.nan), m.get(f"{name}_lo", math.nan), m.get(f"{name}_hi", math.nan)
-            ),
-            "optcorr": fmt_ci(
-                m.get(f"{name}_optcorr", math.nan),
-                m.get(f"{name}_optcorr_lo", math.nan),
-                m.get(f"{name}_optcorr_hi", math.nan),
-            ),
+            "valid": ci_text(m, name),
+            "optcorr": ci_text(m, f"{name}_optcorr"),
         }
         for name in metric_names(r.horizon)
     ]
@@ -87,9 +68,9 @@ def render_model_card(
         a = cand.added
         lrt = "n/a" if not math.isfinite(a["lrt_p"]) else f"{a['lrt_p']:.3g}"
         added = [
-            {"name": "delta Harrell's C", "value": _ci(a, "delta_cindex")},
-            {"name": f"continuous NRI at {h} d", "value": _ci(a, f"nri_{h}d")},
-            {"name": f"IDI at {h} d", "value": _ci(a, f"idi_{h}d")},
+            {"name": "delta Harrell's C", "value": ci_text(a, "delta_cindex")},
+            {"name": f"continuous NRI at {h} d", "value": ci_text(a, f"nri_{h}d")},
+            {"name": f"IDI at {h} d", "value": ci_text(a, f"idi_{h}d")},
             {"name": "likelihood-ratio test p (nested Cox)", "value": lrt},
         ]
     missing = {k: v for k, v in dataset.n_missing.items() if v}

@@ -1,0 +1,26 @@
+"""How a value with its 95% CI is written for people: terminal, study report, model card and
+registry description all use :func:`ci_text`, so they read the same."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+
+def ci_text(
+    values: Mapping[str, float], name: str, digits: int = 3, *, brackets: bool = False
+) -> str:
+    """``values[name]`` with its CI from ``values[name + "_lo"]`` and ``values[name + "_hi"]``.
+
+    ``0.786 (0.685 to 0.857)``, or ``0.786 [0.685, 0.857]`` with ``brackets`` (narrow
+    terminal columns); ``n/a`` when the value is missing, the bare value when the CI is.
+    """
+    v = values.get(name, math.nan)
+    lo, hi = values.get(f"{name}_lo", math.nan), values.get(f"{name}_hi", math.nan)
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{v:.{digits}f}"
+    if brackets:
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return f"{v:.{digits}f} ({lo:.{digits}f} to {hi:.{digits}f})"
