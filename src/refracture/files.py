@@ -2,7 +2,9 @@
 
 Every output a command writes goes to a temporary file in the destination folder and is
 renamed over the final name only when complete, so an interrupted run never leaves a
-half-written file under a final name.
+half-written file under a final name. A run killed mid-write (SIGKILL, power loss) leaves its
+temporary ``.<name>.<random>.tmp`` behind; the next write of the same file removes it once it
+is older than :data:`STALE_TMP_SECONDS`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +25,72 @@ from typing import Any
 import pandas as pd
 
 _CHUNK = 1 << 20
+#: A temporary file this old is a killed run's leftover: every write here takes seconds, so no
+#: live writer holds one for ten minutes.
+STALE_TMP_SECONDS = 600.0
+# mkstemp(prefix=".<name>.", suffix=".tmp") adds 8 characters from [a-z0-9_]
+_TMP_NAME = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp")
+# Stale temporary files per folder and target name, listed once per process: a cache folder
+# can hold tens of thousands of files, and listing it on every write would cost more than
+# the writes.
+_stale_tmp: dict[Path, dict[str, list[Path]]] = {}
+_stale_lock = threading.Lock()
+
+
+def _list_stale(folder: Path, max_age_s: float) -> dict[str, list[Path]]:
+    cutoff = time.time() - max_age_s
+    found: dict[str, list[Path]] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                match = _TMP_NAME.fullmatch(entry.name)
+                if match is None:
+                    continue
+                with contextlib.suppress(OSError):  # vanished while we looked
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        found.setdefault(match.group(1), []).append(Path(entry.path))
+    except OSError:  # no folder yet, or not readable: nothing to sweep
+        pass
+    return found
+
+
+def sweep_stale_tmp(
+    path: str | Path, max_age_s: float = STALE_TMP_SECONDS, *, refresh: bool = False
+) -> list[Path]:
+    """Remove the temporary files of ``path`` that killed runs left behind; return them.
+
+    Only ``.<name>.<8 characters>.tmp`` files of this very ``path`` older than ``max_age_s``
+    go: other files, and a concurrent writer's recent temporary file, are left alone. The
+    folder is listed on its first sweep in this process (``refresh`` lists it again).
+    """
+    path = Path(path)
+    folder = path.parent.absolute()
+    with _stale_lock:
+        if refresh or folder not in _stale_tmp:
+            _stale_tmp[folder] = _list_stale(folder, max_age_s)
+        stale = _stale_tmp[folder].pop(path.name, [])
+    removed = []
+    for old in stale:
+        try:
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        except OSError:  # another process swept it first, or it is not ours to remove
+            continue
+        removed.append(old)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    Stale temporary files of the same ``path`` (see :func:`sweep_stale_tmp`) are removed first.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_tmp(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -88,10 +153,15 @@ def write_table(path: str | Path, df: pd.DataFrame) -> Path:
 
 
 def read_table(path: str | Path, **kwargs: Any) -> pd.DataFrame:
-    """Read a CSV or Parquet table by extension."""
+    """Read a CSV or Parquet table by extension.
+
+    A CSV's ``patient_id`` column is read as text (unless ``dtype`` says otherwise): IDs are
+    labels, and '0042' read as the number 42 would match no manifest row.
+    """
     path = Path(path)
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path, **kwargs)
+    kwargs.setdefault("dtype", {"patient_id": str})
     return pd.read_csv(path, **kwargs)
 
 

@@ -126,13 +126,15 @@ def _read_nifti(path: Path, max_voxels: int, ctx: dict[str, Any]):
     try:
         img = nib.load(str(path))  # reads the header only
     except Exception as err:  # nibabel raises many types for broken headers
-        raise ImageError(f"not a readable NIfTI file ({_reason(err)})", **ctx) from None
+        raise ImageError(f"not a readable NIfTI file ({_reason(err, path)})", **ctx) from None
     shape = _check_shape(img.shape, max_voxels, ctx)
     try:
         # The dataobj proxy applies scl_slope/scl_inter; nothing is read before this line.
         data = np.asarray(img.dataobj)
     except Exception as err:  # truncated or corrupt compressed data
-        raise ImageError(f"the NIfTI voxel data cannot be read ({_reason(err)})", **ctx) from None
+        raise ImageError(
+            f"the NIfTI voxel data cannot be read ({_reason(err, path)})", **ctx
+        ) from None
     data = data.reshape(shape)
     # nibabel moves scl_slope/scl_inter from the header to the array proxy on load.
     slope = float(getattr(img.dataobj, "slope", 1.0))
@@ -156,7 +158,7 @@ def _read_sitk_file(path: Path, max_voxels: int, ctx: dict[str, Any]):
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise ImageError(f"not a readable image header ({_reason(err)})", **ctx) from None
+        raise ImageError(f"not a readable image header ({_reason(err, path)})", **ctx) from None
     if reader.GetNumberOfComponents() != 1:
         raise ImageError(
             f"has {reader.GetNumberOfComponents()} components per voxel; a scalar map is expected",
@@ -166,7 +168,7 @@ def _read_sitk_file(path: Path, max_voxels: int, ctx: dict[str, Any]):
     try:
         img = reader.Execute()
     except RuntimeError as err:
-        raise ImageError(f"the voxel data cannot be read ({_reason(err)})", **ctx) from None
+        raise ImageError(f"the voxel data cannot be read ({_reason(err, path)})", **ctx) from None
     if img.GetDimension() > 3:  # trailing singleton dimensions, already checked
         img = sitk.Extract(
             img, [*shape, *([0] * (img.GetDimension() - 3))], [0] * img.GetDimension()
@@ -347,9 +349,15 @@ def _unreadable_slice(files: list[Path]) -> str | None:
     return None
 
 
-def _reason(err: BaseException) -> str:
-    """A short one-line cause (ITK messages span many lines and name source files)."""
+def _reason(err: BaseException, path: Path | None = None) -> str:
+    """A short one-line cause (ITK messages span many lines and name source files).
+
+    The message already starts with the file's full path, so a cause that repeats it (nibabel:
+    'Cannot work out file type of "/data/.../labels.nii.gz"') names only the file.
+    """
     text = " ".join(str(err).split()) or type(err).__name__
+    if path is not None:
+        text = text.replace(str(path), path.name)
     if "ITK ERROR:" in text:  # "... ITK ERROR: MetaImageIO(0x55..): File cannot be read: ..."
         text = text.split("ITK ERROR:", 1)[1]
         text = text.split("): ", 1)[1] if "): " in text else text
