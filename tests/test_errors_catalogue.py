@@ -688,11 +688,6 @@ def test_clinical_ids_not_in_the_manifest_are_excluded_by_name(trained_with_unkn
     assert summary["model"].tolist() == ["cox"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train prints nothing about excluded patients: cli.train / terminal."
-    "print_train_summary should print one line naming them (docs/errors.md)",
-)
 def test_train_names_excluded_patients_on_the_terminal(trained_with_unknown_ids) -> None:
     output = trained_with_unknown_ids.result.output
     assert all(pid in output for pid in UNKNOWN_IDS)
@@ -775,11 +770,6 @@ def test_score_bad_patients_get_error_rows(trained_with_unknown_ids, tmp_path: P
     assert (scores.drop(index=list(expected))["status"] == "ok").all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli prints messages as Rich markup: '[site a]' in a path vanishes and '[/]' "
-    "crashes (cli.handle_errors and the per-patient lines should escape the message)",
-)
 def test_message_with_square_brackets_is_printed_as_is(tmp_path: Path) -> None:
     folder = tmp_path / "[site a]"
     assert_input_error(

@@ -234,6 +234,12 @@ def test_killed_train_leaves_whole_files_and_a_rerun_gives_the_clean_results(
     res = runner.invoke(app, ["train", "--config", str(killed / "run.yaml"), "--no-report"])
     assert res.exit_code == 0, res.output
     assert "Traceback" not in res.output
+    # the killed run no longer shows as running: the rerun marked it KILLED
+    client = MlflowClient(f"sqlite:///{killed}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("interrupt").experiment_id])
+    statuses = {r.info.run_id: r.info.status for r in runs}
+    assert statuses[folder.name] == "KILLED"
+    assert "RUNNING" not in statuses.values()
 
     metrics, clean_metrics = finished_children(killed), finished_children(clean)
     assert set(metrics) == {("cox", "clinical"), ("cox", "clinical+imaging")}

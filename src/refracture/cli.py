@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from refracture import __version__
 from refracture.errors import RefractureError
@@ -72,7 +73,9 @@ def handle_errors(fn: F) -> F:
         except RefractureError as err:
             if _state["debug"]:
                 console.print_exception()
-            console.print(f"[bold red]error:[/] {err.one_line()}", highlight=False, soft_wrap=True)
+            console.print(
+                f"[bold red]error:[/] {escape(err.one_line())}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: finished outputs were kept; run again to resume")
@@ -82,7 +85,7 @@ def handle_errors(fn: F) -> F:
                 console.print_exception()
             msg = " ".join(f"{type(err).__name__}: {err}".split())
             console.print(
-                f"[bold red]internal error:[/] {msg} (run with --debug for the traceback)",
+                f"[bold red]internal error:[/] {escape(msg)} (run with --debug for the traceback)",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -130,7 +133,9 @@ def synth(
     out.print(
         f"wrote {result.n_patients} patients from {result.n_sites} sites to {result.out_dir}\n"
         f"  manifest: {result.manifest}\n  clinical: {result.clinical}\n"
-        f"  truth:    {result.truth_csv}, {result.truth_json}"
+        f"  truth:    {result.truth_csv}, {result.truth_json}",
+        markup=False,
+        highlight=False,
     )
 
 
@@ -182,12 +187,16 @@ def extract(
     out.print(
         f"extracted {n_ok} patients ({result.n_computed} computed, {result.n_cached} from the "
         f"cache), {result.n_failed} failed\n"
-        + "\n".join(f"  {name}: {path}" for name, path in result.files.items())
+        + "\n".join(f"  {name}: {path}" for name, path in result.files.items()),
+        markup=False,
+        highlight=False,
     )
     if result.n_failed:
         for row in result.errors.head(5).itertuples():
             console.print(
-                f"[red]failed[/] ({row.stage}) {row.message}", highlight=False, soft_wrap=True
+                f"[red]failed[/] ({escape(row.stage)}) {escape(row.message)}",
+                highlight=False,
+                soft_wrap=True,
             )
         if result.n_failed > 5:
             console.print(f"... and {result.n_failed - 5} more in errors.csv", highlight=False)
@@ -231,7 +240,7 @@ def train(
             f"browse the runs:  mlflow ui --backend-store-uri {result.tracking_uri}",
             f"serve the model:  {serve}",
         ):
-            out.print(line, soft_wrap=True, highlight=False)
+            out.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 @app.command()
@@ -310,7 +319,7 @@ def score(
             pseudonymise=pseudonymise,
         )
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     n = len(result.scores)
     reused = f" ({result.n_reused} reused from an earlier run)" if result.n_reused else ""
     out.print(
@@ -319,12 +328,15 @@ def score(
         f"{result.n_warnings} with warnings\n  scores: {result.out}",
         highlight=False,
         soft_wrap=True,
+        markup=False,
     )
     if result.exit_code:
         failed = result.scores[result.scores["status"] == "error"]
         for row in failed.head(5).itertuples():
             console.print(
-                f"[red]error[/] {row.patient_id}: {row.error}", highlight=False, soft_wrap=True
+                f"[red]error[/] {escape(str(row.patient_id))}: {escape(str(row.error))}",
+                highlight=False,
+                soft_wrap=True,
             )
         if len(failed) > 5:
             console.print(

@@ -217,7 +217,9 @@ class RefractureModel(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["bundle"], encoding="utf-8") as fh:
             self.bundle: dict[str, Any] = json.load(fh)
         self.pipeline = joblib.load(context.artifacts["pipeline"])
-        version = registered_version(self.bundle.get("model_version", ""))
+        version = registered_version(
+            self.bundle.get("model_version", ""), self.bundle.get("registered_model", "")
+        )
         if version:
             self.bundle["model_version"] = version
 
@@ -230,18 +232,20 @@ class RefractureModel(mlflow.pyfunc.PythonModel):
         return json_safe(predict_frame(self.pipeline, self.bundle, frame))
 
 
-def registered_version(run_id: str) -> str | None:
-    """The registry version made from the training run ``run_id``, when there is exactly one.
+def registered_version(run_id: str, name: str) -> str | None:
+    """The version of registered model ``name`` made from the training run ``run_id``, when
+    there is exactly one.
 
     So ``model_version`` reads "3" whether the model is loaded by a registry consumer, served,
     or run by ``refracture score``; the run ID stays when the registry cannot be reached.
     """
-    if not run_id:
+    if not run_id or not name:
         return None
     try:
         from mlflow import MlflowClient
 
-        versions = MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+        query = f"name = '{name}' and run_id = '{run_id}'"
+        versions = MlflowClient().search_model_versions(query)
     except Exception:  # noqa: BLE001 - no registry at hand: keep the run ID
         return None
     return str(versions[0].version) if len(versions) == 1 else None

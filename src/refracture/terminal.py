@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -35,21 +36,24 @@ class StageProgress:
         self._tasks: dict[str, Any] = {}
 
     def __enter__(self) -> StageProgress:
-        if self.enabled:
-            self._bar.start()
-        return self
+        self._started = False  # the bar appears with the first stage, so an input error
+        return self  # found before any work prints its one line and nothing else
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            for task in self._tasks.values():  # a finished stage shows as complete
-                t = self._bar.tasks[task]
-                if exc[0] is None and t.total:
-                    self._bar.update(task, completed=t.total)
-            self._bar.stop()
+        if not self._started:
+            return
+        for task in self._tasks.values():  # a finished stage shows as complete
+            t = self._bar.tasks[task]
+            if exc[0] is None and t.total:
+                self._bar.update(task, completed=t.total)
+        self._bar.stop()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if not self.enabled:
             return
+        if not self._started:
+            self._bar.start()
+            self._started = True
         if stage not in self._tasks:
             self._tasks[stage] = self._bar.add_task(stage, total=max(total, 1))
         self._bar.update(self._tasks[stage], completed=done, total=max(total, 1))
@@ -114,15 +118,26 @@ def print_train_summary(console: Console, result: Any, horizon: float) -> None:
         console.print(added)
     d = result.decision
     console.print(
-        f"registered [bold]{d.model_name}[/] version {d.version} "
-        f"({result.selected.label}, {result.selection_metric} {d.value:.4f}): {d.reason}"
+        f"registered [bold]{escape(d.model_name)}[/] version {d.version} "
+        f"({escape(result.selected.label)}, {result.selection_metric} {d.value:.4f}): "
+        f"{escape(d.reason)}"
     )
-    console.print(
-        f"parent run ID: [bold]{result.parent_run_id}[/]  (tracking URI {result.tracking_uri})"
-    )
+    excluded = result.flow["excluded"]
+    if len(excluded):
+        ids = ", ".join(map(str, excluded["patient_id"].head(5)))
+        more = f" and {len(excluded) - 5} more" if len(excluded) > 5 else ""
+        console.print(
+            f"[yellow]note:[/] {len(excluded)} patient(s) excluded ({escape(ids)}{more}); "
+            f"reasons in {escape(str(result.run_dir / 'excluded.csv'))} and the report",
+            soft_wrap=True,
+            highlight=False,
+        )
+    lines = [f"parent run ID: {result.parent_run_id}  (tracking URI {result.tracking_uri})"]
     if result.report is not None:
-        console.print(f"study report: {result.report}")
-    console.print(f"run folder:   {result.run_dir}")
+        lines.append(f"study report:  {result.report}")
+    lines.append(f"run folder:    {result.run_dir}")
+    for line in lines:  # soft wrap: paths stay on one line for copy and paste
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
 def print_demo_summary(console: Console, demo: Any) -> None:
@@ -137,7 +152,10 @@ def print_demo_summary(console: Console, demo: Any) -> None:
     if added is not None:
         console.print(added)
     d = t.decision
-    console.print(f"champion: {d.model_name} version {d.version} ({t.selected.label}); {d.reason}")
+    console.print(
+        f"champion: {d.model_name} version {d.version} ({t.selected.label}); {d.reason}",
+        markup=False,
+    )
     s = demo.scores
     n_ok = int((s["status"] == "ok").sum())
     groups = s.loc[s["status"] == "ok", "risk_group"].value_counts()
@@ -146,16 +164,16 @@ def print_demo_summary(console: Console, demo: Any) -> None:
         f"({', '.join(f'{k} {v}' for k, v in groups.items())}); "
         f"Spearman correlation with their true 1-year risk: {demo.risk_vs_truth:.2f}"
     )
+    console.print(f"\n[bold]where things are[/] (in {escape(str(demo.workdir))})", soft_wrap=True)
     lines = [
-        f"\n[bold]where things are[/] (in {demo.workdir})",
         f"  study report:  {t.report}",
         f"  scores:        {demo.scores_path}",
         f"  MLflow store:  {demo.tracking_uri} (artifacts in {demo.workdir / 'mlruns'})",
         f"  cohorts:       {demo.cohort}, {demo.new_batch}",
         f"  config:        {demo.config}",
-        "\n[bold]next[/]",
+        "\nnext",
         f"  open the MLflow UI:  {demo.ui_command}",
         f"  serve the model:     {demo.serve_command}",
     ]
     for line in lines:  # soft wrap: paths and commands stay on one line for copy and paste
-        console.print(line, soft_wrap=True, highlight=False)
+        console.print(line, soft_wrap=True, highlight=False, markup=False)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -107,6 +108,48 @@ def run_tags(dataset_digest: str) -> dict[str, str]:
     if sha:
         tags["mlflow.source.git.commit"] = sha
     return tags
+
+
+TAG_PID, TAG_HOST = "refracture.pid", "refracture.host"
+
+
+def process_tags() -> dict[str, str]:
+    """Which process runs this train, so a later one can tell a run left by a killed process."""
+    return {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname()}
+
+
+def close_orphaned_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs still RUNNING whose train process (same host) no longer exists.
+
+    A killed ``refracture train`` cannot close its MLflow runs; without this they would show
+    as running forever in the UI.
+    """
+    client = MlflowClient()
+    host = socket.gethostname()
+    closed = []
+    try:
+        runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    except MlflowException:
+        return closed
+    for run in runs:
+        tags = run.data.tags
+        if tags.get(TAG_HOST) != host or not tags.get(TAG_PID, "").isdigit():
+            continue
+        pid = int(tags[TAG_PID])
+        if pid != os.getpid() and not _alive(pid):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def log_dataset(df: pd.DataFrame, *, name: str, source: str, targets: str | None = None) -> str:

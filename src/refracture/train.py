@@ -171,10 +171,14 @@ def train(
         clinical = pseudonymiser.table(clinical)
     if cfg.data.manifest is not None and not Path(cfg.data.manifest).is_file():
         raise InputError("manifest not found", file=cfg.data.manifest)
+    # The clinical table's columns, outcome and horizon are checked now, so a typo is reported
+    # in seconds, not after the images are measured.
+    assemble(clinical, None, cfg, clinical_source=cfg.data.clinical)
     exp_id = tracking.setup(uri, cfg.mlflow.experiment)
+    tracking.close_orphaned_runs(exp_id)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
 
-    with mlflow.start_run(run_name=f"train {stamp}") as parent:
+    with mlflow.start_run(run_name=f"train {stamp}", tags=tracking.process_tags()) as parent:
         parent_id = parent.info.run_id
         run_dir = tracking.store_folder(uri) / "refracture-runs" / parent_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +221,7 @@ def train(
         if progress:
             progress("logging to MLflow", 0, len(candidates) + 1)
         digest = _log_parent(cfg, clinical, features, dataset, flow, run_dir, config_path)
-        base_tags = tracking.run_tags(digest)
+        base_tags = tracking.run_tags(digest) | tracking.process_tags()
         mlflow.set_tags(
             {**base_tags, "refracture.competing_risk": selected.result.competing_risk_note}
         )
@@ -528,6 +532,7 @@ def make_bundle(cand: Candidate, cfg: RunConfig, dataset: Dataset) -> dict[str, 
         "imaging_features": list(dataset.imaging_features) if imaging else [],
         "extraction": cfg.extraction.model_dump(mode="json") if imaging else None,
         "risk_groups": list(cfg.risk_groups),
+        "registered_model": cfg.mlflow.registered_model,
         "ranges": {k: list(v) for k, v in cov.ranges.items()},
         "typical": typical,
         "training_range": ranges,
