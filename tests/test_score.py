@@ -176,7 +176,7 @@ def test_a_model_uri_that_cannot_be_loaded_exits_2(trained, broken: Path, tmp_pa
 def test_duplicate_ids_and_explain_on_a_tree_model_are_input_errors(model, tmp_path) -> None:
     features = tmp_path / "features.csv"
     pd.DataFrame({"patient_id": ["A", "B", "A"], "age": [70.0, 71.0, 72.0]}).to_csv(features)
-    with pytest.raises(InputError, match="duplicate patient_id: A"):
+    with pytest.raises(InputError, match="duplicated patient IDs in the features file"):
         score(model, features=features, out=tmp_path / "s.csv")
     rsf = dataclasses.replace(model, bundle={**model.bundle, "model": "rsf"})
     with pytest.raises(InputError, match="--explain needs a cox or logistic model"):

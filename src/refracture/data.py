@@ -176,7 +176,7 @@ def _category_label(v: object) -> object:
     return text if text else np.nan
 
 
-def _id_text(v: object) -> str:
+def patient_id_text(v: object) -> str:
     """A patient ID as text: '' when missing; 1001.0 (a numeric column) -> '1001'."""
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return ""
@@ -185,10 +185,12 @@ def _id_text(v: object) -> str:
     return str(v).strip()
 
 
-def _check_ids(table: pd.DataFrame, what: str, source: str | Path | None) -> pd.Series:
+def patient_ids(table: pd.DataFrame, what: str, source: str | Path | None) -> pd.Series:
+    """The table's patient IDs as text; a missing column, empty or duplicated IDs are input
+    errors naming the CSV lines or the patients (training and scoring read IDs the same way)."""
     if ID not in table.columns:
         raise InputError(f"the {what} has no '{ID}' column", file=source)
-    ids = table[ID].map(_id_text)
+    ids = table[ID].map(patient_id_text)
     empty = ids == ""  # missing, or only blanks: a blank ID would match nothing, silently
     if empty.any():
         rows = [str(i + 2) for i in np.flatnonzero(empty.to_numpy())[:5]]
@@ -253,7 +255,7 @@ def assemble(
     models).
     """
     cov = cfg.covariates
-    clin_ids = _check_ids(clinical, "clinical table", clinical_source)
+    clin_ids = patient_ids(clinical, "clinical table", clinical_source)
     y_all = _outcome(clinical, clin_ids, cfg, clinical_source)
     use_imaging = features is not None and "clinical+imaging" in cfg.feature_sets
     imaging = list(cfg.imaging.features) if use_imaging else []
@@ -272,7 +274,7 @@ def assemble(
     keep = np.ones(len(X_all), dtype=bool)
 
     if features is not None:
-        feat_ids = _check_ids(features, "feature table", features_source)
+        feat_ids = patient_ids(features, "feature table", features_source)
         feats = features.copy()
         feats.index = pd.Index(feat_ids.to_numpy(), name=ID)
         if "site" not in clinical.columns and "site" in feats.columns:

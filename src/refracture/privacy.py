@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
+from refracture.data import patient_id_text
 from refracture.errors import InputError
 
 ENV_KEY = "REFRACTURE_PSEUDONYM_KEY"
@@ -61,13 +62,13 @@ class Pseudonymiser:
         """A copy of ``df`` with its ID column replaced (missing IDs stay missing)."""
         out = df.copy()
         ids = out[column]
-        out[column] = ids.where(ids.isna(), ids.map(lambda v: self(_id_text(v))))
+        out[column] = ids.where(ids.isna(), ids.map(lambda v: self(patient_id_text(v))))
         return out
 
     def scrub(self, text: str, originals: Iterable[object]) -> str:
         """Replace every original ID appearing in ``text`` (as a whole token) by its pseudonym."""
         ids = sorted(
-            {_id_text(o) for o in originals if isinstance(o, str) or pd.notna(o)},
+            {patient_id_text(o) for o in originals if isinstance(o, str) or pd.notna(o)},
             key=len,
             reverse=True,
         )
@@ -78,9 +79,3 @@ class Pseudonymiser:
             r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, ids)) + r")(?![A-Za-z0-9])"
         )
         return pattern.sub(lambda m: self(m.group(1)), text)
-
-
-def _id_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from refracture.data import patient_ids
 from refracture.errors import InputError, RefractureError
 from refracture.files import atomic_path, hash_file, write_table
 from refracture.privacy import Pseudonymiser
@@ -196,26 +197,8 @@ def _read_table(path: Path, what: str, categorical: list[str]) -> pd.DataFrame:
 
 
 def _patient_ids(table: pd.DataFrame, what: str, path: Path) -> pd.Series:
-    """Normalised text IDs; empty or duplicate IDs make the input unusable (exit 2)."""
-    if ID not in table.columns:
-        raise InputError(f"the {what} has no '{ID}' column", file=path)
-    raw = table[ID]
-    if pd.api.types.is_float_dtype(raw) and raw.dropna().map(float.is_integer).all():
-        raw = raw.astype("Int64")  # 1001.0 read from Parquet means patient 1001
-    ids = raw.astype("string").str.strip().fillna("")
-    line = np.arange(len(ids)) + 2  # CSV line numbers (header is line 1)
-    empty = line[(ids == "").to_numpy()]
-    if len(empty):
-        raise InputError(
-            f"the {what} has rows without a patient_id (line(s) {_names(empty)})", file=path
-        )
-    dup = ids[ids.duplicated(keep=False)].unique()
-    if len(dup):
-        raise InputError(
-            f"the {what} has duplicate patient_id: {_names(list(dup))}; each patient needs one row",
-            file=path,
-        )
-    return ids.astype(object).reset_index(drop=True)
+    """Normalised text IDs, positionally indexed; empty or duplicate IDs stop the run (exit 2)."""
+    return patient_ids(table, what, path).astype(object).reset_index(drop=True)
 
 
 def _names(items: Any, limit: int = 10) -> str:
