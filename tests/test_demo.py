@@ -16,8 +16,6 @@ from refracture.cli import app
 from refracture.report import SECTIONS
 from test_report import parse
 
-pytestmark = pytest.mark.xdist_group("demo")  # one demo run shared by the tests below
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
