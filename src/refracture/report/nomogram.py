@@ -68,8 +68,13 @@ class Nomogram:
         values: dict[str, list[Any]] = {}
         for cov, kind in covariates.items():
             if kind == "numeric":
-                lo, hi = np.nanpercentile(pd.to_numeric(X[cov], errors="coerce"), [1, 99])
-                grid = np.unique(np.round(np.linspace(lo, hi, n_grid), _decimals(lo, hi)))
+                x = pd.to_numeric(X[cov], errors="coerce").dropna()
+                lo, hi = np.nanpercentile(x, [1, 99])
+                levels = np.unique(x[(x >= lo) & (x <= hi)])
+                if np.all(levels == np.round(levels)) and len(levels) <= 10:
+                    grid = levels  # a count (fractured vertebrae): tick its own values
+                else:
+                    grid = np.unique(np.round(np.linspace(lo, hi, n_grid), _decimals(lo, hi)))
                 vals: list[Any] = grid.tolist()
             elif kind == "binary":
                 vals = [0.0, 1.0]
@@ -133,7 +138,7 @@ class Nomogram:
         for a in self.axes:
             y -= 1
             labels = [_fmt_value(v, a.kind) for v in a.values]
-            _scale_line(ax, y, a.points, labels, a.covariate)
+            _scale_line(ax, y, a.points, labels, a.covariate, every_label=a.kind != "numeric")
         total_max = sum(float(np.max(a.points)) for a in self.axes)
         y -= 1
         ticks = np.linspace(0, total_max, 9)
@@ -201,18 +206,29 @@ def _fmt_value(v: Any, kind: str) -> str:
     return str(v)
 
 
-def _scale_line(ax: Any, y: float, pos: np.ndarray, labels: list[str], name: str) -> None:
-    """An axis at height ``y``: ticks at ``pos``; labels that would overlap are left out."""
+def _scale_line(
+    ax: Any, y: float, pos: np.ndarray, labels: list[str], name: str, every_label: bool = False
+) -> None:
+    """An axis at height ``y`` with ticks at ``pos``.
+
+    A label that would overlap another is dropped on a numeric scale (its tick stays), but with
+    ``every_label`` (categories: each must stay readable) it goes below the axis instead, and
+    further below again if needed.
+    """
     pos = np.asarray(pos, dtype=float)
     ax.text(-36, y, name, va="center", ha="left", fontsize=9)
     if len(pos) == 0:
         return
     ax.plot([pos.min(), pos.max()], [y, y], color="black", lw=1)
-    placed: list[float] = []
+    rows: list[list[float]] = [[], [], []]  # above, below, further below
+    offsets = (0.18, -0.22, -0.42)
     for i in np.argsort(pos):
         p, lab = pos[i], labels[i]
         ax.plot([p, p], [y, y + 0.12], color="black", lw=0.8)
         width = 1.2 * len(lab) + 1.5  # label width in points-axis units at fontsize 7
-        if all(abs(p - q) >= width for q in placed):
-            ax.text(p, y + 0.18, lab, ha="center", va="bottom", fontsize=7)
-            placed.append(p)
+        for row, dy in zip(rows if every_label else rows[:1], offsets, strict=False):
+            if all(abs(p - q) >= width for q in row):
+                va = "bottom" if dy > 0 else "top"
+                ax.text(p, y + dy, lab, ha="center", va=va, fontsize=7)
+                row.append(p)
+                break
