@@ -6,8 +6,6 @@ relative to the working folder, as the MLflow store is.
 
 from __future__ import annotations
 
-import contextlib
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from refracture.errors import ConfigError
+from refracture.files import shipped_file
 
 ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic"]
 FeatureSet = Literal["clinical", "clinical+imaging"]
@@ -203,12 +202,7 @@ def packaged_config(name: str) -> Path | None:
     stem = Path(name).name
     if not stem.endswith((".yaml", ".yml")):
         stem += ".yaml"
-    candidates = [
-        Path(__file__).resolve().parents[2] / "configs" / stem,  # source checkout / editable
-    ]
-    with contextlib.suppress(ModuleNotFoundError, TypeError):  # not installed as a wheel
-        candidates.append(Path(str(resources.files("refracture") / "_configs" / stem)))
-    return next((c for c in candidates if c.is_file()), None)
+    return shipped_file("configs", stem)
 
 
 def _read_yaml(path: Path) -> Any:

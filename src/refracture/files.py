@@ -183,3 +183,17 @@ def hash_json(obj: Any) -> str:
     """A stable hash of a JSON-serialisable object (keys sorted)."""
     text = json.dumps(obj, sort_keys=True, default=_json_default)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def shipped_file(folder: str, name: str) -> Path | None:
+    """A file the project ships from its top-level ``folder`` (``models``, ``configs``).
+
+    From a source checkout or an editable install it is ``<repo>/<folder>/<name>``; a wheel
+    carries the folder inside the package as ``refracture/_<folder>/`` (pyproject.toml,
+    force-include). None when neither exists.
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parents[1] / folder / name, package / f"_{folder}" / name):
+        if candidate.is_file():
+            return candidate
+    return None

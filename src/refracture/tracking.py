@@ -29,6 +29,7 @@ from mlflow.types.schema import AnyType
 
 import refracture
 from refracture.errors import ModelError
+from refracture.files import shipped_file
 from refracture.serving import InputColumns, output_columns
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -206,14 +207,12 @@ def pinned_requirements() -> list[str]:
 
 def model_code_path() -> Path:
     """``models/refracture_pyfunc.py`` from a source checkout, or its copy in the wheel."""
-    here = Path(refracture.__file__).resolve().parent
-    for candidate in (
-        here.parents[1] / "models" / "refracture_pyfunc.py",
-        here / "_models" / "refracture_pyfunc.py",
-    ):
-        if candidate.is_file():
-            return candidate
-    raise ModelError("the model entry point refracture_pyfunc.py is missing from the installation")
+    path = shipped_file("models", "refracture_pyfunc.py")
+    if path is None:
+        raise ModelError(
+            "the model entry point refracture_pyfunc.py is missing from the installation"
+        )
+    return path
 
 
 def log_model(pipeline: Any, bundle: dict[str, Any], *, name: str = "model") -> Any:

@@ -11,6 +11,7 @@ import jinja2
 
 import refracture
 from refracture.config import RunConfig
+from refracture.files import shipped_file
 from refracture.report.tripod import ITEMS
 from refracture.text import ci_text
 from refracture.validation.metrics import metric_names
@@ -29,11 +30,10 @@ METRIC_LABELS = {
 
 def template_path(name: str) -> Path:
     """A template from ``models/`` of a source checkout, or its copy in the wheel."""
-    here = Path(refracture.__file__).resolve().parent
-    for candidate in (here.parents[1] / "models" / name, here / "_models" / name):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"template {name} is missing from the installation")
+    path = shipped_file("models", name)
+    if path is None:
+        raise FileNotFoundError(f"template {name} is missing from the installation")
+    return path
 
 
 def metric_label(name: str) -> str:
