@@ -62,9 +62,27 @@ def imaging_features(c: Cohort, seed: int = 1, harmonise_r2star: bool = False) -
     return out
 
 
+#: The synthetic study's covariates (configs/synthetic.yaml): configs have no defaults.
+SYNTH_COVARIATES = {
+    "numeric": ["age", "bmi", "bmd_tscore", "cement_volume_ml", "n_fractured"],
+    "binary": [
+        "prior_fracture",
+        "glucocorticoid",
+        "anti_osteoporosis",
+        "diabetes",
+        "index_tl_junction",
+    ],
+    "categorical": {"sex": "F", "procedure": "PVP", "cement_leakage": "none"},
+}
+
+
 def config(**overrides: object) -> RunConfig:
     """A run config for the synthetic cohort (manifest set so imaging is on)."""
-    raw: dict = {"data": {"clinical": "clinical.csv", "manifest": "manifest.csv"}}
+    raw: dict = {
+        "data": {"clinical": "clinical.csv", "manifest": "manifest.csv"},
+        "covariates": dict(SYNTH_COVARIATES),
+        "imaging": {"features": list(IMAGING)},
+    }
     for key, value in overrides.items():
         section, _, name = key.partition("__")
         if name:

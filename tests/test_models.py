@@ -105,7 +105,7 @@ def test_contributions_add_up_to_the_linear_predictor(name, small):
 
 def test_contributions_refused_for_forests(small):
     pipe, cols = _pipe("rsf", small, n_estimators=10)
-    with pytest.raises(ModelError, match="cox and logistic"):
+    with pytest.raises(ModelError, match="no per-term contributions"):
         pipe.contributions(small.X[cols])
 
 

@@ -179,7 +179,7 @@ def test_duplicate_ids_and_explain_on_a_tree_model_are_input_errors(model, tmp_p
     with pytest.raises(InputError, match="duplicated patient IDs in the features file"):
         score(model, features=features, out=tmp_path / "s.csv")
     rsf = dataclasses.replace(model, bundle={**model.bundle, "model": "rsf"})
-    with pytest.raises(InputError, match="--explain needs a cox or logistic model"):
+    with pytest.raises(InputError, match="--explain needs a model with per-term contributions"):
         score(rsf, features=features, out=tmp_path / "s.csv", explain=True)
 
 

@@ -289,7 +289,10 @@ def test_train_cli_bad_config_exits_2_naming_the_key(tmp_path) -> None:
     assert "validation.bootstrap" in result.output and "validation.foo" in result.output
     assert "Traceback" not in result.output
     missing = tmp_path / "missing.yaml"
-    missing.write_text(f"data: {{clinical: {tmp_path}/none.csv}}\n")
+    missing.write_text(
+        f"data: {{clinical: {tmp_path}/none.csv}}\ncovariates: {{numeric: [age]}}\n"
+        "feature_sets: [clinical]\n"
+    )
     result = CliRunner().invoke(app, ["train", "--config", str(missing)])
     assert result.exit_code == 2 and "clinical table not found" in result.output
 

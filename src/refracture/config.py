@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
 
-ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic"]
+ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic", "finegray"]
+Estimand = Literal["cif", "net"]
 FeatureSet = Literal["clinical", "clinical+imaging"]
 
 
@@ -26,6 +27,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     manifest: Path | None = None
     clinical: Path
+    id_column: str = Field("patient_id", min_length=1, description="the patient ID column")
     cache_dir: Path = Path(".refracture-cache")
 
 
@@ -33,18 +35,19 @@ class OutcomeConfig(_Strict):
     time: str = "time_days"
     event: str = "event"
     horizon_days: float = Field(365.0, gt=0)
+    estimand: Estimand | None = Field(
+        None,
+        description="cif: cumulative incidence with death (event 2) competing; net: death "
+        "censored. Unset: cif when the event column holds code 2, else net",
+    )
 
 
 class CovariatesConfig(_Strict):
-    numeric: list[str] = ["age", "bmi", "bmd_tscore", "cement_volume_ml", "n_fractured"]
-    binary: list[str] = [
-        "prior_fracture",
-        "glucocorticoid",
-        "anti_osteoporosis",
-        "diabetes",
-        "index_tl_junction",
-    ]
-    categorical: dict[str, str] = {"sex": "F", "procedure": "PVP", "cement_leakage": "none"}
+    """Exactly the covariates a study declares: no defaults (a study's own names and kinds)."""
+
+    numeric: list[str] = []
+    binary: list[str] = []
+    categorical: dict[str, str] = {}
     ranges: dict[str, tuple[float, float]] = Field(
         {},
         description="plausible [low, high] of numeric columns with study-specific names; "
@@ -68,12 +71,21 @@ class CovariatesConfig(_Strict):
 
 
 class ImagingConfig(_Strict):
-    features: list[str] = [
-        "pdff_mean_normal",
-        "r2star_mean_normal",
-        "pdff_mean_adjacent",
-        "r2star_mean_adjacent",
-    ]
+    features: list[str] = []
+
+
+class HarmonisationConfig(_Strict):
+    """Scanner harmonisation of the imaging features, a step of the model pipeline."""
+
+    method: Literal["none", "combat"] = "none"
+    batch: Literal["site", "scanner", "field_strength"] = "scanner"
+    preserve: list[str] = Field(
+        [], description="covariates whose effects on the imaging features harmonisation keeps"
+    )
+    unseen_batch: Literal["refuse", "reference", "pooled"] = "refuse"
+    reference_batch: str | None = Field(
+        None, description="with unseen_batch 'reference': the batch whose scale new ones take"
+    )
 
 
 class ExtractionConfig(_Strict):
@@ -88,6 +100,11 @@ class ExtractionConfig(_Strict):
     pdff_units: Literal["auto", "percent", "fraction", "per_mille"] = "auto"
     r2star_units: Literal["auto", "per_s", "t2star_ms"] = "auto"
     allow_resample: bool = True
+    on_label_problem: Literal["warn", "fail"] = Field(
+        "warn",
+        description="label-map QC (levels out of order, gaps, a label used twice, implausible "
+        "body size, transitional anatomy): warn in qc_* columns, or fail the patient",
+    )
     pdff_range: tuple[float, float] = (0.0, 100.0)
     r2star_range: tuple[float, float] = (0.0, 1000.0)
     cement_r2star_per_s: float = Field(
@@ -131,6 +148,18 @@ class MlflowConfig(_Strict):
     experiment: str = "refracture"
     registered_model: str = "refracture-1y"
     alias: str = "champion"
+    promote_margin: Literal["auto"] | float = Field(
+        "auto",
+        description="how much better a new version must be to take the alias: 'auto' (beyond "
+        "the 95% CI of the difference, from the bootstrap) or a number on the metric's scale",
+    )
+
+    @field_validator("promote_margin")
+    @classmethod
+    def _margin(cls, v: str | float) -> str | float:
+        if not isinstance(v, str) and v < 0:
+            raise ValueError("must be 'auto' or a number >= 0")
+        return v
 
 
 class RunConfig(_Strict):
@@ -138,6 +167,7 @@ class RunConfig(_Strict):
     outcome: OutcomeConfig = OutcomeConfig()
     covariates: CovariatesConfig = CovariatesConfig()
     imaging: ImagingConfig = ImagingConfig()
+    harmonisation: HarmonisationConfig = HarmonisationConfig()
     extraction: ExtractionConfig = ExtractionConfig()
     models: list[ModelName] = ["cox", "coxnet", "logistic", "rsf"]
     feature_sets: list[FeatureSet] = ["clinical", "clinical+imaging"]
@@ -171,6 +201,20 @@ class RunConfig(_Strict):
             ]
         return self
 
+    @model_validator(mode="after")
+    def _something_to_model(self) -> RunConfig:
+        if "clinical+imaging" in self.feature_sets and not self.imaging.features:
+            raise ValueError(
+                "imaging.features: feature set 'clinical+imaging' needs the imaging columns "
+                "to model, e.g. [pdff_mean_normal, r2star_mean_normal]"
+            )
+        if "clinical" in self.feature_sets and not self.covariates.names:
+            raise ValueError(
+                "covariates: no covariate is declared; list the study's own columns under "
+                "covariates.numeric, covariates.binary or covariates.categorical"
+            )
+        return self
+
     @property
     def has_imaging(self) -> bool:
         return self.data.manifest is not None and "clinical+imaging" in self.feature_sets
@@ -180,10 +224,14 @@ def _format_validation_error(err: ValidationError) -> str:
     msgs = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        head, sep, rest = msg.partition(": ")
+        if not e["loc"] and sep and " " not in head:  # a section-level rule names its key
+            key, msg = head, rest
         if e["type"] == "extra_forbidden":
             msgs.append(f"config key '{key}': unknown key")
         else:
-            msgs.append(f"config key '{key}': {e['msg']}")
+            msgs.append(f"config key '{key}': {msg}")
     return "; ".join(msgs)
 
 

@@ -57,7 +57,6 @@ CHUNK_PATIENTS = 16
 CHECKPOINT_FORMAT = 1
 #: Seconds between checkpoint writes for cheap rows; image chunks are written as they finish.
 FEATURES_FLUSH_SECONDS = 1.0
-EXPLAINABLE = ("cox", "logistic")
 ID = "patient_id"
 
 Progress = Callable[[str, int, int], None]
@@ -650,9 +649,13 @@ def score(
     pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
     if isinstance(model, str):
         model = load_model(model, tracking_uri)
-    if explain and model.bundle["model"] not in EXPLAINABLE:
+    from refracture.models import MODELS
+
+    capable = MODELS.get(model.bundle["model"])
+    if explain and not (capable and capable.supports_contributions):
         raise InputError(
-            f"--explain needs a cox or logistic model; '{model.uri}' is {model.bundle['model']}"
+            f"--explain needs a model with per-term contributions (cox, logistic); "
+            f"'{model.uri}' is {model.bundle['model']}"
         )
     data = read_input(
         model,

@@ -197,10 +197,8 @@ def predict_frame(
 
 
 def _contributions(pipeline: Any, x: pd.DataFrame, bundle: Mapping[str, Any]) -> pd.DataFrame:
-    if bundle["model"] not in ("cox", "logistic") or not hasattr(pipeline, "contributions"):
-        raise ValueError(
-            f"--explain needs a cox or logistic model; this model is {bundle['model']}"
-        )
+    if not pipeline.model.supports_contributions:
+        raise ValueError(f"the {bundle['model']} model has no per-term contributions")
     return pipeline.contributions(x)
 
 

@@ -412,7 +412,7 @@ def candidate_plots(
         ),
     }
     if r.coefficients is not None:
-        ratio = "hazard" if cand.model == "cox" else "odds"
+        ratio = r.final_model.model.ratio_name
         out["forest"] = plots.plot_forest(
             r.coefficients, folder / "forest.png", title=f"{cand.label}: {ratio} ratios (95% CI)"
         )

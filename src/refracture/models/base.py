@@ -8,6 +8,8 @@ structured outcome of :func:`refracture.models.make_outcome`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
@@ -25,10 +27,32 @@ def as_frame(X: pd.DataFrame | np.ndarray, columns: list[str] | None = None) -> 
 
 
 class SurvivalEstimator(BaseEstimator):
-    """Base class: input checks, ``predict`` = ``predict_risk``, shared helpers."""
+    """Base class: input checks, ``predict`` = ``predict_risk``, shared helpers.
 
-    # Whether predict_survival gives a curve (all but the logistic model).
-    supports_survival = True
+    What a model can do is said by class attributes, never by its name elsewhere in the code,
+    so a new model is one new class plus one line in :data:`refracture.models.MODELS`.
+    """
+
+    #: The name configs, MLflow tags and score rows use (``cox``, ``logistic``, ...).
+    name: ClassVar[str] = ""
+    #: One coefficient per term with a CI (coefficients.csv, forest plot, nomogram).
+    has_coefficients: ClassVar[bool] = False
+    #: What exp(coef) is: "hazard" (HR), "odds" (OR), "subdistribution hazard" (SHR); or None.
+    ratio_name: ClassVar[str | None] = None
+    #: Column of coefficients.csv holding exp(coef): "hr", "or", "shr"; or None.
+    ratio_column: ClassVar[str | None] = None
+    #: Standardise numeric inputs before the model (penalised models).
+    needs_scaling: ClassVar[bool] = False
+    #: ``predict_survival`` gives a curve (integrated Brier score, risk over time).
+    supports_survival: ClassVar[bool] = True
+    #: ``contributions`` per term (``refracture score --explain``).
+    supports_contributions: ClassVar[bool] = False
+    #: A proportional-hazards test exists (Schoenfeld residuals).
+    has_ph_test: ClassVar[bool] = False
+    #: A maximised (partial) likelihood, so nested models compare by a likelihood-ratio test.
+    has_likelihood: ClassVar[bool] = False
+    #: Estimands the model can be fitted for ("net": death censored; "cif": death competing).
+    estimands: ClassVar[tuple[str, ...]] = ("net",)
 
     def _validate_fit(self, X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         X = as_frame(X)

@@ -42,6 +42,14 @@ class CoxPH(ProportionalHazardsMixin, SurvivalEstimator):
     lifelines_ : the fitted ``CoxPHFitter`` (for the Schoenfeld test).
     """
 
+    name = "cox"
+    has_coefficients = True
+    ratio_name = "hazard"
+    ratio_column = "hr"
+    supports_contributions = True
+    has_ph_test = True
+    has_likelihood = True
+
     def __init__(
         self, horizon: float = 365.0, random_state: int | None = None, alpha: float = 0.05
     ):
@@ -79,6 +87,23 @@ class CoxPH(ProportionalHazardsMixin, SurvivalEstimator):
 
     def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return (self._design(X) - self.means_) @ self.coef_
+
+    def coefficient_summary(self, alpha: float = 0.05) -> pd.DataFrame:
+        """``coef``, ``lower``, ``upper`` (log scale, ``1 - alpha`` CI) and ``p`` per term."""
+        s = self.summary_
+        if abs(alpha - self.alpha) > 1e-12:
+            raise ValueError(f"the model was fitted with alpha={self.alpha}")
+        lower = [c for c in s.columns if c.startswith("coef lower")][0]
+        upper = [c for c in s.columns if c.startswith("coef upper")][0]
+        return pd.DataFrame(
+            {
+                "coef": s["coef"].to_numpy(),
+                "lower": s[lower].to_numpy(),
+                "upper": s[upper].to_numpy(),
+                "p": s["p"].to_numpy(),
+            },
+            index=pd.Index([str(t) for t in s.index], name="term"),
+        )
 
     def contributions(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
         """beta_j (x_j - mean_j) per term; rows sum to the linear predictor."""

@@ -39,6 +39,9 @@ class CoxNet(ProportionalHazardsMixin, SurvivalEstimator):
     coef_ : coefficients at ``alpha_`` (per standard deviation of each column).
     """
 
+    name = "coxnet"
+    needs_scaling = True
+
     def __init__(
         self,
         horizon: float = 365.0,

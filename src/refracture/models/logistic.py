@@ -38,7 +38,12 @@ class IPCWLogistic(SurvivalEstimator):
     n_deaths_before_horizon_ : of those, deaths (competing events).
     """
 
+    name = "logistic"
+    has_coefficients = True
+    ratio_name = "odds"
+    ratio_column = "or"
     supports_survival = False
+    supports_contributions = True
 
     def __init__(
         self, horizon: float = 365.0, random_state: int | None = None, max_iter: int = 200
@@ -99,6 +104,11 @@ class IPCWLogistic(SurvivalEstimator):
         values = (self._design(X) - self.means_) * self.coef_
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(values, columns=list(self.feature_names_in_), index=index)
+
+    def coefficient_summary(self, alpha: float = 0.05) -> pd.DataFrame:
+        """``coef``, ``lower``, ``upper`` (log scale, ``1 - alpha`` CI) and ``p`` per term."""
+        w = self.wald_table(alpha=alpha)
+        return w[["coef", "lower", "upper", "p"]].rename_axis("term")
 
     def wald_table(self, alpha: float = 0.05) -> pd.DataFrame:
         """coef, se, z, p and the (1 - alpha) Wald interval of each log odds ratio."""

@@ -25,15 +25,12 @@ from refracture.models.coxnet import CoxNet
 from refracture.models.logistic import IPCWLogistic
 from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
 
+#: Every model by its config name: adding a model is one class and one entry here.
 MODELS: dict[str, type[SurvivalEstimator]] = {
-    "cox": CoxPH,
-    "coxnet": CoxNet,
-    "rsf": RandomSurvivalForest,
-    "gbsa": GradientBoostedSurvival,
-    "logistic": IPCWLogistic,
+    cls.name: cls
+    for cls in (CoxPH, CoxNet, RandomSurvivalForest, GradientBoostedSurvival, IPCWLogistic)
 }
 MODEL_NAMES = tuple(MODELS)
-_SCALED = {"coxnet"}
 
 
 def term_name(feature: str, category: object) -> str:
@@ -109,10 +106,7 @@ class RiskPipeline(Pipeline):
 
     @property
     def model_name(self) -> str:
-        for name, cls in MODELS.items():
-            if type(self.model) is cls:
-                return name
-        return type(self.model).__name__
+        return self.model.name or type(self.model).__name__
 
     @property
     def horizon(self) -> float:
@@ -156,18 +150,14 @@ class RiskPipeline(Pipeline):
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-term beta_j (x_j - mean_j); ``contribution_baseline`` + row sum = lp."""
-        if not hasattr(self.model, "contributions"):
-            raise ModelError(
-                f"per-term contributions exist for cox and logistic, not {self.model_name}"
-            )
+        if not self.model.supports_contributions:
+            raise ModelError(f"the {self.model_name} model has no per-term contributions")
         return self.model.contributions(self.transform_features(X))
 
     @property
     def contribution_baseline(self) -> float:
-        if not hasattr(self.model, "contribution_baseline_"):
-            raise ModelError(
-                f"per-term contributions exist for cox and logistic, not {self.model_name}"
-            )
+        if not self.model.supports_contributions:
+            raise ModelError(f"the {self.model_name} model has no per-term contributions")
         return float(self.model.contribution_baseline_)
 
 
@@ -189,7 +179,10 @@ def make_pipeline(
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}' (one of {', '.join(MODELS)})", key="models")
     prep = make_preprocessor(
-        cfg_covariates, list(imaging_features), scale=name in _SCALED, categories=categories
+        cfg_covariates,
+        list(imaging_features),
+        scale=MODELS[name].needs_scaling,
+        categories=categories,
     )
     model = MODELS[name](horizon=float(horizon), random_state=int(random_state), **model_params)
     return RiskPipeline([("prep", prep), ("model", model)])

@@ -8,7 +8,6 @@ from lifelines.statistics import proportional_hazard_test
 
 from refracture.errors import ModelError
 from refracture.models.cox import _E, _T, CoxPH
-from refracture.models.logistic import IPCWLogistic
 from refracture.models.outcome import EVENT, check_outcome
 from refracture.models.pipeline import RiskPipeline
 
@@ -21,34 +20,20 @@ def coefficients_table(pipeline: RiskPipeline) -> pd.DataFrame:
     The logistic intercept is not a covariate term and is left out (``model.intercept_``).
     """
     model = pipeline.model
-    if isinstance(model, CoxPH):
-        s = model.summary_
-        lower = [c for c in s.columns if c.startswith("exp(coef) lower")][0]
-        upper = [c for c in s.columns if c.startswith("exp(coef) upper")][0]
-        out = pd.DataFrame(
+    if not model.has_coefficients:
+        raise ModelError(f"the {pipeline.model_name} model has no coefficient table")
+    s = model.coefficient_summary(alpha=0.05)
+    with np.errstate(over="ignore"):  # a separated term's CI reaches inf
+        return pd.DataFrame(
             {
                 "term": [str(t) for t in s.index],
                 "coef": s["coef"].to_numpy(),
-                "hr": s["exp(coef)"].to_numpy(),
-                "lower95": s[lower].to_numpy(),
-                "upper95": s[upper].to_numpy(),
+                str(model.ratio_column): np.exp(s["coef"].to_numpy()),
+                "lower95": np.exp(s["lower"].to_numpy()),
+                "upper95": np.exp(s["upper"].to_numpy()),
                 "p": s["p"].to_numpy(),
             }
         )
-        return out
-    if isinstance(model, IPCWLogistic):
-        w = model.wald_table(alpha=0.05)
-        return pd.DataFrame(
-            {
-                "term": [str(t) for t in w.index],
-                "coef": w["coef"].to_numpy(),
-                "or": np.exp(w["coef"].to_numpy()),
-                "lower95": np.exp(w["lower"].to_numpy()),
-                "upper95": np.exp(w["upper"].to_numpy()),
-                "p": w["p"].to_numpy(),
-            }
-        )
-    raise ModelError(f"coefficient tables exist for cox and logistic, not {pipeline.model_name}")
 
 
 def ph_test(pipeline: RiskPipeline, X: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:

@@ -29,6 +29,8 @@ class RandomSurvivalForest(SurvivalEstimator):
     hazard at the horizon, log(-log(1 - risk)), a monotone transform of the risk.
     """
 
+    name = "rsf"
+
     def __init__(
         self,
         horizon: float = 365.0,
@@ -81,6 +83,8 @@ class GradientBoostedSurvival(ProportionalHazardsMixin, SurvivalEstimator):
     The ensemble's output f(x) is a log relative hazard; scikit-survival's Breslow estimator
     gives H0, so risk by the horizon = 1 - exp(-H0(h) exp(f(x))).
     """
+
+    name = "gbsa"
 
     def __init__(
         self,

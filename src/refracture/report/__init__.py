@@ -155,7 +155,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
     multi = {}
     for c in result.candidates:
         if c.feature_set == fs and c.result.coefficients is not None:
-            ratio = "hr" if c.model == "cox" else "or"
+            ratio = c.result.final_model.model.ratio_column
             multi[c.label] = _table(_ratio_table(c.result.coefficients, ratio))
 
     # Model comparison

@@ -156,7 +156,7 @@ def added_value(
     for k in boot_df.columns:
         out[f"{k}_lo"], out[f"{k}_hi"] = percentile_interval(boot_df[k].to_numpy())
 
-    if clin.model_name == "cox":
+    if clin.final_model.model.has_likelihood:
         chi2, df, p = likelihood_ratio_test(clin, img)
     else:
         chi2, df, p = float("nan"), 0, float("nan")

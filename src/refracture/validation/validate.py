@@ -266,8 +266,8 @@ def validate(
         notes.append(f"{n_failed} of {B} bootstrap refits failed and were left out")
     if not final.supports_survival:
         notes.append(f"ibs is NaN: the {model_name} model predicts the horizon risk only")
-    coefficients = coefficients_table(final) if model_name in ("cox", "logistic") else None
-    ph = ph_test(final, X.iloc[dev], y[dev]) if model_name == "cox" else None
+    coefficients = coefficients_table(final) if final.model.has_coefficients else None
+    ph = ph_test(final, X.iloc[dev], y[dev]) if final.model.has_ph_test else None
 
     return ValidationResult(
         model_name=model_name,
