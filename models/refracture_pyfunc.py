@@ -8,6 +8,6 @@ model's artifacts, read in ``RefractureModel.load_context``: nothing is cloudpic
 
 import mlflow
 
-from refracture.serving import RefractureModel
+from refracture.scoring.pyfunc import RefractureModel
 
 mlflow.models.set_model(RefractureModel())

@@ -34,9 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from refracture.config import ExtractionConfig
-    from refracture.extract import extract_cohort, input_hashes
+    from refracture.features import extract_cohort
+    from refracture.features.cache import input_hashes
+    from refracture.features.manifest import read_manifest
     from refracture.imaging import load_volume
-    from refracture.manifest import read_manifest
 
     with tempfile.TemporaryDirectory(prefix="bench_extract_") as tmp:
         cohort = args.cohort
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = {}
         for jobs in args.jobs:
             t0 = time.perf_counter()
-            result = extract_cohort(manifest, config, out_dir=None, jobs=jobs, progress=False)
+            result = extract_cohort(manifest, config, out_dir=None, jobs=jobs)
             seconds = time.perf_counter() - t0
             runs[f"jobs_{jobs}"] = {
                 "seconds": round(seconds, 3),

@@ -51,9 +51,9 @@ mlflow:
 
 def _train(root: Path, n: int) -> tuple[str, str]:
     from refracture.config import load_config
+    from refracture.study import train
     from refracture.synth import write_cohort
     from refracture.tracking import quiet_mlflow
-    from refracture.train import train
 
     cohort = root / "train_cohort"
     write_cohort(cohort, n=n, n_sites=2, seed=21, jobs=2)
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from refracture.config import ExtractionConfig
-    from refracture.extract import extract_cohort
-    from refracture.score import load_model, score
+    from refracture.features import extract_cohort
+    from refracture.scoring import load_model, score
     from refracture.synth import write_cohort
 
     with tempfile.TemporaryDirectory(prefix="bench_score_") as tmp:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         # What a nightly job pays once: a fresh interpreter importing refracture and MLflow
         # and loading the model; then the load alone in this (warm) process.
         probe = (
-            "import sys, time; t = time.perf_counter(); from refracture.score import load_model; "
+            "import sys, time; t = time.perf_counter(); from refracture.scoring import load_model; "
             "load_model(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None); "
             "print(time.perf_counter() - t)"
         )
@@ -111,16 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         cohort = root / "new_cohort"
         write_cohort(cohort, n=args.n_images, n_sites=3, seed=5, id_prefix="N", jobs=2)
         clinical = pd.read_csv(cohort / "clinical.csv", dtype={"patient_id": str, "sex": str})
-        config = ExtractionConfig(**(model.bundle["extraction"] or {}))
+        config = model.bundle.extraction or ExtractionConfig()
 
         # Images: extraction alone, then the whole scoring, on the same patients, no cache.
         images: dict[str, dict[str, float]] = {}
         feats = None
         for jobs in args.jobs:
             t0 = time.perf_counter()
-            extracted = extract_cohort(
-                cohort / "manifest.csv", config, jobs=jobs, cache_dir=None, progress=False
-            )
+            extracted = extract_cohort(cohort / "manifest.csv", config, jobs=jobs, cache_dir=None)
             extract_s = time.perf_counter() - t0
             feats = extracted.features
             t0 = time.perf_counter()
@@ -146,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # Features file: resample the new cohort's covariates and measured features.
         assert feats is not None
-        imaging = list(model.bundle["imaging_features"])
+        imaging = list(model.bundle.covariates.imaging)
         pool = clinical.merge(feats[["patient_id", *imaging]], on="patient_id")
         rng = np.random.default_rng(0)
         big = pool.iloc[rng.integers(0, len(pool), args.rows)].reset_index(drop=True)

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from refracture.config import parse_config
-from refracture.data import assemble
+from refracture.dataset import assemble
 from refracture.levels import TL_LEVELS, adjacent_levels
+from refracture.study import validate_candidate
 from refracture.synth.cohort import Cohort, simulate_cohort
-from refracture.validation import validate
 
 
 def imaging_table(c: Cohort, seed: int = 1) -> pd.DataFrame:
@@ -84,7 +84,7 @@ def main() -> None:
         t_all = time.perf_counter()
         for name in args.models:
             t0 = time.perf_counter()
-            res = validate(name, ds, "clinical+imaging", cfg)
+            res = validate_candidate(name, "clinical+imaging", ds, cfg, None).result
             per_model[name] = round(time.perf_counter() - t0, 2)
             metrics[name] = res.metrics
         total = time.perf_counter() - t_all

@@ -62,8 +62,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     from types import SimpleNamespace
 
     from refracture.config import load_config
+    from refracture.study import train
     from refracture.tracking import quiet_mlflow
-    from refracture.train import train
 
     root = tmp_path_factory.mktemp("trained")
     cohort = root / "cohort"

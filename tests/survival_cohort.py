@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from refracture.config import RunConfig, parse_config
-from refracture.data import Dataset, assemble
+from refracture.dataset import Dataset, assemble
 from refracture.levels import TL_LEVELS, adjacent_levels
 from refracture.synth.cohort import R2STAR_3T_FACTOR, Cohort, simulate_cohort
 
@@ -96,3 +96,10 @@ def config(**overrides: object) -> RunConfig:
 def dataset(n: int = 560, seed: int = 0, harmonise_r2star: bool = False) -> Dataset:
     c = cohort(n, seed)
     return assemble(c.clinical, imaging_features(c, harmonise_r2star=harmonise_r2star), config())
+
+
+def validate_with(name: str, ds: Dataset, feature_set: str, cfg: RunConfig, progress=None):
+    """``refracture train``'s config-driven validation of one model on one feature set."""
+    from refracture.study import validate_candidate
+
+    return validate_candidate(name, feature_set, ds, cfg, progress).result

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refracture.data import assemble, coerce_covariates
+from refracture.dataset import assemble, coerce_covariates
 from refracture.errors import ConfigError, InputError
 from survival_cohort import IMAGING, cohort, config, imaging_features
 

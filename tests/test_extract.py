@@ -13,19 +13,17 @@ from typer.testing import CliRunner
 
 from refracture.cli import app
 from refracture.config import ExtractionConfig
-from refracture.extract import QC_COLUMNS, extract_cohort
+from refracture.features import QC_COLUMNS, extract_cohort
+from refracture.features.manifest import read_manifest
 from refracture.imaging.stats import PRODUCT_STATS
 from refracture.levels import TL_LEVELS
-from refracture.manifest import read_manifest
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def nifti_features(synth_nifti: Path):
-    return extract_cohort(
-        synth_nifti / "manifest.csv", ExtractionConfig(), out_dir=None, jobs=1, progress=False
-    )
+    return extract_cohort(synth_nifti / "manifest.csv", ExtractionConfig(), out_dir=None, jobs=1)
 
 
 def _untreated_errors(result, cohort: Path) -> pd.DataFrame:
@@ -79,7 +77,7 @@ def test_treated_vertebrae_have_cement_excluded(nifti_features, synth_nifti: Pat
 def test_dicom_cohort_gives_the_nifti_features(
     nifti_features, synth_dicom: Path, synth_nifti: Path
 ) -> None:
-    dicom = extract_cohort(synth_dicom / "manifest.csv", jobs=1, progress=False)
+    dicom = extract_cohort(synth_dicom / "manifest.csv", jobs=1)
     assert dicom.errors.empty
     assert (dicom.qc["qc_pdff_units"] == "per_mille").all()
     assert dicom.qc["qc_pdff_converted"].all()
@@ -124,7 +122,7 @@ def test_feature_columns_follow_the_product_contract(nifti_features) -> None:
 
 
 def test_jobs_1_and_2_give_identical_features(nifti_features, synth_nifti: Path) -> None:
-    two = extract_cohort(synth_nifti / "manifest.csv", jobs=2, progress=False)
+    two = extract_cohort(synth_nifti / "manifest.csv", jobs=2)
     pd.testing.assert_frame_equal(two.features, nifti_features.features)
     pd.testing.assert_frame_equal(two.vertebrae, nifti_features.vertebrae)
 
@@ -136,16 +134,14 @@ def test_cache_only_computes_new_patients(
     first = synth_nifti / "first5.csv"
     full.head(5).to_csv(first, index=False)
     cache = tmp_path / "cache"
-    r1 = extract_cohort(first, jobs=1, cache_dir=cache, progress=False)
+    r1 = extract_cohort(first, jobs=1, cache_dir=cache)
     assert (r1.n_computed, r1.n_cached) == (5, 0)
-    r2 = extract_cohort(synth_nifti / "manifest.csv", jobs=1, cache_dir=cache, progress=False)
+    r2 = extract_cohort(synth_nifti / "manifest.csv", jobs=1, cache_dir=cache)
     assert (r2.n_computed, r2.n_cached) == (3, 5)
     pd.testing.assert_frame_equal(r2.features, nifti_features.features)
     pd.testing.assert_frame_equal(r2.vertebrae, nifti_features.vertebrae)
     # another extraction config is another cache key
-    r3 = extract_cohort(
-        first, ExtractionConfig(erosion_mm=3.0), jobs=1, cache_dir=cache, progress=False
-    )
+    r3 = extract_cohort(first, ExtractionConfig(erosion_mm=3.0), jobs=1, cache_dir=cache)
     assert r3.n_computed == 5
     assert not r3.features["pdff_n_L1"].equals(r1.features["pdff_n_L1"])
 

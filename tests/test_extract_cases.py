@@ -10,8 +10,8 @@ import pytest
 
 from refracture.config import ExtractionConfig, load_extraction_config
 from refracture.errors import ConfigError, InputError
-from refracture.extract import extract_cohort
-from refracture.manifest import read_manifest
+from refracture.features import extract_cohort
+from refracture.features.manifest import read_manifest
 from test_imaging_helpers import affine_for, spine, write_manifest, write_nifti, write_patient
 
 LEVELS = ("T12", "L1", "L2", "L3", "L4")
@@ -21,7 +21,7 @@ R2 = {"T12": 50.0, "L1": 60.0, "L2": 70.0, "L3": 80.0, "L4": 90.0}
 
 def _run(root: Path, rows: list[dict], config: ExtractionConfig | None = None, **kw):
     manifest = write_manifest(root, rows)
-    return extract_cohort(manifest, config or ExtractionConfig(), jobs=1, progress=False, **kw)
+    return extract_cohort(manifest, config or ExtractionConfig(), jobs=1, **kw)
 
 
 def test_groups_pool_the_right_vertebrae(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_manifest_validation(tmp_path: Path) -> None:
         with pytest.raises(InputError, match=message):
             read_manifest(path)
         with pytest.raises(InputError, match=message):
-            extract_cohort(path, jobs=1, progress=False)
+            extract_cohort(path, jobs=1)
         assert name
     with pytest.raises(InputError, match="manifest not found"):
         read_manifest(tmp_path / "none.csv")
@@ -212,7 +212,7 @@ def test_manifest_validation(tmp_path: Path) -> None:
     assert m.loc[0, "fractured_levels"] == []
     assert Path(m.loc[0, "pdff"]).is_absolute() and Path(m.loc[0, "pdff"]).is_file()
     # a DataFrame works as well as a path, validated the same way
-    res = extract_cohort(m, jobs=1, progress=False)
+    res = extract_cohort(m, jobs=1)
     assert res.errors.empty and res.n_computed == 1
 
 
@@ -247,7 +247,7 @@ def test_outputs_are_written_atomically_and_in_manifest_order(tmp_path: Path) ->
 
 def test_extract_patient_on_one_manifest_row(tmp_path: Path) -> None:
     from refracture.errors import ImageError
-    from refracture.extract import extract_patient
+    from refracture.features import extract_patient
 
     row = write_patient(tmp_path, "R1", treated="L2", levels=LEVELS)
     m = read_manifest(write_manifest(tmp_path, [row]))

@@ -12,7 +12,7 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import proportional_hazard_test
 from sklearn.base import clone
 
-from refracture.data import assemble
+from refracture.dataset import assemble
 from refracture.errors import ModelError
 from refracture.models import (
     COMPETING_RISK_NOTE,

@@ -82,7 +82,7 @@ def test_score_writes_no_original_id(trained, tmp_path, monkeypatch) -> None:
 
 def test_train_logs_no_original_id(trained, tmp_path, monkeypatch) -> None:
     from refracture.config import load_config
-    from refracture.train import train
+    from refracture.study import train
 
     monkeypatch.setenv(ENV_KEY, KEY)
     text = trained.config.read_text().replace(

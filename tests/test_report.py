@@ -115,7 +115,6 @@ def test_table_one_numbers_match_the_data() -> None:
 
 @pytest.mark.parametrize("model", ["cox", "logistic"])
 def test_nomogram_points_map_to_the_model_risk(trained, model, tmp_path) -> None:
-    from refracture.train import covariate_kinds
 
     cand = next(
         c
@@ -125,7 +124,7 @@ def test_nomogram_points_map_to_the_model_risk(trained, model, tmp_path) -> None
     ds = trained.result.dataset
     dev = ds.X.loc[cand.result.development_ids]
     nomo = Nomogram.from_pipeline(
-        cand.result.final_model, dev, covariate_kinds(ds, cand.feature_set), 365
+        cand.result.final_model, dev, ds.covariate_kinds(cand.feature_set), 365
     )
     patients = ds.X.head(15)
     expected = cand.result.final_model.predict_risk(patients)

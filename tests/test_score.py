@@ -19,11 +19,12 @@ import pytest
 from typer.testing import CliRunner
 
 from refracture.cli import app
-from refracture.config import ExtractionConfig, load_config
+from refracture.config import load_config
 from refracture.errors import InputError
-from refracture.extract import extract_cohort
-from refracture.manifest import read_manifest
-from refracture.score import Checkpoint, checkpoint_dir, load_model, score
+from refracture.features import extract_cohort
+from refracture.features.manifest import read_manifest
+from refracture.scoring import load_model, score
+from refracture.scoring.checkpoint import Checkpoint, checkpoint_dir
 from refracture.synth import write_cohort
 
 URI = "models:/refracture-1y@champion"
@@ -114,9 +115,7 @@ def test_broken_patients_keep_every_row_and_good_risks_match_the_pyfunc(
     # The good rows: the registry's own pyfunc on the same features gives the same risks.
     manifest = read_manifest(broken / "manifest.csv")
     good = manifest[~manifest.patient_id.isin(bad)]
-    feats = extract_cohort(
-        good, ExtractionConfig(**model.bundle["extraction"]), cache_dir=None, progress=False
-    ).features
+    feats = extract_cohort(good, model.bundle.extraction, cache_dir=None).features
     clinical = pd.read_csv(broken / "clinical.csv", dtype={"patient_id": str, "sex": str})
     frame = model_frame(model, good[["patient_id"]].merge(clinical).merge(feats))
     expected = pyfunc_predictions(trained, frame).set_index("patient_id")
@@ -139,7 +138,7 @@ def test_features_file_to_parquet_with_explain(trained, model, tmp_path: Path) -
     assert list(scores.patient_id) == list(frame.patient_id)
     assert (scores.status == "ok").all()
     terms = [c for c in scores.columns if c.startswith("contrib_")]
-    assert terms == [f"contrib_{t}" for t in model.bundle["terms"]]
+    assert terms == [f"contrib_{t}" for t in model.bundle.terms]
     np.testing.assert_allclose(
         scores[terms].sum(axis=1), scores.linear_predictor - scores.lp_reference, atol=1e-10
     )
@@ -173,19 +172,36 @@ def test_a_model_uri_that_cannot_be_loaded_exits_2(trained, broken: Path, tmp_pa
     assert "cannot load the model" in res.output
 
 
-def test_duplicate_ids_and_explain_on_a_tree_model_are_input_errors(model, tmp_path) -> None:
+def test_duplicate_ids_and_explain_on_a_tree_model_are_input_errors(
+    trained, model, tmp_path
+) -> None:
     features = tmp_path / "features.csv"
     pd.DataFrame({"patient_id": ["A", "B", "A"], "age": [70.0, 71.0, 72.0]}).to_csv(features)
     with pytest.raises(InputError, match="duplicated patient IDs in the features file"):
         score(model, features=features, out=tmp_path / "s.csv")
-    rsf = dataclasses.replace(model, bundle={**model.bundle, "model": "rsf"})
-    with pytest.raises(InputError, match="--explain needs a model with per-term contributions"):
+    from refracture.models import make_pipeline
+
+    cov = model.bundle.covariates
+    forest = make_pipeline(
+        "rsf",
+        numeric=cov.numbers,
+        binary=cov.binary,
+        categorical=cov.reference_levels,
+        horizon=model.bundle.horizon_days,
+        n_estimators=5,
+    )
+    ds = trained.result.dataset
+    forest.fit(ds.X[cov.names], ds.y)
+    rsf = dataclasses.replace(
+        model, bundle=dataclasses.replace(model.bundle, pipeline=forest, model="rsf")
+    )
+    with pytest.raises(InputError, match="explain needs a model with per-term contributions"):
         score(rsf, features=features, out=tmp_path / "s.csv", explain=True)
 
 
 def test_clinical_only_model_needs_no_images(trained, broken: Path, tmp_path: Path) -> None:
-    from refracture.score import ScoringModel
-    from refracture.train import make_bundle
+    from refracture.scoring import ScoringModel
+    from refracture.study.packaging import make_bundle
 
     cand = next(
         c
@@ -193,7 +209,7 @@ def test_clinical_only_model_needs_no_images(trained, broken: Path, tmp_path: Pa
         if c.feature_set == "clinical" and c.model == "logistic"
     )
     bundle = make_bundle(cand, load_config(trained.config), trained.result.dataset)
-    clinical_only = ScoringModel("local", "test", bundle, cand.result.final_model)
+    clinical_only = ScoringModel("local", "test", bundle)
     out = tmp_path / "scores.csv"
     # The broken images do not matter: no image is opened.
     result = score(

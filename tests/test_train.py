@@ -135,9 +135,10 @@ def test_registered_version_with_alias_description_and_model(trained, client) ->
     assert "scikit-survival==" in reqs and "lifelines==" in reqs
     example = json.loads((local / "input_example.json").read_text())
     assert example["data"][0][0] == "example-1"  # made up, not a patient's row
-    bundle = json.loads((local / "artifacts" / "bundle.json").read_text())
+    bundle = json.loads((local / "artifacts" / "bundle" / "bundle.json").read_text())
     assert bundle["extraction"]["r2star_units"] == "per_s"  # training-time ROI settings inside
-    assert (local / "code" / "refracture" / "serving.py").is_file()  # no cloudpickle needed
+    assert bundle["bundle_version"] == 2
+    assert (local / "code" / "refracture" / "scoring" / "pyfunc.py").is_file()  # no cloudpickle
 
 
 def test_pyfunc_in_a_fresh_process_gives_the_in_memory_risks(trained, tmp_path) -> None:
@@ -224,7 +225,7 @@ def test_a_worse_run_registers_a_version_but_does_not_move_the_alias(
     import contextlib
 
     from refracture.config import load_config
-    from refracture.train import train
+    from refracture.study import train
 
     first = trained.result.decision
     worse = tmp_path / "worse.yaml"
@@ -266,7 +267,7 @@ def test_train_is_deterministic(trained, tmp_path) -> None:
     import contextlib
 
     from refracture.config import load_config
-    from refracture.train import train
+    from refracture.study import train
 
     text = trained.config.read_text().replace(
         f"sqlite:///{trained.root}/mlflow.db", f"sqlite:///{tmp_path}/mlflow.db"
@@ -318,7 +319,7 @@ def test_pyfunc_takes_integers_imputes_unmeasurable_imaging_and_answers_json_saf
 def test_selection_on_optimism_corrected_metric_needs_the_bootstrap(trained) -> None:
     from refracture.config import load_config
     from refracture.errors import ConfigError
-    from refracture.train import train
+    from refracture.study import train
 
     cfg = load_config(trained.config)
     cfg.validation.bootstrap = 0

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from refracture.errors import ConfigError, InputError
-from refracture.validation import metric_names, validate
+from refracture.validation import metric_names
 from refracture.validation.added_value import added_value
 from refracture.validation.plots import (
     plot_calibration,
@@ -16,7 +16,7 @@ from refracture.validation.plots import (
     plot_km_risk_groups,
     plot_td_roc,
 )
-from survival_cohort import config, dataset
+from survival_cohort import config, dataset, validate_with
 
 B = 20
 
@@ -29,7 +29,11 @@ def _cfg(**validation):
 def cox_results():
     ds = dataset()
     cfg = _cfg()
-    return ds, cfg, {fs: validate("cox", ds, fs, cfg) for fs in ("clinical", "clinical+imaging")}
+    return (
+        ds,
+        cfg,
+        {fs: validate_with("cox", ds, fs, cfg) for fs in ("clinical", "clinical+imaging")},
+    )
 
 
 def test_result_has_every_metric_with_cis(cox_results):
@@ -89,7 +93,7 @@ def test_imaging_beats_clinical_only(cox_results):
     clin, img = res["clinical"], res["clinical+imaging"]
     assert img.metrics["cindex_harrell"] > clin.metrics["cindex_harrell"]
     assert img.metrics["cindex_harrell_optcorr"] > clin.metrics["cindex_harrell_optcorr"]
-    av = added_value(clin, img, ds, cfg)
+    av = added_value(clin, img, bootstrap=cfg.validation.bootstrap, seed=cfg.validation.seed)
     assert av["delta_cindex"] == pytest.approx(
         img.metrics["cindex_harrell"] - clin.metrics["cindex_harrell"]
     )
@@ -101,26 +105,26 @@ def test_imaging_beats_clinical_only(cox_results):
 
 def test_added_value_needs_the_same_patients(cox_results):
     ds, cfg, res = cox_results
-    other = validate("cox", ds, "clinical", _cfg(seed=1, bootstrap=0))
+    other = validate_with("cox", ds, "clinical", _cfg(seed=1, bootstrap=0))
     with pytest.raises(InputError, match="same validation patients"):
-        added_value(other, res["clinical+imaging"], ds, cfg)
+        added_value(other, res["clinical+imaging"])
 
 
 def test_bootstrap_repeats_exactly_whatever_the_workers():
     ds = dataset(300, 2)
     ticks = []
-    one = validate(
-        "logistic", ds, "clinical+imaging", _cfg(), progress=lambda d, t: ticks.append((d, t))
+    one = validate_with(
+        "logistic", ds, "clinical+imaging", _cfg(), progress=lambda s, d, t: ticks.append((d, t))
     )
-    again = validate("logistic", ds, "clinical+imaging", _cfg())
-    two = validate("logistic", ds, "clinical+imaging", _cfg(jobs=2))
+    again = validate_with("logistic", ds, "clinical+imaging", _cfg())
+    two = validate_with("logistic", ds, "clinical+imaging", _cfg(jobs=2))
     # exact equality, NaN (the logistic model's IBS) equal to NaN
     assert pd.Series(one.metrics).equals(pd.Series(again.metrics))
     assert pd.Series(one.metrics).equals(pd.Series(two.metrics))
     pd.testing.assert_frame_equal(one.boot_apparent, two.boot_apparent)
     assert ticks[-1] == (2 * B, 2 * B)
     assert all(a[0] < b[0] for a, b in zip(ticks, ticks[1:], strict=False))
-    other_seed = validate("logistic", ds, "clinical+imaging", _cfg(seed=7))
+    other_seed = validate_with("logistic", ds, "clinical+imaging", _cfg(seed=7))
     assert not pd.Series(other_seed.metrics).equals(pd.Series(one.metrics))
     # the logistic model has no survival curve: IBS is NaN and says why
     assert np.isnan(one.metrics["ibs_365d"]) and "ibs" in " ".join(one.notes)
@@ -129,19 +133,19 @@ def test_bootstrap_repeats_exactly_whatever_the_workers():
 
 def test_site_split_validates_externally():
     ds = dataset()
-    r = validate("cox", ds, "clinical", _cfg(split="site", test_site="site_2", bootstrap=0))
+    r = validate_with("cox", ds, "clinical", _cfg(split="site", test_site="site_2", bootstrap=0))
     assert set(r.predictions["site"]) == {"site_2"}
     assert set(r.predictions["role"]) == {"external"}
     assert r.n_train == int((ds.site != "site_2").sum())
     assert np.isnan(r.metrics["cindex_harrell_lo"])  # no bootstrap asked for
     with pytest.raises(ConfigError) as err:
-        validate("cox", ds, "clinical", _cfg(split="site", test_site="site_9", bootstrap=0))
+        validate_with("cox", ds, "clinical", _cfg(split="site", test_site="site_9", bootstrap=0))
     assert err.value.key == "validation.test_site"
 
 
 def test_leave_one_site_out_pools_and_reports_per_site():
     ds = dataset()
-    r = validate("cox", ds, "clinical", _cfg(split="leave_one_site_out", bootstrap=0))
+    r = validate_with("cox", ds, "clinical", _cfg(split="leave_one_site_out", bootstrap=0))
     assert r.n_valid == len(ds) and r.n_train == len(ds)
     assert sorted(r.predictions["patient_id"]) == sorted(ds.ids)
     assert list(r.per_site["site"]) == ["site_1", "site_2", "site_3", "site_4"]
@@ -152,10 +156,10 @@ def test_leave_one_site_out_pools_and_reports_per_site():
 
 def test_kfold_predicts_everyone_once_and_none_is_apparent():
     ds = dataset(300, 2)
-    r = validate("cox", ds, "clinical", _cfg(split="kfold", folds=3, bootstrap=0))
+    r = validate_with("cox", ds, "clinical", _cfg(split="kfold", folds=3, bootstrap=0))
     assert r.predictions["patient_id"].tolist() == ds.ids.tolist()
     assert r.predictions["fold"].nunique() == 3 and len(r.per_fold) == 3
-    a = validate("cox", ds, "clinical", _cfg(split="none", bootstrap=4))
+    a = validate_with("cox", ds, "clinical", _cfg(split="none", bootstrap=4))
     assert set(a.predictions["role"]) == {"apparent"}
     assert a.metrics["cindex_harrell"] == a.apparent["cindex_harrell"]
     assert np.isfinite(a.metrics["cindex_harrell_optcorr"])
@@ -164,7 +168,7 @@ def test_kfold_predicts_everyone_once_and_none_is_apparent():
 @pytest.mark.parametrize("name", ["coxnet", "rsf", "gbsa"])
 def test_other_models_validate(name):
     ds = dataset(240, 11)
-    r = validate(name, ds, "clinical+imaging", _cfg(bootstrap=8))
+    r = validate_with(name, ds, "clinical+imaging", _cfg(bootstrap=8))
     assert np.isfinite(r.metrics["cindex_harrell"]) and np.isfinite(r.metrics["ibs_365d"])
     # the optimism-corrected interval contains its own estimate, forests included
     for m in ("cindex_harrell", "auc_365d", "brier_365d"):

@@ -98,8 +98,10 @@ def handle_errors(fn: F) -> F:
 @handle_errors
 def synth(
     out_dir: Path = typer.Option(..., "--out", help="Folder to write the cohort into."),
-    n: int = typer.Option(560, "--n", help="Number of patients."),
-    sites: int = typer.Option(4, "--sites", help="Number of hospitals (site 1 scans at 1.5 T)."),
+    n: int = typer.Option(560, "--n", min=1, help="Number of patients."),
+    sites: int = typer.Option(
+        4, "--sites", min=1, help="Number of hospitals (site 1 scans at 1.5 T)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same cohort."),
     fmt: str = typer.Option("nifti", "--format", help="Image format: nifti or dicom."),
     id_prefix: str = typer.Option("P", "--id-prefix", help="Prefix of the patient IDs."),
@@ -109,27 +111,29 @@ def synth(
         help="How DICOM PDFF pixels are stored: per_mille (0-1000, GE style) or percent "
         "(x10 integers with RescaleSlope 0.1).",
     ),
-    jobs: int = typer.Option(2, "--jobs", help="Worker processes for writing images."),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Worker processes for writing images."),
 ) -> None:
-    """Write a synthetic multi-centre IDEAL-IQ cohort (PRODUCT.md section 7).
+    """Write a synthetic multi-centre IDEAL-IQ cohort.
 
     Writes manifest.csv, clinical.csv, truth.json, truth.csv and
     images/<patient_id>/{pdff,r2star,labels}. The generating model is documented in
     docs/synthetic.md.
     """
     from refracture.synth import write_cohort
+    from refracture.terminal import StageProgress
 
-    result = write_cohort(
-        out_dir,
-        n=n,
-        n_sites=sites,
-        seed=seed,
-        image_format=fmt,
-        id_prefix=id_prefix,
-        dicom_pdff_scale=dicom_pdff_scale,
-        jobs=jobs,
-        progress=True,
-    )
+    with StageProgress(console) as progress:
+        result = write_cohort(
+            out_dir,
+            n=n,
+            n_sites=sites,
+            seed=seed,
+            image_format=fmt,
+            id_prefix=id_prefix,
+            dicom_pdff_scale=dicom_pdff_scale,
+            jobs=jobs,
+            progress=progress,
+        )
     out.print(
         f"wrote {result.n_patients} patients from {result.n_sites} sites to {result.out_dir}\n"
         f"  manifest: {result.manifest}\n  clinical: {result.clinical}\n"
@@ -142,7 +146,12 @@ def synth(
 @app.command()
 @handle_errors
 def extract(
-    manifest: Path = typer.Option(..., "--manifest", help="Manifest CSV (PRODUCT.md section 3)."),
+    manifest: Path = typer.Option(
+        ...,
+        "--manifest",
+        help="Manifest CSV: patient_id, site, pdff, r2star, labels[, treated_levels, "
+        "fractured_levels] (see docs/data.md).",
+    ),
     out_dir: Path = typer.Option(..., "--out", help="Folder for the feature tables."),
     config: Path | None = typer.Option(
         None, "--config", help="YAML with an 'extraction:' section (a full run config works)."
@@ -166,23 +175,25 @@ def extract(
     Exit code 1 when some patients failed (the others are written), 2 on a bad manifest.
     """
     from refracture.config import ExtractionConfig, load_extraction_config
-    from refracture.extract import extract_cohort
+    from refracture.features import extract_cohort
     from refracture.privacy import Pseudonymiser
+    from refracture.terminal import StageProgress
 
     extraction, config_cache = (
         load_extraction_config(config) if config is not None else (ExtractionConfig(), None)
     )
     cache = None if no_cache else (cache_dir or config_cache or Path(".refracture-cache"))
-    result = extract_cohort(
-        manifest,
-        extraction,
-        out_dir=out_dir,
-        jobs=jobs,
-        cache_dir=cache,
-        qc_png=qc_png,
-        progress=True,
-        pseudonymiser=Pseudonymiser.from_env() if pseudonymise else None,
-    )
+    with StageProgress(console) as progress:
+        result = extract_cohort(
+            manifest,
+            extraction,
+            out_dir=out_dir,
+            jobs=jobs,
+            cache_dir=cache,
+            qc_png=qc_png,
+            progress=progress,
+            pseudonymiser=Pseudonymiser.from_env() if pseudonymise else None,
+        )
     n_ok = len(result.features)
     out.print(
         f"extracted {n_ok} patients ({result.n_computed} computed, {result.n_cached} from the "
@@ -219,9 +230,9 @@ def train(
     parent run ID. Default MLflow store: sqlite:///mlflow.db with artifacts in ./mlruns.
     """
     from refracture.config import load_config
+    from refracture.study import train as run_training
     from refracture.terminal import StageProgress, print_train_summary
     from refracture.tracking import quiet_mlflow
-    from refracture.train import train as run_training
 
     cfg = load_config(config)
     quiet_mlflow()
@@ -291,7 +302,7 @@ def score(
     ),
     pseudonymise: bool = PSEUDONYMISE,
 ) -> None:
-    """Risk for new patients, one output row per input patient (PRODUCT.md section 6).
+    """Risk for new patients, one output row per input patient.
 
     From a manifest (plus --clinical) the images are measured with the extraction settings
     stored in the model; from --features the rows are scored directly. A patient who cannot be
@@ -299,7 +310,7 @@ def score(
     scored, 1 when some failed, 2 when nothing could start (bad model URI, input columns that do
     not match the model). See docs/scoring.md.
     """
-    from refracture.score import score as run_score
+    from refracture.scoring import score as run_score
     from refracture.terminal import StageProgress
 
     with StageProgress(console) as progress:
@@ -359,7 +370,7 @@ def demo(
     seed: int = typer.Option(
         0, "--seed", help="Seed of the training cohort (new patients: +1000)."
     ),
-    jobs: int = typer.Option(2, "--jobs", help="Worker processes."),
+    jobs: int = typer.Option(2, "--jobs", min=1, help="Worker processes."),
     bootstrap: int = typer.Option(
         None, "--bootstrap", help="Override the config's bootstrap replicates (default 200)."
     ),

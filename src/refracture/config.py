@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
+from refracture.ids import PATIENT_ID
 
 ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic", "finegray"]
 Estimand = Literal["cif", "net"]
@@ -27,7 +28,7 @@ class _Strict(BaseModel):
 class DataConfig(_Strict):
     manifest: Path | None = None
     clinical: Path
-    id_column: str = Field("patient_id", min_length=1, description="the patient ID column")
+    id_column: str = Field(PATIENT_ID, min_length=1, description="the patient ID column")
     cache_dir: Path = Path(".refracture-cache")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,9 @@ import yaml
 from refracture.config import config_to_dict, load_config, parse_config
 from refracture.errors import InputError
 from refracture.files import write_text
+from refracture.ids import PATIENT_ID
+from refracture.progress import Progress, relabel
+from refracture.results import TrainResult
 
 DEMO_CONFIG = "configs/synthetic.yaml"
 
@@ -30,7 +32,7 @@ class DemoResult:
     new_batch: Path
     config: Path
     tracking_uri: str
-    train: Any  # refracture.train.TrainResult
+    train: TrainResult
     scores_path: Path
     scores: pd.DataFrame
     score_exit: int
@@ -78,28 +80,28 @@ def run_demo(
     jobs: int = 2,
     bootstrap: int | None = None,
     image_format: str = "nifti",
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> DemoResult:
     """Run every stage; ``progress(stage, done, total)`` drives the progress bars."""
-    from refracture.score import score
+    from refracture.scoring import score
+    from refracture.study import train
     from refracture.synth import write_cohort
-    from refracture.train import train
 
     if n < 40:
-        raise InputError(f"--n must be at least 40 for a meaningful model (got {n})")
+        raise InputError(f"n must be at least 40 for a meaningful model (got {n})")
     if n_new < 1:
-        raise InputError(f"--new must be at least 1 (got {n_new})")
+        raise InputError(f"n_new must be at least 1 (got {n_new})")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    def stage(name: str) -> Any:
-        if progress is None:
-            return False
-        return lambda done, total: progress(name, done, total)
-
     cohort = workdir / "cohort"
     write_cohort(
-        cohort, n=n, n_sites=4, seed=seed, jobs=jobs, progress=stage("synthesising the cohort")
+        cohort,
+        n=n,
+        n_sites=4,
+        seed=seed,
+        jobs=jobs,
+        progress=relabel(progress, "synthesising the cohort"),
     )
     config = demo_config(workdir, bootstrap=bootstrap, jobs=jobs)
     cfg = load_config(config)
@@ -114,7 +116,7 @@ def run_demo(
         id_prefix="N",
         image_format=image_format,
         jobs=jobs,
-        progress=stage("synthesising new patients"),
+        progress=relabel(progress, "synthesising new patients"),
     )
     scores_path = workdir / "scores.csv"
     uri = f"models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}"
@@ -129,8 +131,8 @@ def run_demo(
         progress=progress,
     )
     scores = pd.read_csv(scores_path)
-    truth = pd.read_csv(new_batch / "truth.csv")[["patient_id", "risk_365d"]]
-    both = scores.merge(truth, on="patient_id", suffixes=("", "_true"))
+    truth = pd.read_csv(new_batch / "truth.csv")[[PATIENT_ID, "risk_365d"]]
+    both = scores.merge(truth, on=PATIENT_ID, suffixes=("", "_true"))
     ok = both[both["status"] == "ok"]
     corr = (
         float(ok["risk_365d"].corr(ok["risk_365d_true"], method="spearman"))

@@ -152,19 +152,6 @@ def write_table(path: str | Path, df: pd.DataFrame) -> Path:
     return path
 
 
-def read_table(path: str | Path, **kwargs: Any) -> pd.DataFrame:
-    """Read a CSV or Parquet table by extension.
-
-    A CSV's ``patient_id`` column is read as text (unless ``dtype`` says otherwise): IDs are
-    labels, and '0042' read as the number 42 would match no manifest row.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path, **kwargs)
-    kwargs.setdefault("dtype", {"patient_id": str})
-    return pd.read_csv(path, **kwargs)
-
-
 def hash_file(path: str | Path, h: Any | None = None) -> str:
     """SHA-256 of a file's bytes (or of every file in a folder, in name order)."""
     path = Path(path)

@@ -90,3 +90,11 @@ def parse_level_list(text: object) -> list[str]:
         return []
     items = [t.strip().upper() for t in str(text).replace(",", ";").split(";")]
     return [t for t in items if t]
+
+
+def level_list(value: object) -> list[str]:
+    """The levels of a manifest cell, parsed (``'T12;L1'``) or already a list or array: the one
+    place level lists are read."""
+    if isinstance(value, list | tuple) or hasattr(value, "__array__"):
+        return [str(v).strip() for v in value]  # type: ignore[union-attr]
+    return parse_level_list(value)

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from refracture.data import patient_id_text
 from refracture.errors import InputError
+from refracture.ids import PATIENT_ID, patient_id_text
 
 ENV_KEY = "REFRACTURE_PSEUDONYM_KEY"
 MIN_KEY_LENGTH = 16
@@ -58,7 +58,7 @@ class Pseudonymiser:
             self._seen[pid] = PREFIX + digest[:16].upper()
         return self._seen[pid]
 
-    def table(self, df: pd.DataFrame, column: str = "patient_id") -> pd.DataFrame:
+    def table(self, df: pd.DataFrame, column: str = PATIENT_ID) -> pd.DataFrame:
         """A copy of ``df`` with its ID column replaced (missing IDs stay missing)."""
         out = df.copy()
         ids = out[column]

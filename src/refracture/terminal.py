@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -17,7 +18,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from refracture.demo import DemoResult
+from refracture.ids import PATIENT_ID
+from refracture.results import Candidate, TrainResult
 from refracture.text import ci_text
+from refracture.validation.catalogue import ADDED_VALUE, METRICS
 
 
 class StageProgress:
@@ -59,61 +64,121 @@ class StageProgress:
         self._bar.update(self._tasks[stage], completed=done, total=max(total, 1))
 
 
-def metrics_table(candidates: list[Any], horizon: float, title: str) -> Table:
-    """C-index, AUC and calibration at the horizon per model and feature set, with 95% CIs."""
-    h = int(round(horizon))
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for col in ("model", "features", "Harrell C", "C optimism-corr.", f"AUC {h} d",
-                "calibration slope", f"O/E {h} d"):  # fmt: skip
-        table.add_column(
-            col, justify="left" if col in ("model", "features") else "right", overflow="fold"
-        )
-    for c in candidates:
-        m = c.result.metrics
-        table.add_row(
-            c.model + (" *" if getattr(c, "is_selected", False) else ""),
-            c.feature_set,
-            ci_text(m, "cindex_harrell", brackets=True),
-            ci_text(m, "cindex_harrell_optcorr", brackets=True),
-            ci_text(m, f"auc_{h}d", brackets=True),
-            ci_text(m, "calibration_slope", 2, brackets=True),
-            ci_text(m, f"oe_ratio_{h}d", 2, brackets=True),
-        )
-    return table
+#: Below this console width the tables take their compact form (CIs still on one line).
+WIDE = 120
 
 
-def added_value_table(candidates: list[Any], horizon: float) -> Table | None:
-    h = int(round(horizon))
+def _cell(values: dict[str, float], name: str, digits: int) -> str:
+    return ci_text(values, name, digits, brackets=True)
+
+
+def _row_label(c: Candidate, selected: Candidate | None, compact: bool) -> list[str]:
+    star = " *" if c is selected else ""
+    if compact:  # model and feature set in one short column
+        return [c.model + ("+img" if c.feature_set == "clinical+imaging" else "") + star]
+    return [c.model + star, c.feature_set]
+
+
+def metrics_tables(
+    candidates: list[Candidate],
+    horizon: float,
+    title: str,
+    selected: Candidate | None = None,
+    width: int = WIDE,
+) -> list[Table]:
+    """Headline metrics with 95% CIs per model and feature set (labels from the metric
+    catalogue). At ``width`` >= 120 one table; narrower, two tables of three metrics each, so
+    every CI stays on one line in an 80-column terminal."""
+    h = float(horizon)
+    specs = {spec.key: spec for spec in METRICS}
+    columns = [
+        ("cindex_harrell", "", specs["cindex_harrell"]),
+        ("cindex_harrell", "_optcorr", specs["cindex_harrell"]),
+        ("auc_{h}", "", specs["auc_{h}"]),
+        ("calibration_slope", "", specs["calibration_slope"]),
+        ("oe_ratio_{h}", "", specs["oe_ratio_{h}"]),
+        ("brier_{h}", "", specs["brier_{h}"]),
+    ]
+    compact = width < WIDE
+    groups = [columns[:3], columns[3:]] if compact else [columns[:5]]
+    tables = []
+    for k, group in enumerate(groups):
+        t = Table(
+            title=title if k == 0 else None,
+            title_justify="left",
+            header_style="bold",
+            box=None if compact else box.HEAVY_HEAD,
+            pad_edge=False,
+        )
+        heads = ["model"] if compact else ["model", "features"]
+        for head in heads:
+            t.add_column(head, justify="left", no_wrap=True)
+        for _key, suffix, spec in group:
+            label = spec.label_at(h) + (" opt.-corr." if suffix else "")
+            t.add_column(label, justify="right", no_wrap=True)
+        for c in candidates:
+            m = c.result.metrics
+            cells = [_cell(m, spec.name(h) + suffix, spec.digits) for _k, suffix, spec in group]
+            t.add_row(*_row_label(c, selected, compact), *cells)
+        tables.append(t)
+    return tables
+
+
+def added_value_table(
+    candidates: list[Candidate], horizon: float, width: int = WIDE
+) -> Table | None:
+    """What imaging adds (delta C, NRI, IDI with 95% CIs, LRT p) per model."""
     rows = [c for c in candidates if c.added]
     if not rows:
         return None
+    h = float(horizon)
+    compact = width < WIDE
     table = Table(
-        title=f"Added value of imaging (clinical -> clinical+imaging, {h} d)",
+        title=f"Added value of imaging (clinical -> clinical+imaging, {int(round(h))} d)",
         title_justify="left",
         header_style="bold",
+        box=None if compact else box.HEAVY_HEAD,
+        pad_edge=False,
     )
-    for col in ("model", "delta C", f"NRI {h} d", f"IDI {h} d", "LRT p"):
-        table.add_column(col, justify="left" if col == "model" else "right", overflow="fold")
+    table.add_column("model", justify="left", no_wrap=True)
+    for spec in ADDED_VALUE:
+        table.add_column(spec.label_at(h), justify="right", no_wrap=True)
     for c in rows:
-        a = c.added
-        p = a.get("lrt_p", math.nan)
-        table.add_row(
-            c.model,
-            ci_text(a, "delta_cindex", brackets=True),
-            ci_text(a, f"nri_{h}d", 2, brackets=True),
-            ci_text(a, f"idi_{h}d", brackets=True),
-            "n/a" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}"),
-        )
+        a = c.added or {}
+        cells = []
+        for spec in ADDED_VALUE:
+            if spec.headline:
+                cells.append(_cell(a, spec.name(h), 2 if spec.key.startswith("nri") else 3))
+            else:
+                p = a.get(spec.name(h), math.nan)
+                cells.append(
+                    "n/a" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+                )
+        table.add_row(c.model, *cells)
     return table
 
 
-def print_train_summary(console: Console, result: Any, horizon: float) -> None:
-    for c in result.candidates:
-        c.is_selected = c is result.selected
-    console.print(metrics_table(result.candidates, horizon, "Validation at the horizon (95% CI)"))
-    console.print("[dim]* registered model; CIs: bootstrap of the validation patients; "
-                  "optimism-corrected: Harrell's bootstrap on the development data[/]")  # fmt: skip
-    added = added_value_table(result.candidates, horizon)
+def _print_metrics(console: Console, candidates, horizon, title, selected) -> None:
+    for table in metrics_tables(candidates, horizon, title, selected, console.width):
+        console.print(table)
+    legend = "* registered model"
+    if console.width < WIDE:
+        legend += "; +img: clinical+imaging"
+    console.print(
+        f"[dim]{legend}; CIs: bootstrap of the validation patients; optimism-corrected: "
+        "Harrell's bootstrap on the development data[/]"
+    )
+
+
+def print_train_summary(console: Console, result: TrainResult, horizon: float) -> None:
+    _print_metrics(
+        console,
+        result.candidates,
+        horizon,
+        "Validation at the horizon (95% CI)",
+        result.selected,
+    )
+    added = added_value_table(result.candidates, horizon, console.width)
     if added is not None:
         console.print(added)
     d = result.decision
@@ -124,7 +189,7 @@ def print_train_summary(console: Console, result: Any, horizon: float) -> None:
     )
     excluded = result.flow["excluded"]
     if len(excluded):
-        ids = ", ".join(map(str, excluded["patient_id"].head(5)))
+        ids = ", ".join(map(str, excluded[PATIENT_ID].head(5)))
         more = f" and {len(excluded) - 5} more" if len(excluded) > 5 else ""
         console.print(
             f"[yellow]note:[/] {len(excluded)} patient(s) excluded ({escape(ids)}{more}); "
@@ -140,15 +205,15 @@ def print_train_summary(console: Console, result: Any, horizon: float) -> None:
         console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
-def print_demo_summary(console: Console, demo: Any) -> None:
+def print_demo_summary(console: Console, demo: DemoResult) -> None:
     """What the newcomer should see at the end of `refracture demo`."""
     t = demo.train
     h = t.dataset.horizon
-    for c in t.candidates:
-        c.is_selected = c is t.selected
     console.rule("[bold]refracture demo: summary")
-    console.print(metrics_table(t.candidates, h, f"Validation at {int(round(h))} days (95% CI)"))
-    added = added_value_table(t.candidates, h)
+    _print_metrics(
+        console, t.candidates, h, f"Validation at {int(round(h))} days (95% CI)", t.selected
+    )
+    added = added_value_table(t.candidates, h, console.width)
     if added is not None:
         console.print(added)
     d = t.decision

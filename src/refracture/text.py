@@ -1,10 +1,12 @@
-"""How a value with its 95% CI is written for people: terminal, study report, model card and
-registry description all use :func:`ci_text`, so they read the same."""
+"""How values are written for people: terminal, study report, model card, registry
+description and error messages all use these, so they read the same."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+
+__all__ = ["ci_text", "clip", "name_list"]
 
 
 def ci_text(
@@ -24,3 +26,16 @@ def ci_text(
     if brackets:
         return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
     return f"{v:.{digits}f} ({lo:.{digits}f} to {hi:.{digits}f})"
+
+
+def name_list(items: Iterable[object], limit: int = 10) -> str:
+    """``P0001, P0002 and 3 more``: a list named in a one-line message."""
+    items = [str(i) for i in items]
+    head = ", ".join(items[:limit])
+    return head if len(items) <= limit else f"{head} and {len(items) - limit} more"
+
+
+def clip(text: object, n: int = 300) -> str:
+    """One line of at most ``n`` characters (a library's message can span many)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3] + "..."

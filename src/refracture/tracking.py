@@ -9,40 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import socket
 import subprocess
-import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
-from mlflow.types.schema import AnyType
 
 import refracture
 from refracture.errors import ModelError
-from refracture.files import shipped_file
-from refracture.serving import InputColumns, output_columns
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-# What a registered model needs at predict time, pinned to the versions it was trained with.
-RUNTIME_PACKAGES = [
-    "numpy",
-    "pandas",
-    "scipy",
-    "scikit-learn",
-    "scikit-survival",
-    "lifelines",
-    "joblib",
-]
 TAG_SELECTION_VALUE = "refracture.selection_value"
 TAG_SELECTION_METRIC = "refracture.selection_metric"
 TAG_SELECTION_SCORE = "refracture.selection_score"  # the value oriented so larger is better
@@ -158,90 +139,6 @@ def log_dataset(df: pd.DataFrame, *, name: str, source: str, targets: str | None
     ds = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)
     mlflow.log_input(ds, context="training")
     return ds.digest
-
-
-def signature_for(bundle: dict[str, Any]) -> ModelSignature:
-    """Input: patient_id (optional), every covariate and imaging feature by name; categorical
-    covariates as strings. Numbers are typed ``Any``: MLflow refuses int64 where a double is
-    declared ("not safe"), and an age of 73 is an integer; the model checks and types each row
-    itself (a non-number is an error for that row only). Output: the score columns."""
-    cols = InputColumns.from_bundle(bundle)
-    inputs = [ColSpec("string", "patient_id", required=False)]
-    inputs += [ColSpec(AnyType(), c) for c in [*cols.numeric, *cols.binary]]
-    inputs += [ColSpec("string", c) for c in cols.categorical]
-    kinds = {
-        "patient_id": "string",
-        "risk_group": "string",
-        "model_name": "string",
-        "model_version": "string",
-        "status": "string",
-        "error": "string",
-        "warnings": "string",
-    }
-    outputs = [
-        ColSpec(kinds.get(c, "double"), c, required=c != "risk_group")
-        for c in output_columns(bundle["horizon_days"])
-    ]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
-
-
-def input_example(bundle: dict[str, Any]) -> pd.DataFrame:
-    """A made-up example built from training medians and reference levels: no patient's row."""
-    cols = InputColumns.from_bundle(bundle)
-    typical = bundle["typical"]
-    row: dict[str, Any] = {"patient_id": "example-1"}
-    row.update({c: float(typical[c]) for c in [*cols.numeric, *cols.binary]})
-    row.update({c: str(typical[c]) for c in cols.categorical})
-    return pd.DataFrame([row])
-
-
-def pinned_requirements() -> list[str]:
-    reqs = []
-    for pkg in RUNTIME_PACKAGES:
-        try:
-            reqs.append(f"{pkg}=={metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:  # pragma: no cover - all are dependencies
-            reqs.append(pkg)
-    return reqs
-
-
-def model_code_path() -> Path:
-    """``models/refracture_pyfunc.py`` from a source checkout, or its copy in the wheel."""
-    path = shipped_file("models", "refracture_pyfunc.py")
-    if path is None:
-        raise ModelError(
-            "the model entry point refracture_pyfunc.py is missing from the installation"
-        )
-    return path
-
-
-def log_model(pipeline: Any, bundle: dict[str, Any], *, name: str = "model") -> Any:
-    """Log the pipeline as a models-from-code pyfunc in the active run; return its ModelInfo."""
-    import joblib
-
-    package_dir = Path(refracture.__file__).resolve().parent
-    with tempfile.TemporaryDirectory() as tmp:
-        pipe_path = Path(tmp) / "pipeline.joblib"
-        bundle_path = Path(tmp) / "bundle.json"
-        joblib.dump(pipeline, pipe_path)
-        bundle_path.write_text(json.dumps(bundle, indent=2, default=_plain), encoding="utf-8")
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=str(model_code_path()),
-            artifacts={"pipeline": str(pipe_path), "bundle": str(bundle_path)},
-            code_paths=[str(package_dir)],
-            signature=signature_for(bundle),
-            input_example=input_example(bundle),
-            pip_requirements=pinned_requirements(),
-        )
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
 
 
 @dataclass(frozen=True)

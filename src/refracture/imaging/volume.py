@@ -68,6 +68,14 @@ class Volume:
     def voxel_volume_ml(self) -> float:
         return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
 
+    def __repr__(self) -> str:
+        sp = "x".join(f"{s:.3g}" for s in self.spacing)
+        return (
+            f"Volume(kind={self.kind!r}, shape={self.shape}, spacing={sp} mm, "
+            f"orientation={self.orientation!r}, units={self.units!r}, dtype={self.data.dtype}, "
+            f"path={self.path.name!r})"
+        )
+
     def with_data(self, data: np.ndarray, **changes: Any) -> Volume:
         """A copy holding ``data`` (same grid unless ``affine`` is given)."""
         return replace(self, data=data, **changes)

@@ -22,6 +22,7 @@ from refracture.models.pipeline import (
     MODEL_NAMES,
     MODELS,
     RiskPipeline,
+    fix_categories,
     make_pipeline,
     make_preprocessor,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "censoring_survival",
     "check_outcome",
     "coefficients_table",
+    "fix_categories",
     "horizon_weights",
     "make_outcome",
     "make_pipeline",

@@ -163,19 +163,28 @@ class RiskPipeline(Pipeline):
 
 def make_pipeline(
     name: str,
-    cfg_covariates: CovariatesConfig,
+    cfg_covariates: CovariatesConfig | None = None,
     imaging_features: Sequence[str] = (),
     *,
-    horizon: float,
-    random_state: int,
+    horizon: float = 365.0,
+    random_state: int = 0,
     categories: Mapping[str, Sequence[str]] | None = None,
+    numeric: Sequence[str] = (),
+    binary: Sequence[str] = (),
+    categorical: Mapping[str, str] | None = None,
     **model_params: object,
 ) -> RiskPipeline:
-    """An unfitted pipeline for model ``name`` (cox, coxnet, rsf, gbsa, logistic).
+    """An unfitted pipeline for model ``name`` (cox, coxnet, rsf, gbsa, logistic, ...).
 
-    ``imaging_features`` are added to the numeric covariates (empty for the clinical set);
-    ``model_params`` override the estimator's defaults.
+    The covariates come from a config section (``cfg_covariates``) or directly as ``numeric``,
+    ``binary`` and ``categorical`` (name: reference level). ``imaging_features`` are added to
+    the numeric covariates (empty for the clinical set); ``model_params`` override the
+    estimator's defaults.
     """
+    if cfg_covariates is None:
+        cfg_covariates = CovariatesConfig(
+            numeric=list(numeric), binary=list(binary), categorical=dict(categorical or {})
+        )
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}' (one of {', '.join(MODELS)})", key="models")
     prep = make_preprocessor(
@@ -186,3 +195,22 @@ def make_pipeline(
     )
     model = MODELS[name](horizon=float(horizon), random_state=int(random_state), **model_params)
     return RiskPipeline([("prep", prep), ("model", model)])
+
+
+def fix_categories(pipeline: RiskPipeline, X: pd.DataFrame) -> RiskPipeline:
+    """Fix each categorical covariate's levels to those of ``X`` (reference first), so every
+    resample or fold encodes the same terms even when it lacks a rare level. A pipeline whose
+    levels are already fixed is returned unchanged."""
+    prep = pipeline.named_steps["prep"]
+    for name, steps, columns in prep.transformers:
+        if name != "categorical":
+            continue
+        encoder = steps.named_steps["onehot"]
+        if not isinstance(encoder.categories, str):
+            return pipeline
+        levels = []
+        for col, ref in zip(columns, encoder.drop, strict=True):
+            seen = sorted(str(v) for v in pd.Series(X[col]).dropna().unique() if str(v) != ref)
+            levels.append([ref, *seen])
+        pipeline.set_params(prep__categorical__onehot__categories=levels)
+    return pipeline

@@ -23,6 +23,7 @@ import pandas as pd
 import refracture
 from refracture.config import RunConfig
 from refracture.files import write_text
+from refracture.ids import PATIENT_ID
 from refracture.report.hazard_tables import univariable_cox
 from refracture.report.table1 import Variable, outcome_groups, table_one
 from refracture.report.tripod import ITEMS
@@ -73,7 +74,7 @@ def _exclusion_reasons(excluded: pd.DataFrame) -> pd.DataFrame:
         ids = [str(i) for i in ids]
         return ", ".join(ids[:8]) + (" ..." if len(ids) > 8 else "")
 
-    grouped = excluded.assign(reason=reason).groupby("reason")["patient_id"]
+    grouped = excluded.assign(reason=reason).groupby("reason")[PATIENT_ID]
     out = grouped.agg(n="count", patients=some).reset_index()
     return out.sort_values("n", ascending=False)
 
@@ -125,14 +126,13 @@ def _comparison_plots(result: Any, cfg: RunConfig, folder: Path) -> dict[str, Pa
 
 def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[str, Any]:
     """Everything the template shows, as plain data."""
-    from refracture.train import covariate_kinds
 
     ds = result.dataset
     h = cfg.outcome.horizon_days
     hd = int(round(h))
     sel = result.selected
     fs = sel.feature_set
-    kinds = covariate_kinds(ds, fs)
+    kinds = ds.covariate_kinds(fs)
 
     # Cohort flow
     flow = dict(result.flow)

@@ -50,7 +50,6 @@ def render_model_card(
     cand: Any, cfg: RunConfig, dataset: Any, *, run_id: str, parent_run_id: str, digest: str
 ) -> str:
     from refracture.tracking import git_commit
-    from refracture.train import covariate_kinds
 
     r = cand.result
     m = r.metrics
@@ -99,7 +98,7 @@ def render_model_card(
         split=r.split,
         competing_note=r.competing_risk_note,
         missing=", ".join(f"{k} {v}" for k, v in missing.items()) or "none",
-        predictors=list(covariate_kinds(dataset, cand.feature_set).items()),
+        predictors=list(dataset.covariate_kinds(cand.feature_set).items()),
         metrics=metrics,
         added=added,
         n_terms=n_terms,

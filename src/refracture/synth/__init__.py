@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pandas as pd
 from refracture.errors import InputError
 from refracture.files import atomic_path, write_json, write_table
 from refracture.levels import TL_LEVELS
+from refracture.progress import Progress, stage_ticker
 from refracture.synth.cohort import Cohort, simulate_cohort, truth_dict
 from refracture.synth.dicom import PDFF_SCALES, Identity, write_series
 from refracture.synth.phantom import PatientAnatomy, generate
@@ -135,23 +135,23 @@ def write_cohort(
     id_prefix: str = "P",
     dicom_pdff_scale: str = "per_mille",
     jobs: int = 2,
-    progress: bool | Callable[[int, int], None] = False,
+    progress: Progress | None = None,
 ) -> SynthResult:
     """Simulate a cohort and write it to ``out_dir`` (see PRODUCT.md section 7)."""
     if n < 1:
-        raise InputError(f"--n must be at least 1 (got {n})")
+        raise InputError(f"n must be at least 1 (got {n})")
     if n_sites < 1:
-        raise InputError(f"--sites must be at least 1 (got {n_sites})")
+        raise InputError(f"sites must be at least 1 (got {n_sites})")
     if n_sites > n:
         raise InputError(f"more sites ({n_sites}) than patients ({n}): every site needs a patient")
     if image_format not in FORMATS:
-        raise InputError(f"--format must be one of {', '.join(FORMATS)} (got {image_format!r})")
+        raise InputError(f"format must be one of {', '.join(FORMATS)} (got {image_format!r})")
     if dicom_pdff_scale not in PDFF_SCALES:
-        raise InputError(f"--dicom-pdff-scale must be one of {', '.join(PDFF_SCALES)}")
+        raise InputError(f"dicom_pdff_scale must be one of {', '.join(PDFF_SCALES)}")
     if jobs < 1:
-        raise InputError(f"--jobs must be at least 1 (got {jobs})")
+        raise InputError(f"jobs must be at least 1 (got {jobs})")
     if not id_prefix or not id_prefix.replace("-", "").replace("_", "").isalnum():
-        raise InputError("--id-prefix must be letters, digits, '-' or '_'")
+        raise InputError("id_prefix must be letters, digits, '-' or '_'")
     out_dir = Path(out_dir)
     _check_writable(out_dir)
 
@@ -203,36 +203,14 @@ def write_cohort(
     return SynthResult(out_dir, manifest, clinical_path, truth_csv, truth_json, n, n_sites)
 
 
-def _run_jobs(
-    jobs_list: list[tuple], jobs: int, progress: bool | Callable[[int, int], None]
-) -> None:
+def _run_jobs(jobs_list: list[tuple], jobs: int, progress: Progress | None) -> None:
     total = len(jobs_list)
-    bar = None
-    callback: Callable[[int, int], None] | None = progress if callable(progress) else None
-    if progress is True:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        task = bar.add_task("synthesising images", total=total)
-        bar.start()
-        callback = lambda done, _total: bar.update(task, completed=done)  # noqa: E731
-    try:
-        if jobs == 1 or total == 1:
-            for done, job in enumerate(jobs_list, 1):
-                _write_patient(job)
-                if callback:
-                    callback(done, total)
-        else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
-                for done, _ in enumerate(pool.map(_write_patient, jobs_list, chunksize=2), 1):
-                    if callback:
-                        callback(done, total)
-    finally:
-        if bar is not None:
-            bar.stop()
+    tick = stage_ticker(progress, "synthesising images", total)
+    if jobs == 1 or total == 1:
+        for job in jobs_list:
+            _write_patient(job)
+            tick()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for _ in pool.map(_write_patient, jobs_list, chunksize=2):
+                tick()

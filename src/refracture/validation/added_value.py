@@ -26,12 +26,11 @@ import pandas as pd
 from scipy import stats
 from sksurv.metrics import concordance_index_censored
 
-from refracture.config import RunConfig
-from refracture.data import Dataset
 from refracture.errors import InputError
+from refracture.ids import PATIENT_ID
 from refracture.models.cox import CoxPH
 from refracture.models.ipcw import horizon_weights
-from refracture.models.outcome import EVENT, check_outcome
+from refracture.models.outcome import EVENT, check_outcome, make_outcome
 from refracture.validation.bootstrap import STREAM_ADDED_VALUE, percentile_interval, replicate_seeds
 from refracture.validation.metrics import horizon_label, observed_risk
 from refracture.validation.validate import ValidationResult
@@ -104,35 +103,33 @@ def likelihood_ratio_test(
 
 
 def added_value(
-    clin: ValidationResult, img: ValidationResult, dataset: Dataset, cfg: RunConfig
+    clin: ValidationResult, img: ValidationResult, *, bootstrap: int = 200, seed: int = 0
 ) -> dict[str, float]:
     """Compare clinical-only and clinical+imaging results of the same model.
 
     Keys (``h`` the horizon, e.g. 365d): ``delta_cindex`` (Harrell's C; + ``_lo``/``_hi``),
     ``nri_<h>`` (+ CI, ``nri_events_<h>``, ``nri_nonevents_<h>``), ``idi_<h>`` (+ CI),
     ``lrt_chi2``, ``lrt_df``, ``lrt_p`` and ``n_patients``. CIs: paired percentile bootstrap
-    of the validation patients, B = ``cfg.validation.bootstrap``.
+    of the validation patients, B = ``bootstrap`` (seeded by ``seed``).
     """
     if clin.model_name != img.model_name:
         raise InputError(
             f"added value compares one model: got {clin.model_name} and {img.model_name}"
         )
     a, b = clin.predictions, img.predictions
-    if len(a) != len(b) or not np.array_equal(
-        a["patient_id"].to_numpy(), b["patient_id"].to_numpy()
-    ):
+    if len(a) != len(b) or not np.array_equal(a[PATIENT_ID].to_numpy(), b[PATIENT_ID].to_numpy()):
         raise InputError(
             "the clinical and clinical+imaging results were validated on different patients; "
             "added value needs the same validation patients"
         )
-    horizon = float(cfg.outcome.horizon_days)
+    horizon = float(clin.horizon)
     h = horizon_label(horizon)
-    rows = dataset.ids.get_indexer(a["patient_id"].astype(str))
-    if (rows < 0).any():
-        raise InputError("the validation patients are not all in the data set given")
-    y = dataset.y[rows]
-    if not np.array_equal(y["time"], a["time"].to_numpy(float)):
-        raise InputError("the results were not produced from this data set (outcomes differ)")
+    y = make_outcome(a["event"].to_numpy(), a["time"].to_numpy(float))
+    if not (
+        np.array_equal(y["time"], b["time"].to_numpy(float))
+        and np.array_equal(y["event"], b["event"].to_numpy())
+    ):
+        raise InputError("the two results were not produced from the same data (outcomes differ)")
     r0, r1 = a["risk"].to_numpy(float), b["risk"].to_numpy(float)
 
     out: dict[str, float] = {}
@@ -142,7 +139,7 @@ def added_value(
     out[f"idi_{h}"] = idi(y, r0, r1, horizon)
 
     boot = []
-    for ss in replicate_seeds(cfg.validation.seed, cfg.validation.bootstrap, STREAM_ADDED_VALUE):
+    for ss in replicate_seeds(seed, bootstrap, STREAM_ADDED_VALUE):
         idx = np.random.default_rng(ss).integers(0, len(y), len(y))
         yb, a0, a1 = y[idx], r0[idx], r1[idx]
         boot.append(

@@ -32,31 +32,9 @@ from sksurv.nonparametric import cumulative_incidence_competing_risks, kaplan_me
 
 from refracture.models.ipcw import horizon_weights, step_at
 from refracture.models.outcome import DEATH, EVENT, check_outcome, to_sksurv
+from refracture.validation.catalogue import horizon_label, metric_names
 
 _RISK_EPS = 1e-8
-
-
-def horizon_label(horizon: float) -> str:
-    """``365d``: the suffix metric names carry."""
-    return f"{int(round(float(horizon)))}d"
-
-
-def metric_names(horizon: float = 365.0) -> list[str]:
-    h = horizon_label(horizon)
-    return [
-        "cindex_harrell",
-        "cindex_uno",
-        f"auc_{h}",
-        f"brier_{h}",
-        f"ibs_{h}",
-        "calibration_slope",
-        "calibration_intercept",
-        f"oe_ratio_{h}",
-    ]
-
-
-# Metrics for which a lower value is better (for readers and for model selection).
-LOWER_IS_BETTER_PREFIXES = ("brier_", "ibs_")
 
 
 def time_grid(horizon: float, n: int = 20) -> np.ndarray:

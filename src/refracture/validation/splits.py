@@ -17,7 +17,6 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from refracture.config import ValidationConfig
-from refracture.data import Dataset
 from refracture.errors import ConfigError, InputError
 from refracture.models.outcome import EVENT, status_at
 
@@ -46,21 +45,22 @@ class SplitPlan:
         return np.sort(np.concatenate([f.valid for f in self.folds]))
 
 
-def _stratum(ds: Dataset, horizon: float) -> np.ndarray:
-    return status_at(ds.y, horizon)
-
-
-def _needs_events(ds: Dataset, rows: np.ndarray, what: str) -> None:
-    if not (ds.y["event"][rows] == EVENT).any():
+def _needs_events(y: np.ndarray, rows: np.ndarray, what: str) -> None:
+    if not (y["event"][rows] == EVENT).any():
         raise InputError(
             f"the {what} has no re-fracture (event 1): no model can be fitted on it",
             key="validation.split",
         )
 
 
-def plan_split(ds: Dataset, vcfg: ValidationConfig, horizon: float) -> SplitPlan:
-    """The development rows and the folds of a validation scheme."""
-    n = len(ds)
+def plan_split(
+    y: np.ndarray, site: np.ndarray, vcfg: ValidationConfig, horizon: float
+) -> SplitPlan:
+    """The development rows and the folds of a validation scheme.
+
+    ``y`` is the outcome array, ``site`` each patient's hospital (as text).
+    """
+    n = len(y)
     rows = np.arange(n)
     kind = vcfg.split
     if kind == "none":
@@ -68,7 +68,7 @@ def plan_split(ds: Dataset, vcfg: ValidationConfig, horizon: float) -> SplitPlan
             kind, f"no hold-out: apparent performance on all {n} patients", rows, [], "apparent"
         )
     if kind == "random":
-        strata = _stratum(ds, horizon)
+        strata = status_at(y, horizon)
         try:
             train, test = train_test_split(
                 rows, test_size=vcfg.test_fraction, stratify=strata, random_state=vcfg.seed
@@ -78,14 +78,14 @@ def plan_split(ds: Dataset, vcfg: ValidationConfig, horizon: float) -> SplitPlan
                 f"cannot split the data ({err})", key="validation.test_fraction"
             ) from None
         train, test = np.sort(train), np.sort(test)
-        _needs_events(ds, train, "development part")
+        _needs_events(y, train, "development part")
         desc = (
             f"random hold-out ({vcfg.test_fraction:.0%} of patients, stratified on the status at "
             f"{horizon:g} days, seed {vcfg.seed}): {len(train)} development, {len(test)} validation"
         )
         return SplitPlan(kind, desc, train, [Fold("test", train, test)], "test")
-    sites = sorted(ds.site.unique().tolist())
-    site = ds.site.to_numpy()
+    site = np.asarray(site).astype(str)
+    sites = sorted(set(site.tolist()))
     if kind == "site":
         if vcfg.test_site not in sites:
             raise ConfigError(
@@ -96,7 +96,7 @@ def plan_split(ds: Dataset, vcfg: ValidationConfig, horizon: float) -> SplitPlan
         train = rows[site != vcfg.test_site]
         if len(train) == 0:
             raise ConfigError("every patient is at the external site", key="validation.test_site")
-        _needs_events(ds, train, "development sites")
+        _needs_events(y, train, "development sites")
         desc = (
             f"external validation at {vcfg.test_site} ({len(test)} patients); development on "
             f"the other {len(sites) - 1} sites ({len(train)} patients)"
@@ -112,14 +112,14 @@ def plan_split(ds: Dataset, vcfg: ValidationConfig, horizon: float) -> SplitPlan
         folds = []
         for s in sites:
             train, test = rows[site != s], rows[site == s]
-            _needs_events(ds, train, f"data without {s}")
+            _needs_events(y, train, f"data without {s}")
             folds.append(Fold(s, train, test))
         desc = (
             f"leave-one-site-out over {len(sites)} sites ({', '.join(sites)}); predictions pooled"
         )
         return SplitPlan(kind, desc, rows, folds, "external")
     if kind == "kfold":
-        strata = _stratum(ds, horizon)
+        strata = status_at(y, horizon)
         k = vcfg.folds
         if (strata == 1).sum() < k:
             raise ConfigError(
@@ -132,7 +132,7 @@ def plan_split(ds: Dataset, vcfg: ValidationConfig, horizon: float) -> SplitPlan
             for i, (tr, te) in enumerate(splitter.split(rows, strata))
         ]
         for f in folds:
-            _needs_events(ds, f.train, f"training part of {f.label}")
+            _needs_events(y, f.train, f"training part of {f.label}")
         desc = (
             f"{k}-fold cross-validation stratified on the status at {horizon:g} days "
             f"(seed {vcfg.seed}); predictions pooled"

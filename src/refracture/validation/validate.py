@@ -17,7 +17,6 @@ For a model and a feature set, :func:`validate`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -25,12 +24,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from refracture.config import RunConfig
-from refracture.data import Dataset
-from refracture.errors import ModelError
-from refracture.models.outcome import COMPETING_RISK_NOTE, EVENT, make_outcome
-from refracture.models.pipeline import RiskPipeline, make_pipeline
+from refracture.config import ValidationConfig
+from refracture.errors import ConfigError, ModelError
+from refracture.ids import PATIENT_ID
+from refracture.models.outcome import COMPETING_RISK_NOTE, EVENT, check_outcome, make_outcome
+from refracture.models.pipeline import RiskPipeline, fix_categories
 from refracture.models.tables import coefficients_table, ph_test
+from refracture.progress import Progress
 from refracture.validation.bootstrap import (
     STREAM_CI,
     dispatch,
@@ -43,6 +43,8 @@ from refracture.validation.bootstrap import (
 )
 from refracture.validation.metrics import compute_metrics, metric_names, time_grid
 from refracture.validation.splits import Fold, SplitPlan, plan_split
+
+__all__ = ["ValidationResult", "validate"]
 
 
 @dataclass
@@ -84,6 +86,35 @@ class ValidationResult:
     times: np.ndarray
     competing_risk_note: str = COMPETING_RISK_NOTE
     notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        c = self.metrics.get("cindex_harrell", float("nan"))
+        return (
+            f"ValidationResult({self.model_name!r}, {self.feature_set!r}, "
+            f"split={self.split_kind!r}, n_train={self.n_train}, n_valid={self.n_valid}, "
+            f"cindex_harrell={c:.3f})"
+        )
+
+    def metrics_frame(self) -> pd.DataFrame:
+        """One row per metric: validation value and 95% CI, apparent value, optimism,
+        optimism-corrected value and its 95% CI (a tidy table)."""
+        m = self.metrics
+        rows = []
+        for name in metric_names(self.horizon):
+            rows.append(
+                {
+                    "metric": name,
+                    "value": m.get(name, np.nan),
+                    "lower95": m.get(f"{name}_lo", np.nan),
+                    "upper95": m.get(f"{name}_hi", np.nan),
+                    "apparent": self.apparent.get(name, np.nan),
+                    "optimism": self.optimism.get(name, np.nan),
+                    "optcorr": m.get(f"{name}_optcorr", np.nan),
+                    "optcorr_lower95": m.get(f"{name}_optcorr_lo", np.nan),
+                    "optcorr_upper95": m.get(f"{name}_optcorr_hi", np.nan),
+                }
+            )
+        return pd.DataFrame(rows)
 
     @property
     def y_valid(self) -> np.ndarray:
@@ -137,36 +168,65 @@ def _per_fold(
 
 
 def validate(
-    model_name: str,
-    dataset: Dataset,
-    feature_set: str,
-    cfg: RunConfig,
+    estimator: RiskPipeline,
+    X: pd.DataFrame,
+    y: np.ndarray,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    site: pd.Series | np.ndarray | None = None,
+    split: str = "random",
+    test_fraction: float = 0.3,
+    test_site: str | None = None,
+    folds: int = 5,
+    bootstrap: int = 200,
+    seed: int = 0,
+    jobs: int = 1,
+    feature_set: str = "",
+    progress: Progress | None = None,
+    stage: str = "validating",
 ) -> ValidationResult:
-    """Develop and validate ``model_name`` on ``feature_set`` as ``cfg.validation`` says.
+    """Develop and validate an unfitted ``estimator`` on ``X``, ``y``.
 
-    ``progress(done, total)`` is called as bootstrap replicates finish; total = 2 B (the B
-    optimism refits and the B resamples of the validation predictions).
+    Parameters
+    ----------
+    estimator : an unfitted :class:`~refracture.models.RiskPipeline`
+        (:func:`~refracture.models.make_pipeline`); its horizon is the metrics' horizon.
+    X : DataFrame, shape (n_patients, n_columns)
+        The covariates (and imaging features) the pipeline takes, one row per patient.
+    y : structured array, shape (n_patients,)
+        The outcome (:func:`~refracture.models.make_outcome`).
+    site : array of str, shape (n_patients,), optional
+        Each patient's hospital (needed for ``split="site"`` and ``"leave_one_site_out"``).
+    split : ``random`` | ``site`` | ``leave_one_site_out`` | ``kfold`` | ``none``
+    test_fraction, test_site, folds, seed : the split's settings.
+    bootstrap : replicates of Harrell's optimism bootstrap and of the CI bootstrap (0: none).
+    jobs : worker processes for the bootstrap (1: in this process).
+    feature_set : a label for the result (``clinical``, ``clinical+imaging``).
+    progress : ``progress(stage, done, total)`` as bootstrap replicates finish (2 B in all).
+
+    Returns
+    -------
+    ValidationResult
     """
-    horizon = float(cfg.outcome.horizon_days)
-    vcfg = cfg.validation
-    cols = dataset.feature_names(feature_set)
-    imaging = [c for c in cols if c in dataset.imaging_features]
-    template = make_pipeline(
-        model_name,
-        cfg.covariates,
-        imaging,
-        horizon=horizon,
-        random_state=vcfg.seed,
-        categories=dataset.categories,
-    )
-    X, y = dataset.X[cols], dataset.y
-    ids = dataset.ids.to_numpy()
-    site = dataset.site.to_numpy()
-    plan = plan_split(dataset, vcfg, horizon)
+    y = check_outcome(y)
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+    try:
+        vcfg = ValidationConfig(
+            split=split, test_fraction=test_fraction, test_site=test_site, folds=folds,
+            bootstrap=bootstrap, seed=seed, jobs=jobs,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConfigError(" ".join(str(err).split())) from None
+    horizon = float(estimator.horizon)
+    template = fix_categories(clone(estimator), X)
+    model_name = template.model_name
+    cols = list(X.columns)
+    site_arr = np.full(len(y), "all", dtype=object) if site is None else np.asarray(site)
+    ids = np.asarray(X.index, dtype=object)
+    plan = plan_split(y, site_arr, vcfg, horizon)
     times = time_grid(horizon)
     dev = plan.development
+    site = site_arr
 
     parts: list[tuple[Fold, np.ndarray, np.ndarray, np.ndarray | None]] = []
     final: RiskPipeline | None = None
@@ -192,7 +252,7 @@ def validate(
     y_v = y[rows]
     predictions = pd.DataFrame(
         {
-            "patient_id": ids[rows],
+            PATIENT_ID: ids[rows],
             "site": site[rows],
             "risk": risk_v,
             "lp": lp_v,
@@ -233,7 +293,13 @@ def validate(
             horizon=horizon,
         ),
     )
-    results = run_parallel(worker, items, vcfg.jobs, progress)
+
+    def tick(done: int, total: int) -> None:
+        if progress is not None:
+            progress(stage, done, total)
+
+    tick(0, max(len(items), 1))
+    results = run_parallel(worker, items, vcfg.jobs, tick)
     names = metric_names(horizon)
     done = [r for r in results[:B] if r is not None]
     boot_app = pd.DataFrame([a for a, _ in done], columns=names)

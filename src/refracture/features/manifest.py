@@ -1,4 +1,4 @@
-"""The image manifest (PRODUCT.md section 3): one row per patient, validated.
+"""The image manifest: one row per patient, validated.
 
 Structural problems (missing columns, empty or duplicate patient IDs, unknown level names)
 make the whole manifest unusable and raise an InputError naming the rows (exit code 2).
@@ -13,9 +13,20 @@ from pathlib import Path
 import pandas as pd
 
 from refracture.errors import InputError
-from refracture.levels import is_level, parse_level_list, sort_levels
+from refracture.ids import PATIENT_ID
+from refracture.levels import is_level, level_list, sort_levels
+from refracture.tables import read_patient_table
+from refracture.text import name_list
 
-REQUIRED_COLUMNS = ("patient_id", "site", "pdff", "r2star", "labels")
+__all__ = [
+    "IMAGE_COLUMNS",
+    "LEVEL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "read_manifest",
+    "validate_manifest",
+]
+
+REQUIRED_COLUMNS = (PATIENT_ID, "site", "pdff", "r2star", "labels")
 LEVEL_COLUMNS = ("treated_levels", "fractured_levels")
 IMAGE_COLUMNS = ("pdff", "r2star", "labels")
 
@@ -28,14 +39,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     ``fractured_levels`` as lists of level names. Other columns are kept as read.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("manifest not found", file=path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise InputError(
-            f"not a readable CSV manifest ({' '.join(str(err).split())})", file=path
-        ) from None
+    df = read_patient_table(path, "manifest", all_text=True)
     return validate_manifest(df, base_dir=path.parent, source=path)
 
 
@@ -55,15 +59,19 @@ def validate_manifest(
     df = df.reset_index(drop=True)
     line = df.index + 2  # CSV line numbers: header is line 1
 
-    ids = df["patient_id"].map(_text)
+    ids = df[PATIENT_ID].map(_text)
     empty = list(line[ids == ""])
     if empty:
-        raise InputError(f"manifest has empty patient_id on line(s) {_list(empty)}", file=source)
+        raise InputError(
+            f"manifest has empty patient_id on line(s) {name_list(empty)}", file=source
+        )
     dup = ids[ids.duplicated(keep=False)]
     if len(dup):
-        groups = [f"{pid} (lines {_list(list(line[ids == pid]))})" for pid in dict.fromkeys(dup)]
+        groups = [
+            f"{pid} (lines {name_list(list(line[ids == pid]))})" for pid in dict.fromkeys(dup)
+        ]
         raise InputError(f"manifest has duplicate patient_id: {'; '.join(groups)}", file=source)
-    df["patient_id"] = ids
+    df[PATIENT_ID] = ids
     df["site"] = df["site"].map(_text)
 
     base = Path(base_dir)
@@ -75,7 +83,7 @@ def validate_manifest(
         if col not in df.columns:
             df[col] = [[] for _ in range(len(df))]
             continue
-        parsed = df[col].map(_levels)
+        parsed = df[col].map(lambda v: [x.upper() for x in level_list(v)])
         for i, levels in parsed.items():
             unknown = [lv for lv in levels if not is_level(lv)]
             if unknown:
@@ -94,20 +102,9 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def _levels(value: object) -> list[str]:
-    if isinstance(value, list | tuple):  # already parsed (a validated manifest)
-        return [str(v).strip().upper() for v in value]
-    return parse_level_list(_text(value))
-
-
 def _resolve(value: object, base: Path) -> str:
     text = _text(value)
     if not text:
         return ""  # reported per patient as a missing image
     p = Path(text).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
-
-
-def _list(items: list[object], limit: int = 10) -> str:
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

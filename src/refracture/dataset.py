@@ -1,4 +1,4 @@
-"""Data assembly: the clinical table joined to the imaging feature table, checked and typed.
+"""The modelling data set: the clinical table joined to the imaging features, checked, typed.
 
 :func:`assemble` is the one place where raw tables become a modelling data set. It refuses
 what cannot be modelled (missing columns, impossible outcomes, duplicated patients) with an
@@ -10,7 +10,7 @@ after any split, so validation patients never inform the imputation.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,19 +18,21 @@ import numpy as np
 import pandas as pd
 
 from refracture.config import CovariatesConfig, RunConfig
+from refracture.covariates import (
+    NOT_BINARY,
+    NOT_NUMBER,
+    TRAINING_ERRORS,
+    check_covariates,
+    columns_hint,
+)
 from refracture.errors import ConfigError, InputError
+from refracture.ids import PATIENT_ID, patient_ids
 from refracture.models.outcome import DEATH, EVENT, make_outcome
-from refracture.ranges import plausible_range
+from refracture.text import name_list
 
-ID = "patient_id"
+__all__ = ["FEATURE_SETS", "Dataset", "assemble", "coerce_covariates"]
+
 FEATURE_SETS = ("clinical", "clinical+imaging")
-
-
-def name_patients(ids: Iterable[object], limit: int = 5) -> str:
-    """``P0001, P0002 and 3 more``: patients named in one-line errors."""
-    ids = [str(i) for i in ids]
-    head = ", ".join(ids[:limit])
-    return head if len(ids) <= limit else f"{head} and {len(ids) - limit} more"
 
 
 @dataclass
@@ -79,6 +81,16 @@ class Dataset:
             f"unknown feature set '{feature_set}' ({', '.join(FEATURE_SETS)})", key="feature_sets"
         )
 
+    def covariate_kinds(self, feature_set: str) -> dict[str, str]:
+        """Each column of a feature set and its kind: numeric, binary or categorical."""
+        cov = self.covariates
+        kinds = {c: "numeric" for c in cov.numeric}
+        kinds |= {c: "binary" for c in cov.binary}
+        kinds |= {c: "categorical" for c in cov.categorical}
+        if feature_set == "clinical+imaging":
+            kinds |= {c: "numeric" for c in self.imaging_features}
+        return kinds
+
     def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
         """The data set restricted to the given row positions (for splits)."""
         rows = np.asarray(rows)
@@ -107,104 +119,37 @@ def coerce_covariates(
     source: str | Path | None = None,
     check_plausible: bool = False,
 ) -> pd.DataFrame:
-    """Type the model columns: numeric/binary -> float (NaN missing), categorical -> str.
+    """Type the model columns for training: numeric/binary -> float (NaN missing), categorical
+    -> text; the rules are :func:`refracture.covariates.check_covariates`'s.
 
     Raises InputError naming the patients and column for a value that is not a number, a
-    binary value that is not 0/1, or a missing column; with ``check_plausible`` also for a
-    value outside the plausible range of its column (:mod:`refracture.ranges`), as at training.
+    binary value that is not 0/1, or a missing column (with a "did you mean" for a near
+    namesake); with ``check_plausible`` also for a value outside the plausible range of its
+    column (:mod:`refracture.ranges`).
     """
     needed = [*covariates.names, *imaging_features]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         key = "imaging.features" if set(missing) <= set(imaging_features) else "covariates"
         raise InputError(
-            f"columns missing from the table: {', '.join(missing)}", key=key, file=source
-        )
-    ids = table[ID] if ids is None and ID in table.columns else ids
-    labels = pd.Series(
-        ids.to_numpy() if ids is not None else table.index.to_numpy(), index=table.index
-    )
-    out = pd.DataFrame(index=table.index)
-    for col in [*covariates.numeric, *imaging_features, *covariates.binary]:
-        raw = table[col]
-        if raw.dtype == bool:
-            raw = raw.astype(float)
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna() & raw.notna()
-        bad |= np.isinf(values.to_numpy(dtype=float, na_value=np.nan))
-        if bad.any():
-            examples = ", ".join(repr(v) for v in raw[bad].head(3))
-            raise InputError(
-                f"column '{col}' must hold numbers; found {examples}",
-                patient_id=name_patients(labels[bad]),
-                file=source,
-            )
-        out[col] = values.astype(float)
-        limits = plausible_range(col, covariates.ranges) if check_plausible else None
-        if limits is not None:
-            lo, hi = limits
-            bad = values.notna() & ((values < lo) | (values > hi))
-            if bad.any():
-                examples = ", ".join(f"{v:g}" for v in values[bad].head(3))
-                raise InputError(
-                    f"column '{col}' has impossible values ({examples}) outside the plausible "
-                    f"{lo:g} to {hi:g}; correct them or leave them empty (missing)",
-                    patient_id=name_patients(labels[bad]),
-                    file=source,
-                )
-    for col in covariates.binary:
-        v = out[col]
-        bad = v.notna() & ~v.isin([0.0, 1.0])
-        if bad.any():
-            examples = ", ".join(repr(x) for x in v[bad].head(3))
-            raise InputError(
-                f"binary column '{col}' must be 0 or 1; found {examples}",
-                patient_id=name_patients(labels[bad]),
-                file=source,
-            )
-    for col in covariates.categorical:
-        out[col] = table[col].map(_category_label).astype(object)
-    return out[needed]
-
-
-def _category_label(v: object) -> object:
-    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-        return np.nan
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    text = str(v).strip()
-    return text if text else np.nan
-
-
-def patient_id_text(v: object) -> str:
-    """A patient ID as text: '' when missing; 1001.0 (a numeric column) -> '1001'."""
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
-
-
-def patient_ids(table: pd.DataFrame, what: str, source: str | Path | None) -> pd.Series:
-    """The table's patient IDs as text; a missing column, empty or duplicated IDs are input
-    errors naming the CSV lines or the patients (training and scoring read IDs the same way)."""
-    if ID not in table.columns:
-        raise InputError(f"the {what} has no '{ID}' column", file=source)
-    ids = table[ID].map(patient_id_text)
-    empty = ids == ""  # missing, or only blanks: a blank ID would match nothing, silently
-    if empty.any():
-        rows = [str(i + 2) for i in np.flatnonzero(empty.to_numpy())[:5]]
-        raise InputError(
-            f"the {what} has rows without a patient_id (CSV lines {', '.join(rows)})", file=source
-        )
-    dup = ids[ids.duplicated(keep=False)].unique()
-    if len(dup):
-        raise InputError(
-            f"duplicated patient IDs in the {what} ({len(dup)}); each patient must have one row",
-            patient_id=name_patients(sorted(dup)),
+            f"columns missing from the table: {', '.join(missing)}"
+            + columns_hint(missing, [c for c in table.columns if c not in needed]),
+            key=key,
             file=source,
         )
-    return ids
+    ids = table[PATIENT_ID] if ids is None and PATIENT_ID in table.columns else ids
+    labels = list(ids.to_numpy() if ids is not None else table.index.to_numpy())
+    check = check_covariates(
+        table,
+        numeric=covariates.numeric,
+        binary=covariates.binary,
+        categorical=dict.fromkeys(covariates.categorical),
+        imaging=imaging_features,
+        ranges=covariates.ranges,
+    )
+    kinds = TRAINING_ERRORS if check_plausible else (NOT_NUMBER, NOT_BINARY)
+    check.raise_errors(labels, source=source, kinds=kinds)
+    return check.clean[needed]
 
 
 def _outcome(
@@ -223,7 +168,7 @@ def _outcome(
         raise InputError(
             f"'{oc.time}' must be a number of days > 0 (missing, zero, negative or not a "
             f"number); found {found}",
-            patient_id=name_patients(ids[bad]),
+            patient_id=name_list(ids[bad], 5),
             file=source,
         )
     event = pd.to_numeric(table[oc.event], errors="coerce")
@@ -232,7 +177,7 @@ def _outcome(
         examples = ", ".join(repr(v) for v in table[oc.event][bad].head(3))
         raise InputError(
             f"'{oc.event}' must be 0 (censored), 1 (re-fracture) or 2 (death); found {examples}",
-            patient_id=name_patients(ids[bad]),
+            patient_id=name_list(ids[bad], 5),
             file=source,
         )
     return make_outcome(event.to_numpy(dtype=np.int8), time.to_numpy(dtype=float))
@@ -262,7 +207,7 @@ def assemble(
     X_all = coerce_covariates(
         clinical, cov, ids=clin_ids, source=clinical_source, check_plausible=True
     )
-    X_all.index = pd.Index(clin_ids.to_numpy(), name=ID)
+    X_all.index = pd.Index(clin_ids.to_numpy(), name=PATIENT_ID)
 
     site = (
         clinical["site"].astype(str).to_numpy()
@@ -276,7 +221,7 @@ def assemble(
     if features is not None:
         feat_ids = patient_ids(features, "feature table", features_source)
         feats = features.copy()
-        feats.index = pd.Index(feat_ids.to_numpy(), name=ID)
+        feats.index = pd.Index(feat_ids.to_numpy(), name=PATIENT_ID)
         if "site" not in clinical.columns and "site" in feats.columns:
             site = feats["site"].astype(str).reindex(X_all.index).fillna("")
         if use_imaging:
@@ -330,7 +275,7 @@ def assemble(
     all_nan = [c for c, n in n_missing.items() if n == len(X)]
     if all_nan:
         raise InputError(f"columns with no values at all: {', '.join(all_nan)}", key="covariates")
-    excluded_df = pd.DataFrame(excluded, columns=[ID, "reason"])
+    excluded_df = pd.DataFrame(excluded, columns=[PATIENT_ID, "reason"])
     notes = []
     if len(excluded_df):
         notes.append(f"{len(excluded_df)} patients excluded (see Dataset.excluded)")

@@ -1,0 +1,91 @@
+"""Compare two `refracture demo` (or `train`) folders: are the outputs the same?
+
+    python scripts/compare_runs.py BEFORE_DIR AFTER_DIR
+
+Checks that the extraction's features.parquet and vertebrae.parquet are byte-identical and that
+every metric logged to MLflow by every model run is identical (same names, same values; NaN
+equals NaN), and compares the summary tables. Prints JSON; exit code 1 when anything differs.
+Used to prove that a refactoring changed no result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sqlite3
+import sys
+from pathlib import Path
+
+
+def _latest_run_dir(root: Path) -> Path:
+    runs = sorted((root / "refracture-runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise SystemExit(f"no refracture-runs folder under {root}")
+    return runs[-1]
+
+
+def _sha(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _metrics(db: Path, parent: str) -> dict[str, dict[str, float]]:
+    """run name -> {metric: last value} for the parent run and its nested runs."""
+    con = sqlite3.connect(db)
+    try:
+        runs = con.execute(
+            "SELECT r.run_uuid, r.name FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'mlflow.parentRunId' AND t.value = ?",
+            (parent,),
+        ).fetchall()
+        runs.append((parent, "parent"))
+        out: dict[str, dict[str, float]] = {}
+        for run_id, name in runs:
+            rows = con.execute(
+                "SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ?", (run_id,)
+            ).fetchall()
+            out[name] = {k: (math.nan if nan else float(v)) for k, v, nan in rows}
+        return out
+    finally:
+        con.close()
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def compare(before: Path, after: Path) -> dict:
+    run_a, run_b = _latest_run_dir(before), _latest_run_dir(after)
+    report: dict = {"before_run": run_a.name, "after_run": run_b.name, "files": {}}
+    for rel in ("extraction/features.parquet", "extraction/vertebrae.parquet", "summary.csv"):
+        ha, hb = _sha(run_a / rel), _sha(run_b / rel)
+        report["files"][rel] = {"identical": ha is not None and ha == hb, "before": ha, "after": hb}
+    ma = _metrics(before / "mlflow.db", run_a.name)
+    mb = _metrics(after / "mlflow.db", run_b.name)
+    diffs = []
+    n = 0
+    for run in sorted(set(ma) | set(mb)):
+        a, b = ma.get(run, {}), mb.get(run, {})
+        for key in sorted(set(a) | set(b)):
+            n += 1
+            if key not in a or key not in b or not _same(a[key], b[key]):
+                diffs.append({"run": run, "metric": key, "before": a.get(key), "after": b.get(key)})
+    report["metrics_compared"] = n
+    report["metric_differences"] = diffs
+    report["identical"] = not diffs and report["files"]["extraction/features.parquet"]["identical"]
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path)
+    args = ap.parse_args()
+    report = compare(args.before, args.after)
+    print(json.dumps(report, indent=2, default=str))
+    sys.exit(0 if report["identical"] else 1)
+
+
+if __name__ == "__main__":
+    main()

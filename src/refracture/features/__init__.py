@@ -1,0 +1,33 @@
+"""Per-vertebra PDFF/R2* features: manifest -> volumes -> ROIs -> feature tables.
+
+Modules, in the order data flows: :mod:`~refracture.features.manifest` (the image manifest),
+:mod:`~refracture.features.patient` (one patient), :mod:`~refracture.features.cache` (the
+per-patient cache), :mod:`~refracture.features.cohort` (a batch, in parallel when asked) and
+:mod:`~refracture.features.schema` (column names and output tables).
+"""
+
+from refracture.features.cohort import extract_cohort, iter_extract
+from refracture.features.manifest import read_manifest, validate_manifest
+from refracture.features.patient import extract_patient
+from refracture.features.schema import (
+    FEATURE_VERSION,
+    GROUPS,
+    MAPS,
+    QC_COLUMNS,
+    ExtractionResult,
+    PatientResult,
+)
+
+__all__ = [
+    "FEATURE_VERSION",
+    "GROUPS",
+    "MAPS",
+    "QC_COLUMNS",
+    "ExtractionResult",
+    "PatientResult",
+    "extract_cohort",
+    "extract_patient",
+    "iter_extract",
+    "read_manifest",
+    "validate_manifest",
+]

@@ -1,0 +1,49 @@
+"""What a training run produced: one :class:`Candidate` per model and feature set, and the
+:class:`TrainResult` of the whole run (what the terminal summary and the study report read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from refracture.dataset import Dataset
+from refracture.tracking import AliasDecision
+from refracture.validation import ValidationResult
+
+__all__ = ["Candidate", "TrainResult"]
+
+
+@dataclass
+class Candidate:
+    """One model fitted and validated on one feature set."""
+
+    model: str
+    feature_set: str
+    result: ValidationResult
+    added: dict[str, float] | None = None
+    run_id: str | None = None
+    folder: Path | None = None
+    plots: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} ({self.feature_set})"
+
+
+@dataclass
+class TrainResult:
+    """A whole ``refracture train`` run."""
+
+    parent_run_id: str
+    experiment_id: str
+    tracking_uri: str
+    run_dir: Path
+    candidates: list[Candidate]
+    selected: Candidate
+    selection_metric: str
+    decision: AliasDecision
+    model_uri: str
+    dataset: Dataset
+    flow: dict[str, Any]
+    report: Path | None = None

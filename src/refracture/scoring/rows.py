@@ -1,0 +1,219 @@
+"""Scoring rows: the output columns and the one place a table of inputs becomes scores.
+
+:func:`predict_frame` turns covariates and imaging features into the score columns.
+``refracture score`` and the registered pyfunc's ``predict`` both call it, so a batch score and
+a registry consumer get the same risks. Each row is checked on its own
+(:func:`refracture.covariates.check_covariates`): a row with a missing or impossible value gets
+``status = "error"`` and a reason; the other rows are scored in one vectorised call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refracture.bundle import ModelBundle
+from refracture.covariates import check_covariates
+from refracture.ids import PATIENT_ID
+
+__all__ = [
+    "TEXT_COLUMNS",
+    "check_rows",
+    "join_text",
+    "normalise",
+    "output_columns",
+    "predict_frame",
+    "qc_warnings",
+    "risk_column",
+    "score_rows",
+]
+
+TEXT_COLUMNS = frozenset(
+    {PATIENT_ID, "risk_group", "model_name", "model_version", "status", "error", "warnings"}
+)
+
+
+def risk_column(horizon_days: float) -> str:
+    return f"risk_{int(round(horizon_days))}d"
+
+
+def output_columns(horizon_days: float) -> list[str]:
+    return [
+        PATIENT_ID,
+        risk_column(horizon_days),
+        "risk_group",
+        "linear_predictor",
+        "model_name",
+        "model_version",
+        "status",
+        "error",
+        "warnings",
+    ]
+
+
+def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """Type and check every row; return (clean frame, error per row, warnings per row).
+
+    Errors (the row is not scored): a missing covariate, a non-numeric number, a binary value
+    other than 0/1, a category the model never saw. Warnings (the row is scored): a value outside
+    the plausible range or outside the range seen in training, and a missing imaging feature
+    (e.g. no untreated vertebra next to the treated one): the model's pipeline imputes it with
+    the training median, as it did for such patients in training.
+    """
+    cov = bundle.covariates
+    check = check_covariates(
+        df,
+        numeric=cov.numeric,
+        binary=cov.binary,
+        categorical=cov.categorical,
+        imaging=cov.imaging,
+        ranges=cov.ranges,
+        training_range=bundle.training_range,
+    )
+    err, warn = check.row_messages()
+    return check.clean, err, warn
+
+
+def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = False) -> pd.DataFrame:
+    """Score a table of covariates and imaging features (the score columns).
+
+    Rows that fail their checks come back with ``status="error"`` and the reason; the others are
+    scored in one vectorised call. With ``explain`` (models with per-term contributions), one
+    column per model term holds its contribution to the linear predictor, relative to the
+    average training patient.
+    """
+    risk_col = risk_column(bundle.horizon_days)
+    missing, _ = bundle.covariates.missing_and_unexpected(list(df.columns))
+    if missing:
+        raise KeyError(f"input lacks the model's columns: {', '.join(missing)}")
+    if explain and not bundle.estimator.supports_contributions:
+        raise ValueError(f"the {bundle.model} model has no per-term contributions")
+    df = df.reset_index(drop=True)
+    clean, err, warn = check_rows(df, bundle)
+    ok = (err == "").to_numpy()
+    out = pd.DataFrame(
+        {
+            PATIENT_ID: (
+                df[PATIENT_ID].astype("string")
+                if PATIENT_ID in df
+                else pd.Series([pd.NA] * len(df), dtype="string")
+            ),
+            risk_col: np.nan,
+            "risk_group": pd.Series([None] * len(df), dtype=object),
+            "linear_predictor": np.nan,
+            "model_name": bundle.label,
+            "model_version": bundle.model_version,
+            "status": np.where(ok, "ok", "error"),
+            "error": err,
+            "warnings": warn,
+        }
+    )
+    pipeline = bundle.pipeline
+    if ok.any():
+        x = clean.loc[ok, bundle.covariates.names]
+        risk = np.asarray(pipeline.predict_risk(x), dtype=float)
+        out.loc[ok, risk_col] = risk
+        out.loc[ok, "linear_predictor"] = np.asarray(pipeline.linear_predictor(x), dtype=float)
+        low, high = bundle.risk_groups
+        out.loc[ok, "risk_group"] = np.select(
+            [risk < low, risk < high], ["low", "intermediate"], default="high"
+        )
+        if explain:
+            contrib = pipeline.contributions(x)
+            for term in contrib.columns:
+                out.loc[ok, f"contrib_{term}"] = contrib[term].to_numpy()
+    elif explain:
+        for term in bundle.terms:
+            out[f"contrib_{term}"] = np.nan
+    return out
+
+
+def normalise(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Fixed column order and dtypes, so a chunk computed now, one read back from the
+    checkpoint and one read back from an earlier output file write the same bytes."""
+    n = len(df)
+    out: dict[str, np.ndarray] = {}
+    for c in columns:
+        values = df[c].to_numpy() if c in df else np.full(n, np.nan)
+        if c not in TEXT_COLUMNS:
+            if values.dtype != np.float64:
+                values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
+            out[c] = values
+            continue
+        values = np.asarray(values, dtype=object)
+        blank = pd.isna(values)
+        if c == "risk_group":  # no group for an error row: None (empty in CSV, null in Parquet)
+            blank |= values == ""
+            out[c] = np.where(blank, None, values)
+        else:
+            out[c] = np.where(blank, "", values) if blank.any() else values
+    return pd.DataFrame(out, index=pd.RangeIndex(n))
+
+
+def join_text(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise '; '-join of two text arrays, skipping empty parts."""
+    a = a.astype(str)
+    b = b.astype(str)
+    both = (a != "") & (b != "")
+    return np.where(both, np.char.add(np.char.add(a, "; "), b), np.char.add(a, b)).astype(object)
+
+
+def score_rows(
+    bundle: ModelBundle,
+    rows: pd.DataFrame,
+    pre_error: np.ndarray,
+    extra_warnings: np.ndarray | None,
+    *,
+    explain: bool,
+    columns: list[str],
+) -> pd.DataFrame:
+    """Score one chunk: rows with a ``pre_error`` are error rows as they are; the others go
+    through :func:`predict_frame` (per-row checks, then one vectorised prediction)."""
+    risk_col = risk_column(bundle.horizon_days)
+    n = len(rows)
+    out: dict[str, np.ndarray] = {
+        PATIENT_ID: rows[PATIENT_ID].to_numpy(dtype=object),
+        risk_col: np.full(n, np.nan),
+        "risk_group": np.full(n, None, dtype=object),
+        "linear_predictor": np.full(n, np.nan),
+        "model_name": np.full(n, bundle.label, dtype=object),
+        "model_version": np.full(n, bundle.model_version, dtype=object),
+        "status": np.full(n, "error", dtype=object),
+        "error": np.asarray(pre_error, dtype=object).copy(),
+        "warnings": np.full(n, "", dtype=object),
+    }
+    for c in columns[len(out) :]:
+        out[c] = np.full(n, np.nan)
+    todo = np.flatnonzero(np.asarray(pre_error) == "")
+    if len(todo):
+        pred = predict_frame(bundle, rows.iloc[todo].reset_index(drop=True), explain=explain)
+        for c in columns:
+            if c != PATIENT_ID and c in pred:
+                out[c][todo] = pred[c].to_numpy()
+        if explain and (pred["status"] == "ok").any():
+            out["lp_reference"][todo] = np.where(
+                pred["status"].to_numpy() == "ok",
+                bundle.pipeline.contribution_baseline,
+                np.nan,
+            )
+    if extra_warnings is not None:
+        out["warnings"] = join_text(np.asarray(extra_warnings, dtype=object), out["warnings"])
+    return normalise(pd.DataFrame(out), columns)
+
+
+def qc_warnings(qc: dict[str, Any]) -> str:
+    """Extraction QC worth a clinician's glance: converted units, resampled grids, small ROIs."""
+    notes = []
+    if qc.get("qc_pdff_converted"):
+        notes.append(f"PDFF converted from {qc.get('qc_pdff_units')} to percent")
+    if qc.get("qc_r2star_converted"):
+        notes.append(f"R2* converted from {qc.get('qc_r2star_units')} to 1/s")
+    if qc.get("qc_labels_resampled"):
+        notes.append("label map resampled to the PDFF grid")
+    if qc.get("qc_r2star_resampled"):
+        notes.append("R2* map resampled to the PDFF grid")
+    if qc.get("qc_small_roi"):
+        notes.append(f"small ROI at {qc['qc_small_roi']}")
+    return "; ".join(notes)

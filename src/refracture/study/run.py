@@ -1,0 +1,236 @@
+"""``refracture train``: features -> data set -> models -> validation -> MLflow -> registry.
+
+One parent MLflow run per call, one nested run per model and feature set. Everything is
+computed first (extraction, validation, bootstrap), then logged, so a failure in the long part
+leaves no half-logged nested runs; the parent run is marked FAILED with the error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from refracture.config import RunConfig
+from refracture.dataset import Dataset, assemble
+from refracture.errors import InputError
+from refracture.files import write_table
+from refracture.ids import PATIENT_ID
+from refracture.models import make_pipeline
+from refracture.progress import Progress
+from refracture.results import Candidate, TrainResult
+from refracture.study.artifacts import cohort_flow, summary_table, version_description
+from refracture.study.selection import check_selection_metric, select, selection_score
+from refracture.tables import read_patient_table
+from refracture.validation import added_value, validate
+
+__all__ = ["read_clinical", "train", "validate_candidate"]
+
+
+def read_clinical(cfg: RunConfig) -> pd.DataFrame:
+    """The study's clinical table, its ID column renamed to ``patient_id``."""
+    return read_patient_table(
+        cfg.data.clinical,
+        "clinical table",
+        id_column=cfg.data.id_column,
+        text_columns=list(cfg.covariates.categorical),
+    )
+
+
+def _extract(
+    cfg: RunConfig, run_dir: Path, progress: Progress | None, pseudonymiser: Any = None
+) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
+    from refracture.features import extract_cohort
+
+    result = extract_cohort(
+        cfg.data.manifest,  # type: ignore[arg-type]
+        cfg.extraction,
+        out_dir=run_dir / "extraction",
+        jobs=cfg.validation.jobs,
+        cache_dir=cfg.data.cache_dir,
+        qc_png=True,
+        progress=progress,
+        pseudonymiser=pseudonymiser,
+    )
+    if result.features.empty:
+        first = result.errors["message"].iloc[0] if len(result.errors) else "no patients"
+        raise InputError(f"no patient's images could be measured (first error: {first})")
+    return result.features, result.errors, result
+
+
+def validate_candidate(
+    name: str, feature_set: str, dataset: Dataset, cfg: RunConfig, progress: Progress | None
+) -> Candidate:
+    """Validate model ``name`` on ``feature_set`` as the config says: the config-driven
+    wrapper of :func:`refracture.validation.validate`."""
+    cols = dataset.feature_names(feature_set)
+    imaging = [c for c in cols if c in dataset.imaging_features]
+    vcfg = cfg.validation
+    template = make_pipeline(
+        name,
+        cfg.covariates,
+        imaging,
+        horizon=cfg.outcome.horizon_days,
+        random_state=vcfg.seed,
+        categories=dataset.categories,
+    )
+    result = validate(
+        template,
+        dataset.X[cols],
+        dataset.y,
+        site=dataset.site.to_numpy(),
+        split=vcfg.split,
+        test_fraction=vcfg.test_fraction,
+        test_site=vcfg.test_site,
+        folds=vcfg.folds,
+        bootstrap=vcfg.bootstrap,
+        seed=vcfg.seed,
+        jobs=vcfg.jobs,
+        feature_set=feature_set,
+        progress=progress,
+        stage=f"validating {name} ({feature_set})",
+    )
+    return Candidate(name, feature_set, result)
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    config_path: str | Path | None = None,
+    progress: Progress | None = None,
+    report: bool = True,
+    pseudonymise: bool = False,
+) -> TrainResult:
+    """Run a whole training job as the config says (see module docstring).
+
+    ``pseudonymise``: replace every patient_id by its keyed pseudonym before anything is
+    computed, so no output, artifact or MLflow run carries the site's own IDs
+    (:mod:`refracture.privacy`; the key comes from the environment).
+    """
+    import mlflow
+
+    from refracture import tracking
+    from refracture.privacy import Pseudonymiser
+    from refracture.study import logging as log
+
+    check_selection_metric(cfg)
+    pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
+    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    clinical = read_clinical(cfg)
+    if pseudonymiser is not None and PATIENT_ID in clinical:
+        clinical = pseudonymiser.table(clinical)
+    if cfg.data.manifest is not None and not Path(cfg.data.manifest).is_file():
+        raise InputError("manifest not found", file=Path(cfg.data.manifest).resolve())
+    # The clinical table's columns, outcome and horizon are checked now, so a typo is reported
+    # in seconds, not after the images are measured.
+    assemble(clinical, None, cfg, clinical_source=cfg.data.clinical)
+    exp_id = tracking.setup(uri, cfg.mlflow.experiment)
+    tracking.close_orphaned_runs(exp_id)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+    with mlflow.start_run(run_name=f"train {stamp}", tags=tracking.process_tags()) as parent:
+        parent_id = parent.info.run_id
+        run_dir = tracking.store_folder(uri) / "refracture-runs" / parent_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        mlflow.log_params(
+            log.run_params(cfg) | {"privacy.pseudonymised": str(pseudonymise).lower()}
+        )
+
+        features, extraction_errors, extraction = None, None, None
+        if cfg.has_imaging:
+            features, extraction_errors, extraction = _extract(
+                cfg, run_dir, progress, pseudonymiser
+            )
+        dataset = assemble(
+            clinical,
+            features,
+            cfg,
+            clinical_source=cfg.data.clinical,
+            features_source=cfg.data.manifest,
+        )
+        flow = cohort_flow(clinical, dataset, extraction_errors, cfg)
+
+        candidates = [
+            validate_candidate(name, fs, dataset, cfg, progress)
+            for fs in cfg.feature_sets
+            for name in cfg.models
+        ]
+        by_key = {(c.model, c.feature_set): c for c in candidates}
+        for name in cfg.models:
+            clin, img = by_key.get((name, "clinical")), by_key.get((name, "clinical+imaging"))
+            if clin and img:
+                img.added = added_value(
+                    clin.result,
+                    img.result,
+                    bootstrap=cfg.validation.bootstrap,
+                    seed=cfg.validation.seed,
+                )
+        selected = select(candidates, cfg)
+
+        stage = "logging to MLflow"
+        if progress:
+            progress(stage, 0, len(candidates) + 1)
+        digest = log.log_parent(cfg, clinical, features, dataset, flow, run_dir, config_path)
+        base_tags = tracking.run_tags(digest) | tracking.process_tags()
+        mlflow.set_tags(
+            {**base_tags, "refracture.competing_risk": selected.result.competing_risk_note}
+        )
+        for i, cand in enumerate(candidates, 1):
+            log.log_candidate(cand, cfg, dataset, run_dir, base_tags, parent_id, digest)
+            if progress:
+                progress(stage, i, len(candidates) + 1)
+
+        model_info = log.log_selected_model(selected, cfg, dataset, digest)
+        metric = cfg.selection_metric
+        value = float(selected.result.metrics[metric])
+        decision = tracking.register(
+            model_info.model_uri,
+            name=cfg.mlflow.registered_model,
+            alias=cfg.mlflow.alias,
+            metric=metric,
+            value=value,
+            score=selection_score(metric, value, cfg.outcome.horizon_days),
+            description=version_description(selected, cfg),
+            tags={
+                "refracture.model": selected.model,
+                "refracture.feature_set": selected.feature_set,
+                "refracture.parent_run_id": parent_id,
+                "refracture.dataset_digest": digest,
+            },
+        )
+        mlflow.set_tags(
+            {
+                "refracture.selected": selected.label,
+                "refracture.registered_version": decision.version,
+                "refracture.alias_decision": decision.reason,
+            }
+        )
+        result = TrainResult(
+            parent_run_id=parent_id,
+            experiment_id=exp_id,
+            tracking_uri=uri,
+            run_dir=run_dir,
+            candidates=candidates,
+            selected=selected,
+            selection_metric=metric,
+            decision=decision,
+            model_uri=f"models:/{cfg.mlflow.registered_model}/{decision.version}",
+            dataset=dataset,
+            flow=flow,
+        )
+        write_table(run_dir / "summary.csv", summary_table(result))
+        mlflow.log_artifact(str(run_dir / "summary.csv"))
+        if report:
+            if progress:
+                progress("writing the study report", 0, 1)
+            from refracture.report import write_report
+
+            result.report = write_report(result, cfg, extraction=extraction)
+            mlflow.log_artifact(str(result.report))
+            if progress:
+                progress("writing the study report", 1, 1)
+        if progress:
+            progress(stage, len(candidates) + 1, len(candidates) + 1)
+    return result
