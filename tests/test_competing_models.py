@@ -25,8 +25,10 @@ from refracture.models import (
     FineGray,
     RandomSurvivalForest,
     cause_specific_cif,
+    coefficients_table,
     make_outcome,
     make_pipeline,
+    ph_test,
     resolve_estimand,
 )
 from refracture.models.ipcw import step_at
@@ -262,8 +264,6 @@ def test_fine_gray_equals_weighted_cox_on_expanded_data():
     h0 = step_at(times, cumhaz, np.array([H]), 0.0)[0]
     np.testing.assert_allclose(fg.predict_risk(X), 1 - np.exp(-h0 * np.exp(lp)), rtol=1e-6)
     pipe, _ = _pipe("finegray", dataset(240, 11), feature_set="clinical")
-    from refracture.models import coefficients_table
-
     table = coefficients_table(pipe)
     assert list(table.columns) == ["term", "coef", "shr", "lower95", "upper95", "p"]
     assert pipe.model.ratio_name == "subdistribution hazard"
@@ -302,6 +302,18 @@ def test_cif_curves_are_monotone_bounded_and_coherent(name, small):
     else:
         lp2 = pipe.death_linear_predictor(X)
         np.testing.assert_allclose(pipe.risk_from_lp(lp, lp2), risk, rtol=1e-10)
+
+
+def test_cif_cox_keeps_the_refracture_model_tables(small):
+    """Coefficients and the PH test of the cif cox model are those of its re-fracture model."""
+    cols = small.feature_names("clinical")
+    cif, _ = _pipe("cox", small, feature_set="clinical")
+    net, _ = _pipe("cox", small, estimand="net", feature_set="clinical")
+    pd.testing.assert_frame_equal(coefficients_table(cif), coefficients_table(net))
+    pd.testing.assert_frame_equal(
+        ph_test(cif, small.X[cols], small.y), ph_test(net, small.X[cols], small.y)
+    )
+    assert cif.model.death_model_.coef_.shape == cif.model.coef_.shape
 
 
 def _without_deaths(ds):
