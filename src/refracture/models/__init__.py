@@ -1,20 +1,27 @@
-"""Survival and 1-year risk models (issue 4).
+"""Survival and 1-year risk models.
 
 Every model is a scikit-learn estimator inside a :class:`RiskPipeline` (``prep`` then
-``model``) and predicts the absolute risk of re-fracture by the horizon. The outcome is the
-structured array of :func:`make_outcome`; death (event 2) is censored by the models
-(:data:`COMPETING_RISK_NOTE`).
+``model``) and predicts the absolute risk of re-fracture by the horizon in its ``estimand``:
+``"cif"``, the cumulative incidence with death (event 2) as a competing event, or ``"net"``,
+death censored (:data:`ESTIMAND_NOTES`). The outcome is the structured array of
+:func:`make_outcome`.
 """
 
+from refracture.models.competing import cause_specific_cif
 from refracture.models.cox import CoxPH
 from refracture.models.coxnet import CoxNet
+from refracture.models.finegray import FineGray
 from refracture.models.ipcw import censoring_survival, horizon_weights
 from refracture.models.logistic import IPCWLogistic
 from refracture.models.outcome import (
     COMPETING_RISK_NOTE,
+    ESTIMAND_NOTES,
+    ESTIMANDS,
     OUTCOME_DTYPE,
+    cause_outcome,
     check_outcome,
     make_outcome,
+    resolve_estimand,
     status_at,
     to_sksurv,
 )
@@ -31,15 +38,20 @@ from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalFores
 
 __all__ = [
     "COMPETING_RISK_NOTE",
+    "ESTIMANDS",
+    "ESTIMAND_NOTES",
     "MODELS",
     "MODEL_NAMES",
     "OUTCOME_DTYPE",
     "CoxNet",
     "CoxPH",
+    "FineGray",
     "GradientBoostedSurvival",
     "IPCWLogistic",
     "RandomSurvivalForest",
     "RiskPipeline",
+    "cause_outcome",
+    "cause_specific_cif",
     "censoring_survival",
     "check_outcome",
     "coefficients_table",
@@ -49,6 +61,7 @@ __all__ = [
     "make_pipeline",
     "make_preprocessor",
     "ph_test",
+    "resolve_estimand",
     "status_at",
     "to_sksurv",
 ]

@@ -2,8 +2,14 @@
 
 Estimators follow scikit-learn: parameters are stored by ``__init__`` untouched, ``fit`` learns
 trailing-underscore attributes, and ``predict`` returns the absolute risk of re-fracture by the
-horizon (``predict_risk``). Inputs are the DataFrame the preprocessing step produces and the
-structured outcome of :func:`refracture.models.make_outcome`.
+horizon (``predict_risk``) in the estimator's ``estimand``: ``"net"`` (death censored) or
+``"cif"`` (cumulative incidence, death competing). Inputs are the DataFrame the preprocessing
+step produces and the structured outcome of :func:`refracture.models.make_outcome`.
+
+Every ``fit`` takes ``groups`` (the original patient of each row, for resampled data with
+repeated patients); models with an inner cross-validation keep a patient's copies in one fold,
+the others ignore it. ``score`` is Harrell's C of the linear predictor, so scikit-learn's
+``cross_val_score`` and ``GridSearchCV`` work with these estimators.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+from sksurv.metrics import concordance_index_censored
 
 from refracture.errors import ModelError
 from refracture.models.ipcw import step_at
-from refracture.models.outcome import EVENT, check_outcome
+from refracture.models.outcome import ESTIMAND_TEXT, ESTIMANDS, EVENT, check_outcome
 
 
 def as_frame(X: pd.DataFrame | np.ndarray, columns: list[str] | None = None) -> pd.DataFrame:
@@ -53,8 +60,25 @@ class SurvivalEstimator(BaseEstimator):
     has_likelihood: ClassVar[bool] = False
     #: Estimands the model can be fitted for ("net": death censored; "cif": death competing).
     estimands: ClassVar[tuple[str, ...]] = ("net",)
+    #: Under estimand "cif", the risk is a function of ``linear_predictor`` alone, so
+    #: ``risk_from_lp(lp)`` is exact (a nomogram's points map to the risk). False for the
+    #: cause-specific models, whose risk also depends on the death model (``lp_death``).
+    cif_from_lp: ClassVar[bool] = True
+
+    #: Set by every subclass's ``__init__``; "net" unless the subclass says otherwise.
+    estimand: str
+
+    def _check_estimand(self) -> str:
+        """The estimand parameter, refused with a one-line ModelError if the model lacks it."""
+        estimand = getattr(self, "estimand", "net")
+        if estimand not in ESTIMANDS:
+            raise ModelError(f"estimand must be one of {', '.join(ESTIMANDS)}, not {estimand!r}")
+        if estimand not in self.estimands:
+            raise ModelError(estimand_refusal(type(self), estimand))
+        return estimand
 
     def _validate_fit(self, X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        self._check_estimand()
         X = as_frame(X)
         y = check_outcome(y)
         if len(X) != len(y):
@@ -87,6 +111,56 @@ class SurvivalEstimator(BaseEstimator):
 
     def predict_risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:  # pragma: no cover
         raise ModelError(f"{type(self).__name__} does not define predict_risk")
+
+    def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise ModelError(f"{type(self).__name__} does not define linear_predictor")
+
+    def _require_cif(self, what: str) -> None:
+        check_is_fitted(self, "feature_names_in_")
+        if self.estimand != "cif":
+            raise ModelError(
+                f"the {self.name or type(self).__name__} model was fitted for estimand "
+                f"{self.estimand} (death censored), so it has no {what}; fit it with estimand cif"
+            )
+
+    def predict_death_risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Cumulative incidence of death before re-fracture by the horizon (estimand cif)."""
+        self._require_cif("risk of death")
+        return self.predict_cif(X, np.array([float(self.horizon)]))[:, 1, 0]
+
+    def predict_cif(self, X: pd.DataFrame | np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Cumulative incidence curves, (n patients, 2, len(times)): [:, 0] re-fracture,
+        [:, 1] death (estimand cif)."""
+        self._require_cif("cumulative incidence of death")
+        raise ModelError(  # pragma: no cover - every cif model overrides this
+            f"{type(self).__name__} does not define predict_cif"
+        )
+
+    def score(self, X: pd.DataFrame | np.ndarray, y: np.ndarray) -> float:
+        """Harrell's C of ``linear_predictor`` for re-fracture (death and censoring censored).
+
+        scikit-survival's ``concordance_index_censored``; higher is better, as scikit-learn's
+        model selection expects. ``y`` is the structured outcome array.
+        """
+        y = check_outcome(y)
+        lp = np.asarray(self.linear_predictor(X), dtype=float)
+        event = y["event"] == EVENT
+        if not event.any():
+            return float("nan")
+        return float(concordance_index_censored(event, y["time"], lp)[0])
+
+
+def estimand_refusal(cls: type[SurvivalEstimator], estimand: str) -> str:
+    """One line saying that ``cls`` cannot model ``estimand`` and which models can."""
+    from refracture.models.pipeline import MODELS  # the registry imports every model
+
+    able = [name for name, other in MODELS.items() if estimand in other.estimands]
+    others = [e for e in cls.estimands if e != estimand]
+    name = cls.name or cls.__name__
+    return (
+        f"{name} cannot model {ESTIMAND_TEXT[estimand]}; use estimand: "
+        f"{' or '.join(others) or 'another'} or the models {', '.join(able)}"
+    )
 
 
 class ProportionalHazardsMixin:

@@ -5,6 +5,12 @@ coefficients in the units of the columns it is given, and estimates the baseline
 hazard by Breslow's method at the covariate means. The preprocessing step gives it the
 covariates in their original units, so its hazard ratios are per year, per kg/m2, per PDFF
 point and so on.
+
+Under estimand ``cif`` the model is a pair of cause-specific Cox models, re-fracture and death,
+combined into the cumulative incidence (:mod:`refracture.models.competing`). Coefficients,
+contributions, the linear predictor and the proportional-hazards test are those of the
+re-fracture model, whose fit is the same under both estimands (a death censors the
+re-fracture time in the cause-specific hazard).
 """
 
 from __future__ import annotations
@@ -17,20 +23,25 @@ from lifelines import CoxPHFitter
 from lifelines.exceptions import ConvergenceError
 
 from refracture.errors import ModelError
-from refracture.models.base import ProportionalHazardsMixin, SurvivalEstimator
+from refracture.models.base import SurvivalEstimator
+from refracture.models.competing import CauseSpecificHazardsMixin
 from refracture.models.outcome import EVENT
 
 _T, _E = "__time__", "__event__"
 
 
-class CoxPH(ProportionalHazardsMixin, SurvivalEstimator):
+class CoxPH(CauseSpecificHazardsMixin, SurvivalEstimator):
     """Cox model: risk by ``horizon`` = 1 - exp(-H0(h) exp(lp)), lp centred at training means.
+
+    Under estimand ``cif`` the risk is the cumulative incidence of re-fracture from the
+    cause-specific Cox models of re-fracture and of death (``death_model_``, a ``CoxPH``).
 
     Parameters
     ----------
     horizon : days at which ``predict_risk`` gives the absolute risk.
     random_state : unused (the fit is deterministic); kept so every model takes it.
     alpha : 1 - level of the confidence intervals in ``summary_`` (0.05 -> 95 %).
+    estimand : "net" (death censored) or "cif" (death competing).
 
     Attributes
     ----------
@@ -40,6 +51,7 @@ class CoxPH(ProportionalHazardsMixin, SurvivalEstimator):
     baseline_cumhaz_horizon_ : H0(horizon) for a patient at the means.
     log_likelihood_ : maximised log partial likelihood (for likelihood-ratio tests).
     lifelines_ : the fitted ``CoxPHFitter`` (for the Schoenfeld test).
+    death_model_ : under cif, the Cox model of death (None if no patient died).
     """
 
     name = "cox"
@@ -49,15 +61,23 @@ class CoxPH(ProportionalHazardsMixin, SurvivalEstimator):
     supports_contributions = True
     has_ph_test = True
     has_likelihood = True
+    estimands = ("net", "cif")
+    cif_from_lp = False
 
     def __init__(
-        self, horizon: float = 365.0, random_state: int | None = None, alpha: float = 0.05
+        self,
+        horizon: float = 365.0,
+        random_state: int | None = None,
+        alpha: float = 0.05,
+        estimand: str = "net",
     ):
         self.horizon = horizon
         self.random_state = random_state
         self.alpha = alpha
+        self.estimand = estimand
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> CoxPH:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> CoxPH:
+        """Fit on X (n, p) and the outcome y (n,); ``groups`` is accepted and unused."""
         X, y = self._validate_fit(X, y)
         data = X.astype(float).reset_index(drop=True)
         data[_T] = y["time"]
@@ -83,6 +103,7 @@ class CoxPH(ProportionalHazardsMixin, SurvivalEstimator):
         bch = cph.baseline_cumulative_hazard_.iloc[:, 0]
         self._set_baseline(bch.index.to_numpy(dtype=float), bch.to_numpy(dtype=float))
         self.contribution_baseline_ = 0.0
+        self._fit_death(X, y)
         return self
 
     def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

@@ -4,6 +4,15 @@ The penalty ``alpha`` is chosen by inner k-fold cross-validation over the regula
 the path is computed once on all the data, every fold refits on that same path, and the alpha
 with the highest mean out-of-fold Harrell's C wins. The preprocessing step standardises the
 columns for this model only, so the penalty treats them alike.
+
+Resampled data (a bootstrap replicate) repeats patients. Copies of one patient on both sides of
+an inner fold make the out-of-fold C reward memorising, and the penalty chosen collapses towards
+none; ``fit(X, y, groups=...)`` with the original patient of each row keeps a patient's copies
+in one inner fold (scikit-learn's ``StratifiedGroupKFold``).
+
+Under estimand ``cif`` the elastic net is the re-fracture cause-specific hazard, combined with
+an unpenalised Cox model of death into the cumulative incidence
+(:mod:`refracture.models.competing`).
 """
 
 from __future__ import annotations
@@ -13,16 +22,17 @@ import warnings
 import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 
 from refracture.errors import ModelError
-from refracture.models.base import ProportionalHazardsMixin, SurvivalEstimator
-from refracture.models.outcome import to_sksurv
+from refracture.models.base import SurvivalEstimator
+from refracture.models.competing import CauseSpecificHazardsMixin
+from refracture.models.outcome import EVENT, to_sksurv
 
 
-class CoxNet(ProportionalHazardsMixin, SurvivalEstimator):
+class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
     """Elastic-net Cox with the penalty chosen by inner cross-validation.
 
     Parameters
@@ -32,15 +42,20 @@ class CoxNet(ProportionalHazardsMixin, SurvivalEstimator):
     l1_ratio : elastic-net mixing (1 = lasso, near 0 = ridge).
     n_alphas, alpha_min_ratio : the regularisation path (as scikit-survival).
     cv_folds : inner folds for choosing alpha.
+    estimand : "net" (death censored) or "cif" (death competing).
 
     Attributes
     ----------
     alpha_ : chosen penalty; alphas_ the path; cv_cindex_ mean inner C per alpha.
     coef_ : coefficients at ``alpha_`` (per standard deviation of each column).
+    grouped_cv_ : whether the inner folds were grouped by patient.
+    death_model_ : under cif, the unpenalised Cox model of death (None if no patient died).
     """
 
     name = "coxnet"
     needs_scaling = True
+    estimands = ("net", "cif")
+    cif_from_lp = False
 
     def __init__(
         self,
@@ -50,6 +65,7 @@ class CoxNet(ProportionalHazardsMixin, SurvivalEstimator):
         n_alphas: int = 40,
         alpha_min_ratio: float = 0.01,
         cv_folds: int = 5,
+        estimand: str = "net",
     ):
         self.horizon = horizon
         self.random_state = random_state
@@ -57,6 +73,7 @@ class CoxNet(ProportionalHazardsMixin, SurvivalEstimator):
         self.n_alphas = n_alphas
         self.alpha_min_ratio = alpha_min_ratio
         self.cv_folds = cv_folds
+        self.estimand = estimand
 
     def _net(
         self, alphas: np.ndarray | None = None, baseline: bool = False
@@ -70,17 +87,31 @@ class CoxNet(ProportionalHazardsMixin, SurvivalEstimator):
             max_iter=100_000,
         )
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> CoxNet:
+    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> CoxNet:
+        """Fit on X (n, p) and the outcome y (n,).
+
+        ``groups`` (n,): the original patient of each row when rows repeat patients (a
+        bootstrap replicate); the inner folds then keep each patient's rows together.
+        """
         X, y = self._validate_fit(X, y)
         Xa = X.to_numpy(dtype=float)
         ys = to_sksurv(y)
+        if groups is not None:
+            groups = np.asarray(groups)
+            if groups.shape != (len(y),):
+                raise ValueError(f"groups must have one label per row ({len(y)})")
+            if len(np.unique(groups)) < self.cv_folds:
+                raise ModelError(
+                    f"the elastic-net Cox model needs at least {self.cv_folds} patients "
+                    "for its inner cross-validation"
+                )
         with warnings.catch_warnings():
             # "all coefficients are zero" at the top of the path is expected
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", ConvergenceWarning)
             try:
                 alphas = self._net().fit(Xa, ys).alphas_
-                scores = self._inner_cv(Xa, ys, alphas)
+                scores = self._inner_cv(Xa, ys, alphas, groups)
                 best = int(np.nanargmax(scores))  # first maximum: the largest such penalty
                 final = self._net(alphas[: best + 1], baseline=True).fit(Xa, ys)
             except ArithmeticError as err:
@@ -96,12 +127,31 @@ class CoxNet(ProportionalHazardsMixin, SurvivalEstimator):
         lp0 = final.predict(Xa[:1], alpha=self.alpha_)
         ch = final.predict_cumulative_hazard_function(Xa[:1], alpha=self.alpha_, return_array=True)
         self._set_baseline(final.unique_times_, ch[0] / np.exp(lp0[0]))
+        self.grouped_cv_ = groups is not None
+        self._fit_death(X, y)
         return self
 
-    def _inner_cv(self, Xa: np.ndarray, ys: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-        folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.random_state)
+    def inner_folds(
+        self, y: np.ndarray, groups: np.ndarray | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The inner (train, test) row indices used to choose alpha, stratified by event.
+
+        With ``groups`` every row of a patient falls in the same fold (StratifiedGroupKFold).
+        """
+        event = np.asarray(y["event"]) == EVENT
+        dummy = np.zeros((len(event), 1))
+        if groups is None:
+            folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.random_state)
+            return list(folds.split(dummy, event))
+        grouped = StratifiedGroupKFold(self.cv_folds, shuffle=True, random_state=self.random_state)
+        return list(grouped.split(dummy, event, np.asarray(groups)))
+
+    def _inner_cv(
+        self, Xa: np.ndarray, ys: np.ndarray, alphas: np.ndarray, groups: np.ndarray | None
+    ) -> np.ndarray:
+        splits = self.inner_folds(ys, groups)
         scores = np.zeros((self.cv_folds, len(alphas)))
-        for k, (tr, te) in enumerate(folds.split(Xa, ys["event"])):
+        for k, (tr, te) in enumerate(splits):
             net = self._net(alphas).fit(Xa[tr], ys[tr])
             # the path can stop early; missing alphas score as the last one fitted
             lps = Xa[te] @ net.coef_

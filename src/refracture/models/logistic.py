@@ -8,6 +8,13 @@ models). scikit-learn fits the weighted, unpenalised model; scikit-learn reports
 errors, so they are computed here with the robust sandwich (HC0) estimator, the usual choice
 for weighted estimating equations (weights treated as known, which is slightly conservative
 for IPCW; Robins, Rotnitzky & Zhao 1994).
+
+Under estimand ``cif`` a death before the horizon is a known non-event: outcome 0, weighted
+like any outcome known at its time (1 / G(T-), with G the censoring survival in which only
+loss to follow-up censors), so the model estimates the cumulative incidence. A second logistic
+model with the same weights, of death by the horizon among the patients known to be free of
+re-fracture at the horizon, gives the risk of death: (1 - risk) x P(death | no re-fracture),
+so the two risks never add up to more than 1.
 """
 
 from __future__ import annotations
@@ -27,6 +34,13 @@ from refracture.models.outcome import DEATH
 class IPCWLogistic(SurvivalEstimator):
     """Unpenalised logistic model of the event by ``horizon`` with IPC weights.
 
+    Parameters
+    ----------
+    horizon : days at which the risk is predicted.
+    random_state : unused (the fit is deterministic); kept so every model takes it.
+    max_iter : iterations of scikit-learn's solver.
+    estimand : "net" (death before h: status unknown, weight 0) or "cif" (a known non-event).
+
     Attributes
     ----------
     coef_, intercept_ : log odds ratios per unit of each column, and the intercept.
@@ -34,8 +48,11 @@ class IPCWLogistic(SurvivalEstimator):
     cov_ : robust covariance of (intercept, coef_).
     means_ : training means (for contributions).
     n_events_, n_controls_ : patients with the event by h / followed event-free past h.
-    n_censored_before_horizon_ : patients with weight 0 (censored or dead before h).
-    n_deaths_before_horizon_ : of those, deaths (competing events).
+    n_censored_before_horizon_ : patients with weight 0 (censored, or under net dead, before h).
+    n_deaths_before_horizon_ : patients who died before h (weight 0 under net, known
+        non-events under cif).
+    death_coef_, death_intercept_ : under cif, the logistic model of death by h among patients
+        free of re-fracture at h (None if no patient died by h).
     """
 
     name = "logistic"
@@ -44,30 +61,42 @@ class IPCWLogistic(SurvivalEstimator):
     ratio_column = "or"
     supports_survival = False
     supports_contributions = True
+    estimands = ("net", "cif")
 
     def __init__(
-        self, horizon: float = 365.0, random_state: int | None = None, max_iter: int = 200
+        self,
+        horizon: float = 365.0,
+        random_state: int | None = None,
+        max_iter: int = 200,
+        estimand: str = "net",
     ):
         self.horizon = horizon
         self.random_state = random_state
         self.max_iter = max_iter
+        self.estimand = estimand
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray) -> IPCWLogistic:
+    def _fit_binary(self, Xa: np.ndarray, status: np.ndarray, w: np.ndarray) -> tuple:
+        lr = LogisticRegression(
+            C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=self.max_iter
+        )
+        lr.fit(Xa, status, sample_weight=w)
+        beta = np.r_[lr.intercept_[0], lr.coef_[0]]
+        if not np.all(np.isfinite(beta)):
+            raise ModelError("the logistic model did not converge (non-finite coefficients)")
+        return beta, int(np.max(lr.n_iter_))
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> IPCWLogistic:
+        """Fit on X (n, p) and the outcome y (n,); ``groups`` is accepted and unused."""
         X, y = self._validate_fit(X, y)
         Xa = X.to_numpy(dtype=float)
-        status, w = horizon_weights(y, self.horizon, deaths="censor")
+        deaths = "competing" if self.estimand == "cif" else "censor"
+        status, w = horizon_weights(y, self.horizon, deaths=deaths)
         used = w > 0
         if status[used].sum() == 0 or status[used].sum() == used.sum():
             raise ModelError(
                 "the logistic model needs patients with and without the event by the horizon"
             )
-        lr = LogisticRegression(
-            C=np.inf, solver="newton-cholesky", tol=1e-10, max_iter=self.max_iter
-        )
-        lr.fit(Xa[used], status[used], sample_weight=w[used])
-        beta = np.r_[lr.intercept_[0], lr.coef_[0]]
-        if not np.all(np.isfinite(beta)):
-            raise ModelError("the logistic model did not converge (non-finite coefficients)")
+        beta, n_iter = self._fit_binary(Xa[used], status[used], w[used])
         self.intercept_ = float(beta[0])
         self.coef_ = beta[1:].copy()
         self.cov_ = _sandwich(Xa[used], status[used], w[used], beta)
@@ -77,13 +106,39 @@ class IPCWLogistic(SurvivalEstimator):
         self.means_ = Xa.mean(axis=0)
         self.contribution_baseline_ = float(self.intercept_ + self.means_ @ self.coef_)
         early = ~used
+        died = (y["event"] == DEATH) & (y["time"] <= self.horizon)
         self.n_events_ = int(status[used].sum())
         self.n_controls_ = int(used.sum() - status[used].sum())
         self.n_censored_before_horizon_ = int(early.sum())
-        self.n_deaths_before_horizon_ = int((early & (y["event"] == DEATH)).sum())
+        self.n_deaths_before_horizon_ = int(died.sum())
         self.weights_max_ = float(w.max())
-        self.n_iter_ = int(np.max(lr.n_iter_))
+        self.n_iter_ = n_iter
+        self.death_coef_, self.death_intercept_ = None, None
+        if self.estimand == "cif" and died.any():
+            free = used & (status == 0)  # known free of re-fracture at h: dead or alive
+            death_beta, _ = self._fit_binary(Xa[free], died[free].astype(np.int8), w[free])
+            self.death_intercept_ = float(death_beta[0])
+            self.death_coef_ = death_beta[1:].copy()
         return self
+
+    def predict_death_risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Risk of death before re-fracture by the horizon (estimand cif)."""
+        self._require_cif("risk of death")
+        if self.death_coef_ is None:
+            return np.zeros(len(X))
+        given_free = expit(self.death_intercept_ + self._design(X) @ self.death_coef_)
+        return (1.0 - self.predict_risk(X)) * given_free
+
+    def predict_cif(self, X: pd.DataFrame | np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Both risks at the horizon, (n, 2, len(times)); ``times`` must all be the horizon."""
+        self._require_cif("cumulative incidence of death")
+        times = np.atleast_1d(np.asarray(times, dtype=float))
+        if not np.all(times == float(self.horizon)):
+            raise ModelError(
+                "the logistic model predicts the risk at the horizon only, not a survival curve"
+            )
+        both = np.stack([self.predict_risk(X), self.predict_death_risk(X)], axis=1)
+        return np.repeat(both[:, :, None], len(times), axis=2)
 
     def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return self.intercept_ + self._design(X) @ self.coef_

@@ -1,8 +1,12 @@
-"""The outcome array shared by models and metrics.
+"""The outcome array shared by models and metrics, and the two estimands.
 
 A numpy structured array with fields ``event`` (int8: 0 censored, 1 re-fracture, 2 death
 before re-fracture) and ``time`` (float64, days from surgery). Keeping the three-valued event
-lets calibration treat death as a competing event while the models estimate the net risk.
+lets a model estimate either estimand:
+
+- ``"cif"``: the cumulative incidence of re-fracture by the horizon with death as a competing
+  event (a patient who died without re-fracture is known never to have had one);
+- ``"net"``: the net risk, with death treated as censoring (the risk in a world without death).
 """
 
 from __future__ import annotations
@@ -12,7 +16,16 @@ import numpy as np
 OUTCOME_DTYPE = np.dtype([("event", np.int8), ("time", np.float64)])
 CENSORED, EVENT, DEATH = 0, 1, 2
 
+#: The estimands a model can be fitted for (config ``outcome.estimand``).
+ESTIMANDS = ("net", "cif")
+#: What each estimand's risk is, in words (error messages, model cards).
+ESTIMAND_TEXT = {
+    "net": "the net risk of re-fracture with death censored",
+    "cif": "the cumulative incidence of re-fracture with death competing",
+}
+
 # Tagged on every training run so a reader of the results knows the estimand.
+#: The note for estimand ``net`` (kept under its historical name).
 COMPETING_RISK_NOTE = (
     "Death before re-fracture (event 2) is a competing event. The models estimate the net "
     "risk of re-fracture by the horizon, treating death as censoring (Kaplan-Meier / Cox "
@@ -21,6 +34,14 @@ COMPETING_RISK_NOTE = (
     "cumulative incidence (Aalen-Johansen when deaths are present), in which a death is a "
     "known non-event, so a net-risk model over-predicts slightly where deaths are common."
 )
+CIF_NOTE = (
+    "Death before re-fracture (event 2) is a competing event. The models estimate the "
+    "cumulative incidence of re-fracture by the horizon (the chance of a re-fracture within "
+    "that time, allowing that a patient may die first), so a death is a known non-event; the "
+    "risk of death by the horizon is estimated alongside."
+)
+#: The note tagged on a run of each estimand.
+ESTIMAND_NOTES = {"net": COMPETING_RISK_NOTE, "cif": CIF_NOTE}
 
 
 def make_outcome(event: object, time: object) -> np.ndarray:
@@ -52,6 +73,27 @@ def check_outcome(y: np.ndarray) -> np.ndarray:
     if y.dtype != OUTCOME_DTYPE:
         y = make_outcome(y["event"], y["time"])
     return y
+
+
+def resolve_estimand(configured: str | None, y: np.ndarray) -> str:
+    """The estimand of a run: the configured one, else ``cif`` when any death (code 2) occurs.
+
+    ``outcome.estimand`` left unset means "cif when the event column holds code 2, else net".
+    """
+    if configured is not None:
+        if configured not in ESTIMANDS:
+            raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, not {configured!r}")
+        return configured
+    return "cif" if np.any(check_outcome(y)["event"] == DEATH) else "net"
+
+
+def cause_outcome(y: np.ndarray, cause: int) -> np.ndarray:
+    """The outcome with ``cause`` as the event (code 1) and every other outcome censored (0).
+
+    ``cause_outcome(y, DEATH)`` is the data of the cause-specific hazard of death.
+    """
+    y = check_outcome(y)
+    return make_outcome((y["event"] == cause).astype(np.int8), y["time"])
 
 
 def to_sksurv(y: np.ndarray) -> np.ndarray:

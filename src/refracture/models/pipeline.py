@@ -4,6 +4,10 @@ Missing values are imputed inside the pipeline, so imputation is learned on the 
 of each fit (never on the patients it is validated on). Scaling happens only where the model
 needs it (the elastic net's penalty); the Cox and logistic models see the covariates in their
 original units so their coefficients read per year, per kg/m2, per PDFF point, per 1/s.
+
+Fit parameters of the model go through the pipeline with the ``model__`` prefix, e.g. the
+original patient of each row of a bootstrap replicate:
+``pipeline.fit(X, y, model__groups=patient_ids)``.
 """
 
 from __future__ import annotations
@@ -19,16 +23,24 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from refracture.config import CovariatesConfig
 from refracture.errors import ConfigError, ModelError
-from refracture.models.base import SurvivalEstimator
+from refracture.models.base import SurvivalEstimator, estimand_refusal
 from refracture.models.cox import CoxPH
 from refracture.models.coxnet import CoxNet
+from refracture.models.finegray import FineGray
 from refracture.models.logistic import IPCWLogistic
 from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
 
 #: Every model by its config name: adding a model is one class and one entry here.
 MODELS: dict[str, type[SurvivalEstimator]] = {
     cls.name: cls
-    for cls in (CoxPH, CoxNet, RandomSurvivalForest, GradientBoostedSurvival, IPCWLogistic)
+    for cls in (
+        CoxPH,
+        CoxNet,
+        RandomSurvivalForest,
+        GradientBoostedSurvival,
+        IPCWLogistic,
+        FineGray,
+    )
 }
 MODEL_NAMES = tuple(MODELS)
 
@@ -117,6 +129,11 @@ class RiskPipeline(Pipeline):
         return bool(self.model.supports_survival)
 
     @property
+    def estimand(self) -> str:
+        """ "net" (death censored) or "cif" (cumulative incidence, death competing)."""
+        return str(self.model.estimand)
+
+    @property
     def term_names(self) -> list[str]:
         """Model terms after encoding, e.g. ``age``, ``sex[M]``."""
         return [str(c) for c in self.model.feature_names_in_]
@@ -130,10 +147,23 @@ class RiskPipeline(Pipeline):
         return self.predict_risk(X)
 
     def predict_risk(self, X: pd.DataFrame) -> np.ndarray:
+        """Risk of re-fracture by the horizon (n,), in the model's estimand."""
         return self.model.predict_risk(self.transform_features(X))
 
+    def predict_death_risk(self, X: pd.DataFrame) -> np.ndarray:
+        """Risk of death before re-fracture by the horizon (n,); estimand cif only."""
+        return self.model.predict_death_risk(self.transform_features(X))
+
+    def predict_cif(self, X: pd.DataFrame, times: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Cumulative incidence (n, 2, len(times)): [:, 0] re-fracture, [:, 1] death (cif)."""
+        return self.model.predict_cif(self.transform_features(X), np.asarray(times, dtype=float))
+
     def predict_survival(self, X: pd.DataFrame, times: Sequence[float] | np.ndarray) -> np.ndarray:
-        """S(t | x) at ``times``: (n patients, len(times)). Not for the logistic model."""
+        """Free of re-fracture by t, (n patients, len(times)). Not for the logistic model.
+
+        Net: S(t | x) with death censored. Cif: 1 - CIF1(t | x) (alive or dead), so that
+        ``1 - predict_survival(X, [h]) == predict_risk(X)`` in both estimands.
+        """
         if not self.supports_survival:
             raise ModelError(
                 "the logistic model predicts the risk at the horizon only, not a survival curve"
@@ -143,10 +173,24 @@ class RiskPipeline(Pipeline):
         )
 
     def linear_predictor(self, X: pd.DataFrame) -> np.ndarray:
+        """The re-fracture (cause-specific or subdistribution) linear predictor (n,)."""
         return self.model.linear_predictor(self.transform_features(X))
 
-    def risk_from_lp(self, lp: np.ndarray) -> np.ndarray:
-        return self.model.risk_from_lp(lp)
+    def death_linear_predictor(self, X: pd.DataFrame) -> np.ndarray:
+        """Log relative hazard of death of the cause-specific models under cif (n,)."""
+        model = self.model
+        if not hasattr(model, "death_linear_predictor"):
+            raise ModelError(f"the {self.model_name} model has no separate death hazard")
+        return model.death_linear_predictor(self.transform_features(X))
+
+    def risk_from_lp(self, lp: np.ndarray, lp_death: np.ndarray | None = None) -> np.ndarray:
+        """Risk by the horizon from the linear predictor.
+
+        Under cif the cause-specific models (``cif_from_lp`` False) also need ``lp_death``.
+        """
+        if lp_death is None:
+            return self.model.risk_from_lp(lp)
+        return self.model.risk_from_lp(lp, lp_death)
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-term beta_j (x_j - mean_j); ``contribution_baseline`` + row sum = lp."""
@@ -174,12 +218,13 @@ def make_pipeline(
     categorical: Mapping[str, str] | None = None,
     **model_params: object,
 ) -> RiskPipeline:
-    """An unfitted pipeline for model ``name`` (cox, coxnet, rsf, gbsa, logistic, ...).
+    """An unfitted pipeline for model ``name`` (cox, coxnet, rsf, gbsa, logistic, finegray).
 
     The covariates come from a config section (``cfg_covariates``) or directly as ``numeric``,
     ``binary`` and ``categorical`` (name: reference level). ``imaging_features`` are added to
     the numeric covariates (empty for the clinical set); ``model_params`` override the
-    estimator's defaults.
+    estimator's defaults, e.g. ``estimand="cif"``. A model that cannot be fitted for the
+    estimand is refused here, before any data is read.
     """
     if cfg_covariates is None:
         cfg_covariates = CovariatesConfig(
@@ -187,6 +232,9 @@ def make_pipeline(
         )
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}' (one of {', '.join(MODELS)})", key="models")
+    estimand = model_params.get("estimand")
+    if estimand is not None and estimand not in MODELS[name].estimands:
+        raise ModelError(estimand_refusal(MODELS[name], str(estimand)))
     prep = make_preprocessor(
         cfg_covariates,
         list(imaging_features),
