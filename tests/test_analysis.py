@@ -26,6 +26,7 @@ from refracture.analysis import (
     COLUMNS,
     analysis_section,
     covariate_design,
+    default_markers,
     delong_auc,
     fit_random_intercept,
     mean_difference,
@@ -427,6 +428,22 @@ def test_outputs_associations_csv_and_a_self_contained_page(analysed):
     assert section["id"] == "biomarkers" and section["html"].startswith('<section id="biomarkers">')
     assert set(section["tables"]) == {"correlations", "sex", "roc", "fracture"}
     assert len(section["models"]) == 4 and set(section["images"]) == {"scatter", "roc", "levels"}
+
+
+def test_morphometry_aggregates_are_markers_scored_for_high_values(big):
+    c, features, _ = big
+    rng = np.random.default_rng(2)
+    grade = np.clip(np.round(-(c.clinical["bmd_tscore"] + 2.8) + rng.normal(0, 1, 560)), 0, 3)
+    feats = features.assign(morph_genant_max=grade.to_numpy(), morph_ha_mm_L1=20.0)
+    assert default_markers(feats) == [
+        "pdff_mean_normal", "r2star_mean_normal", "pdff_mean_l1l4", "r2star_mean_l1l4",
+        "morph_genant_max",
+    ]  # fmt: skip
+    res = run_analysis(c.clinical, feats, None, markers=["morph_genant_max"])
+    auc = res.auc["morph_genant_max"]
+    assert auc.direction == "higher" and auc.lower95 > 0.5
+    op = (c.clinical["bmd_tscore"] <= -2.5).astype(int)
+    assert auc.auc == pytest.approx(roc_auc_score(op, grade))
 
 
 # --- a study's own column names, missing columns ------------------------------------------

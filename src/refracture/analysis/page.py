@@ -223,7 +223,8 @@ def methods_text(result: AnalysisResult) -> str:
             "of all vertebrae with a fracture-status term (treated, or fractured and not "
             "treated, against intact) and level, random intercept per patient; and by the "
             "paired difference of each patient's mean over fractured and over intact "
-            "vertebrae (one-sample t-test)."
+            "vertebrae (one-sample t-test), each value first centred on the mean of intact "
+            "vertebrae at its level."
         )
     if result.auc:
         directions = ", ".join(f"{k}: {v} values" for k, v in result.auc.items())
