@@ -422,6 +422,9 @@ def test_outputs_associations_csv_and_a_self_contained_page(analysed):
     assert len(images) == 3 and all(s.startswith("data:image/png;base64,") for s in images)
     assert not re.search(r'(src|href)="(https?:|/|\.\./)', html)  # nothing outside the page
     assert "DeLong" in html and "Fisher" in html and "Bonett-Wright" in html
+    methods = analysis_section(result)["methods"]
+    assert "pdff_mean_normal: higher values, r2star_mean_normal: lower values" in methods
+    assert "level T10, sex F, site site_1" in methods
     for name in ("scatter_tscore.png", "roc_osteoporosis.png", "levels.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     section = analysis_section(result)

@@ -227,7 +227,7 @@ def methods_text(result: AnalysisResult) -> str:
             "vertebrae at its level."
         )
     if result.auc:
-        directions = ", ".join(f"{k}: {v} values" for k, v in result.auc.items())
+        directions = ", ".join(f"{k}: {v.direction} values" for k, v in result.auc.items())
         parts.append(
             f"Discrimination of osteoporosis ({c['tscore']} <= "
             f"{result.osteoporosis_threshold:g}) is the area under the ROC curve with "
