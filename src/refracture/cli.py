@@ -410,3 +410,50 @@ def main() -> None:
         app()
     except SystemExit as exc:  # keep typer/click exit codes (2 for usage errors)
         sys.exit(exc.code)
+
+
+@app.command()
+@handle_errors
+def analyse(
+    config: Path = typer.Option(..., "--config", help="Run config (YAML) of the study."),
+    out_dir: Path = typer.Option(
+        Path("refracture-analysis"), "--out", help="Folder for the tables, plots and page."
+    ),
+    tscore: str = typer.Option(
+        "bmd_tscore", "--tscore", help="Clinical column holding the BMD T-score."
+    ),
+    age: str = typer.Option("age", "--age", help="Clinical column holding age (years)."),
+    sex: str = typer.Option("sex", "--sex", help="Clinical column holding sex (two values)."),
+    bmi: str = typer.Option("bmi", "--bmi", help="Clinical column holding BMI (kg/m2)."),
+    site: str = typer.Option(
+        "site", "--site", help="Column naming the site (clinical table, else the manifest)."
+    ),
+) -> None:
+    """The biomarker analysis: PDFF, R2* and morphometry versus BMD T-score, age, sex, BMI
+    and level, per patient and per vertebra (see docs/analysis.md).
+
+    Measures the images of the config's manifest (reusing the feature cache), then writes
+    associations.csv, plots/ and biomarkers.html to --out. An optional column (age, sex, bmi,
+    site) that the table lacks is skipped with a note.
+    """
+    from refracture.analysis.study import StudyColumns, analyse_study
+    from refracture.config import load_config
+    from refracture.terminal import StageProgress
+
+    cfg = load_config(config)
+    columns = StudyColumns(tscore=tscore, age=age, sex=sex, bmi=bmi, site=site)
+    with StageProgress(console) as progress:
+        result = analyse_study(cfg, out_dir, columns=columns, progress=progress)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    out.print(
+        f"analysed {result.n_patients} patients ({result.n_vertebrae} vertebrae): "
+        f"{len(result.associations)} associations\n"
+        f"  associations: {result.files['associations']}\n"
+        f"  page:         {result.files['html']}\n"
+        f"  plots:        {out_dir / 'plots'}\n"
+        f"  extraction:   {out_dir / 'extraction'}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
