@@ -419,14 +419,20 @@ def analyse(
     out_dir: Path = typer.Option(
         Path("refracture-analysis"), "--out", help="Folder for the tables, plots and page."
     ),
-    tscore: str = typer.Option(
-        "bmd_tscore", "--tscore", help="Clinical column holding the BMD T-score."
+    tscore: str | None = typer.Option(
+        None, "--tscore", help="Clinical column with the BMD T-score (default: analysis.tscore)."
     ),
-    age: str = typer.Option("age", "--age", help="Clinical column holding age (years)."),
-    sex: str = typer.Option("sex", "--sex", help="Clinical column holding sex (two values)."),
-    bmi: str = typer.Option("bmi", "--bmi", help="Clinical column holding BMI (kg/m2)."),
-    site: str = typer.Option(
-        "site", "--site", help="Column naming the site (clinical table, else the manifest)."
+    age: str | None = typer.Option(
+        None, "--age", help="Clinical column with age in years (default: analysis.age)."
+    ),
+    sex: str | None = typer.Option(
+        None, "--sex", help="Clinical column with sex (default: analysis.sex)."
+    ),
+    bmi: str | None = typer.Option(
+        None, "--bmi", help="Clinical column with BMI in kg/m2 (default: analysis.bmi)."
+    ),
+    site: str | None = typer.Option(
+        None, "--site", help="Column naming the site (default: analysis.site, else 'site')."
     ),
 ) -> None:
     """The biomarker analysis: PDFF, R2* and morphometry versus BMD T-score, age, sex, BMI

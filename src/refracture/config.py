@@ -75,6 +75,17 @@ class ImagingConfig(_Strict):
     features: list[str] = []
 
 
+class AnalysisConfig(_Strict):
+    """The biomarker analysis (``refracture analyse``): the study's own column names."""
+
+    tscore: str | None = Field(None, description="clinical column with the BMD T-score")
+    age: str | None = Field(None, description="clinical column with age in years")
+    sex: str | None = Field(None, description="clinical column with sex (two values)")
+    bmi: str | None = Field(None, description="clinical column with BMI in kg/m2")
+    site: str | None = Field("site", description="column naming the site (clinical or manifest)")
+    osteoporosis_tscore: float = Field(-2.5, description="osteoporosis: T-score at or below")
+
+
 class HarmonisationConfig(_Strict):
     """Scanner harmonisation of the imaging features, a step of the model pipeline."""
 
@@ -169,6 +180,7 @@ class RunConfig(_Strict):
     covariates: CovariatesConfig = CovariatesConfig()
     imaging: ImagingConfig = ImagingConfig()
     harmonisation: HarmonisationConfig = HarmonisationConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
     extraction: ExtractionConfig = ExtractionConfig()
     models: list[ModelName] = ["cox", "coxnet", "logistic", "rsf"]
     feature_sets: list[FeatureSet] = ["clinical", "clinical+imaging"]

@@ -8,42 +8,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from refracture.analysis.runner import AnalysisResult, Progress, run_analysis
 from refracture.config import RunConfig
 from refracture.errors import InputError
-from refracture.files import read_table
+from refracture.ids import PATIENT_ID
+from refracture.tables import read_patient_table
 
 __all__ = ["StudyColumns", "analyse_study", "read_clinical_table"]
 
 
 @dataclass(frozen=True)
 class StudyColumns:
-    """The clinical columns the analysis needs, by role (a study's own names)."""
+    """The clinical columns the analysis needs, by role (a study's own names); None: the
+    config's ``analysis`` section decides."""
 
-    tscore: str = "bmd_tscore"
-    age: str | None = "age"
-    sex: str | None = "sex"
-    bmi: str | None = "bmi"
-    site: str | None = "site"
+    tscore: str | None = None
+    age: str | None = None
+    sex: str | None = None
+    bmi: str | None = None
+    site: str | None = None
+
+    def resolved(self, cfg: RunConfig) -> StudyColumns:
+        a = cfg.analysis
+        return StudyColumns(
+            tscore=self.tscore or a.tscore,
+            age=self.age or a.age,
+            sex=self.sex or a.sex,
+            bmi=self.bmi or a.bmi,
+            site=self.site or a.site,
+        )
 
 
-def read_clinical_table(path: str | Path, id_column: str = "patient_id") -> pd.DataFrame:
-    """The clinical table (CSV or Parquet); IDs of a CSV are read as text ('0042' stays)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("clinical table not found", file=path, key="data.clinical")
-    kwargs: dict[str, Any] = {}
-    if path.suffix.lower() != ".parquet":
-        kwargs["dtype"] = {id_column: str}
-    try:
-        return read_table(path, **kwargs)
-    except Exception as err:  # noqa: BLE001 - any parser error is a bad input file
-        msg = " ".join(str(err).split())[:200]
-        raise InputError(f"cannot read the clinical table ({msg})", file=path) from None
+def read_clinical_table(cfg: RunConfig) -> pd.DataFrame:
+    """The clinical table, its ID column (``data.id_column``) renamed to ``patient_id``."""
+    return read_patient_table(cfg.data.clinical, "clinical table", id_column=cfg.data.id_column)
 
 
 def analyse_study(
@@ -59,7 +60,7 @@ def analyse_study(
     plots/, biomarkers.html) to ``out_dir``. Patients whose images failed are left out with a
     note; the run config's ``data.manifest`` is required.
     """
-    from refracture.extract import extract_cohort
+    from refracture.features import extract_cohort
 
     if cfg.data.manifest is None:
         raise InputError(
@@ -68,14 +69,21 @@ def analyse_study(
         )
     if not Path(cfg.data.manifest).is_file():
         raise InputError("manifest not found", file=cfg.data.manifest, key="data.manifest")
-    id_column = cfg.data.id_column
-    clinical = read_clinical_table(cfg.data.clinical, id_column)
-    for role, name in (("id", id_column), ("tscore", columns.tscore)):
-        if name not in clinical.columns:
-            what = "patient ID (data.id_column)" if role == "id" else "BMD T-score"
-            raise InputError(
-                f"the clinical table has no '{name}' column (the {what})", file=cfg.data.clinical
-            )
+    columns = columns.resolved(cfg)
+    if columns.tscore is None:
+        raise InputError(
+            "the analysis needs the BMD T-score column: set analysis.tscore in the config "
+            "(or give --tscore)",
+            key="analysis.tscore",
+        )
+    id_column = PATIENT_ID
+    clinical = read_clinical_table(cfg)
+    if columns.tscore not in clinical.columns:
+        raise InputError(
+            f"the clinical table has no '{columns.tscore}' column (the BMD T-score)",
+            file=cfg.data.clinical,
+            key="analysis.tscore",
+        )
     out = Path(out_dir)
     extraction = extract_cohort(
         cfg.data.manifest,
@@ -83,7 +91,7 @@ def analyse_study(
         out_dir=out / "extraction",
         jobs=cfg.validation.jobs,
         cache_dir=cfg.data.cache_dir,
-        progress=(lambda d, t: progress("extracting features", d, t)) if progress else False,
+        progress=progress,
     )
     if extraction.features.empty:
         first = extraction.errors["message"].iloc[0] if len(extraction.errors) else "no patients"
@@ -104,6 +112,7 @@ def analyse_study(
         sex=columns.sex,
         bmi=columns.bmi,
         site=columns.site,
+        osteoporosis_threshold=cfg.analysis.osteoporosis_tscore,
         out_dir=out,
         progress=progress,
         notes=notes,

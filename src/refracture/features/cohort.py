@@ -113,9 +113,7 @@ def _ordered(tasks: list[_Task], jobs: int) -> Iterator[Outcome]:
     from joblib import Parallel, delayed
 
     workers = min(jobs, len(tasks))
-    run = Parallel(
-        n_jobs=workers, backend="loky", return_as="generator", pre_dispatch=4 * workers
-    )
+    run = Parallel(n_jobs=workers, backend="loky", return_as="generator", pre_dispatch=4 * workers)
     yield from run(delayed(_run_in_worker)(task) for task in tasks)
 
 
