@@ -49,6 +49,7 @@ def anatomy_of(cohort: Cohort, i: int, seed: int) -> PatientAnatomy:
     row = cohort.clinical.iloc[i]
     truth = cohort.truth.iloc[i]
     lv = cohort.levels[row["patient_id"]]
+    spine = cohort.spine[row["patient_id"]]
     site = next(s for s in cohort.sites if s.name == row["site"])
     return PatientAnatomy(
         patient_id=row["patient_id"],
@@ -64,6 +65,9 @@ def anatomy_of(cohort: Cohort, i: int, seed: int) -> PatientAnatomy:
         old_fractures=tuple(lv["old"]),
         leakage=str(row["cement_leakage"]),
         seed=(seed, i, 7),
+        size=spine["size"],
+        pitch_deg=spine["pitch_deg"],
+        shapes=spine["shapes"],
     )
 
 
