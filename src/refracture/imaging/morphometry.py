@@ -42,7 +42,7 @@ from scipy import ndimage
 
 from refracture.imaging.anatomy import NOT_A_BODY, typical_height_mm
 from refracture.imaging.volume import Volume
-from refracture.levels import level_rank, sort_levels
+from refracture.levels import LEVEL_ORDER, sort_levels
 
 __all__ = [
     "GENANT_THRESHOLDS_PCT",
@@ -52,6 +52,7 @@ __all__ = [
     "LevelGeometry",
     "MorphometryResult",
     "genant_grade",
+    "level_boxes",
     "level_centroids",
     "measure_vertebrae",
 ]
@@ -75,7 +76,7 @@ STATIONS = {"a": 0.10, "m": 0.50, "p": 0.90}
 GENANT_THRESHOLDS_PCT = (20.0, 25.0, 40.0)
 #: A reference (intact) level's own Ha/Hp and Hm/Hp must be at least this.
 INTACT_RATIO = 0.80
-#: Intact references are looked for at most this many levels away.
+#: Intact references are looked for at most this many levels away (T13, L6 count if present).
 MAX_REFERENCE_DISTANCE = 3
 BODY_CORE_MM = 4.0
 POSTERIOR_WALL_MARGIN_MM = 3.0
@@ -167,7 +168,7 @@ def level_centroids(
 ) -> dict[str, np.ndarray]:
     """World (RAS mm) centroid of every level of ``conv`` present in ``labels``."""
     out = {}
-    boxes = boxes if boxes is not None else _level_boxes(labels.data, conv)
+    boxes = boxes if boxes is not None else level_boxes(labels.data, conv)
     for level, (values, box) in boxes.items():
         ijk = np.argwhere(np.isin(labels.data[box], values)) + [s.start for s in box]
         out[level] = ijk.mean(axis=0) @ labels.affine[:3, :3].T + labels.affine[:3, 3]
@@ -198,7 +199,7 @@ def measure_vertebrae(
     """
     treated = [str(t) for t in treated]
     not_reference = set(treated) | {str(f) for f in fractured}
-    boxes = _level_boxes(labels.data, conv)
+    boxes = level_boxes(labels.data, conv)
     centroids = level_centroids(labels, conv, boxes)
     order = sort_levels(list(boxes))
     rows: dict[str, dict[str, object]] = {}
@@ -242,7 +243,7 @@ def measure_vertebrae(
 # --- one body ------------------------------------------------------------------------------
 
 
-def _level_boxes(data: np.ndarray, conv: Mapping[int, str]) -> dict[str, tuple[list[int], tuple]]:
+def level_boxes(data: np.ndarray, conv: Mapping[int, str]) -> dict[str, tuple[list[int], tuple]]:
     """Level -> (its label values, bounding box) for the levels present."""
     by_level: dict[str, list[int]] = {}
     boxes: dict[str, list[tuple]] = {}
@@ -329,22 +330,27 @@ class _Sampler:
         vals = ndimage.map_coordinates(
             self.mask, ijk.reshape(-1, 3).T, order=1, mode="constant", cval=0.0
         ).reshape(len(origins), len(t))
-        out = np.full((len(origins), 2), np.nan)
-        centre = len(t) // 2
-        for r, v in enumerate(vals):
-            inside = np.flatnonzero(v >= 0.5)
-            if inside.size == 0:
-                continue
-            k = inside[np.argmin(np.abs(inside - centre))]
-            outside = np.flatnonzero(v < 0.5)
-            j = int(np.searchsorted(outside, k))
-            if j == 0 or j == outside.size:
-                continue  # the ray did not leave the body
-            lo, hi = outside[j - 1] + 1, outside[j] - 1
-            # the mask falls through 0.5 between two samples: interpolate linearly
-            start = t[lo] - STEP_MM * (v[lo] - 0.5) / (v[lo] - v[lo - 1])
-            end = t[hi] + STEP_MM * (v[hi] - 0.5) / (v[hi] - v[hi + 1])
-            out[r] = (start, end)
+        # per ray, the inside sample nearest the origin, then the outside samples either
+        # side of its run (running max / min of outside indices), all rays at once
+        n, m = vals.shape
+        idx = np.arange(m)
+        inside = vals >= 0.5
+        dist = np.where(inside, np.abs(idx - m // 2), m)
+        k = np.argmin(dist, axis=1)
+        rows = np.arange(n)
+        last_out = np.maximum.accumulate(np.where(inside, -1, idx), axis=1)[rows, k]
+        first_out = np.minimum.accumulate(np.where(inside, m, idx)[:, ::-1], axis=1)[:, ::-1]
+        first_out = first_out[rows, k]
+        ok = inside[rows, k] & (last_out >= 0) & (first_out < m)  # the ray left the body
+        lo, hi = np.clip(last_out + 1, 1, m - 1), np.clip(first_out - 1, 0, m - 2)
+        # the mask falls through 0.5 between two samples: interpolate linearly
+        v_lo, v_before = vals[rows, lo], vals[rows, lo - 1]
+        v_hi, v_after = vals[rows, hi], vals[rows, hi + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            start = t[lo] - STEP_MM * (v_lo - 0.5) / (v_lo - v_before)
+            end = t[hi] + STEP_MM * (v_hi - 0.5) / (v_hi - v_after)
+        out = np.column_stack([start, end])
+        out[~ok] = np.nan
         return out
 
 
@@ -355,6 +361,8 @@ def _axial_frame(points: np.ndarray, cc: np.ndarray) -> BodyFrame:
     centroid = points.mean(axis=0)
     cc = cc / np.linalg.norm(cc)
     ref = _ANTERIOR - (_ANTERIOR @ cc) * cc
+    if np.linalg.norm(ref) < 0.3:  # the axis runs antero-posteriorly: start from superior
+        ref = _SUPERIOR - (_SUPERIOR @ cc) * cc
     ref /= np.linalg.norm(ref)
     other = np.cross(cc, ref)
     rel = points - centroid
@@ -501,7 +509,7 @@ def _height_loss(rows: dict[str, dict[str, object]], not_reference: set[str]) ->
         and float(r["biconcavity_ratio"]) >= INTACT_RATIO
     ]
     for level, row in rows.items():
-        refs = _references(level, intact)
+        refs = _references(level, intact, list(rows))
         own = {k: float(row[f"h{k}_mm"]) for k in STATIONS}
         if refs:
             scale = {r: _typical_ratio(level, r) for r in refs}
@@ -518,16 +526,21 @@ def _height_loss(rows: dict[str, dict[str, object]], not_reference: set[str]) ->
         row["genant_grade"] = genant_grade(loss)
 
 
-def _references(level: str, intact: list[str]) -> list[str]:
-    """The nearest intact level above and the nearest below, at most 3 levels away."""
-    rank = level_rank(level)
-    above = [lv for lv in intact if 0 < rank - level_rank(lv) <= MAX_REFERENCE_DISTANCE]
-    below = [lv for lv in intact if 0 < level_rank(lv) - rank <= MAX_REFERENCE_DISTANCE]
+def _references(level: str, intact: list[str], present: list[str]) -> list[str]:
+    """The nearest intact level above and the nearest below, at most 3 levels away (counted
+    in the anatomical order; T13 and L6 count only when present)."""
+    order = [lv for lv in LEVEL_ORDER if lv not in ("T13", "L6") or lv in present]
+    if level not in order:
+        return []
+    pos = {lv: k for k, lv in enumerate(order)}
+    here = pos[level]
+    above = [lv for lv in intact if lv in pos and 0 < here - pos[lv] <= MAX_REFERENCE_DISTANCE]
+    below = [lv for lv in intact if lv in pos and 0 < pos[lv] - here <= MAX_REFERENCE_DISTANCE]
     out = []
     if above:
-        out.append(max(above, key=level_rank))
+        out.append(max(above, key=pos.__getitem__))
     if below:
-        out.append(min(below, key=level_rank))
+        out.append(min(below, key=pos.__getitem__))
     return out
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from refracture.levels import TL_JUNCTION, TL_LEVELS
+from refracture.synth import spine
 from refracture.synth.spine import DRAWN_LEVELS, BodyShape, draw_patient_shapes
 
 # --- Cohort (published PVP/PKP cohorts) ----------------------------------------------------
@@ -407,7 +408,7 @@ def simulate_cohort(n: int = 560, n_sites: int = 4, seed: int = 0, id_prefix: st
         np.random.default_rng([seed, SHAPE_STREAM]), n, ~female, treated, old, DRAWN_LEVELS
     )
     truth = pd.concat([truth, _shape_truth(shapes)], axis=1)
-    spine = {
+    spines = {
         pid: {"size": float(size[i]), "pitch_deg": float(pitch[i]), "shapes": shapes[i]}
         for i, pid in enumerate(ids)
     }
@@ -420,7 +421,7 @@ def simulate_cohort(n: int = 560, n_sites: int = 4, seed: int = 0, id_prefix: st
         }
         for i, pid in enumerate(ids)
     }
-    return Cohort(clinical=clinical, truth=truth, sites=sites, levels=levels, spine=spine)
+    return Cohort(clinical=clinical, truth=truth, sites=sites, levels=levels, spine=spines)
 
 
 def _shape_truth(shapes: list[dict[str, BodyShape]]) -> pd.DataFrame:
@@ -431,7 +432,7 @@ def _shape_truth(shapes: list[dict[str, BodyShape]]) -> pd.DataFrame:
         cols[f"true_ha_mm_{lv}"] = [round(b.ha, 3) for b in body]
         cols[f"true_hm_mm_{lv}"] = [round(b.hm, 3) for b in body]
         cols[f"true_hp_mm_{lv}"] = [round(b.hp, 3) for b in body]
-        cols[f"true_height_loss_pct_{lv}"] = [round(b.loss_pct, 2) for b in body]
+        cols[f"true_height_loss_pct_{lv}"] = [round(b.loss_pct, 4) for b in body]
         cols[f"true_genant_{lv}"] = [b.genant for b in body]
         cols[f"true_deformity_{lv}"] = [b.kind for b in body]
         cols[f"true_body_volume_ml_{lv}"] = [round(b.volume_ml(), 3) for b in body]
@@ -491,6 +492,21 @@ def truth_dict(cohort: Cohort, seed: int) -> dict:
             "r2star_mean_sd_15t": [R2STAR_MEAN_15T, R2STAR_SD_15T],
             "r2star_3t_factor": R2STAR_3T_FACTOR,
             "oedema_factors": {"pdff": OEDEMA_PDFF_FACTOR, "r2star": OEDEMA_R2STAR_FACTOR},
+        },
+        "vertebrae": {
+            "body_size_mm": {
+                lv: dict(zip(("height", "ap_depth", "lr_width"), v, strict=True))
+                for lv, v in spine.BODY_MM.items()
+            },
+            "male_size": spine.MALE_SIZE,
+            "body_size_sd": spine.BODY_SIZE_SD,
+            "pitch_sd_deg": spine.PITCH_SD_DEG,
+            "stations_ap_fraction": dict(zip(("a", "m", "p"), spine.STATIONS, strict=True)),
+            "deformity_p": spine.DEFORMITY_P,
+            "height_loss_acute": list(spine.HEIGHT_LOSS_ACUTE),
+            "height_loss_old": list(spine.HEIGHT_LOSS_OLD),
+            "crush_posterior_share": list(spine.CRUSH_POSTERIOR_SHARE),
+            "genant_thresholds_pct": list(spine.GENANT_THRESHOLDS_PCT),
         },
         "sites": [s.__dict__ for s in cohort.sites],
     }

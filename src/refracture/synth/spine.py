@@ -67,6 +67,7 @@ CRUSH_POSTERIOR_SHARE = (0.75, 1.0)
 # Genant 1993 semi-quantitative grades: < 20 % loss grade 0, 20-25 % grade 1, 25-40 % grade 2,
 # > 40 % grade 3 (exactly 40 % is grade 2).
 GENANT_THRESHOLDS_PCT = (20.0, 25.0, 40.0)
+_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(64)
 
 
 def true_genant(loss_pct: float) -> int:
@@ -127,10 +128,21 @@ class BodyShape:
         return float(np.min(self.height(np.linspace(-self.a, self.a, 201))))
 
     def volume_ml(self) -> float:
-        """Volume of the body: the height profile integrated over the elliptic cross-section."""
-        u = np.linspace(-self.a, self.a, 20001)
-        chord = 2 * self.b * np.sqrt(np.clip(1 - (u / self.a) ** 2, 0, None))  # LR width at u
-        return float(np.trapezoid(self.height(u) * chord, u)) / 1000.0
+        """Volume of the body: the height profile integrated over the elliptic cross-section.
+
+        The straight part integrates to the cross-section area times the centre height; the
+        biconcave bowl (inside the stations, where the section's width is smooth) by
+        Gauss-Legendre quadrature.
+        """
+        s = (STATIONS[2] - STATIONS[1]) * 2 * self.a
+        volume = math.pi * self.a * self.b * (self.ha + self.hp) / 2
+        depth = (self.ha + self.hp) / 2 - self.hm
+        if depth:
+            x, w = _GAUSS_LEGENDRE
+            u = s * x
+            chord = 2 * self.b * np.sqrt(1 - (u / self.a) ** 2)
+            volume -= depth * s * float(np.sum(w * np.cos(np.pi * u / (2 * s)) ** 2 * chord))
+        return volume / 1000.0
 
 
 def _shape(level: str, size: float, kind: str, loss: float, crush_share: float) -> BodyShape:
