@@ -1,4 +1,4 @@
-"""``refracture synth``: a synthetic multi-centre IDEAL-IQ cohort (PRODUCT.md section 7).
+"""``refracture synth``: a synthetic multi-centre IDEAL-IQ cohort (docs/synthetic.md).
 
 :func:`write_cohort` simulates the patients (:mod:`.cohort`), draws their PDFF, R2* and label
 maps (:mod:`.phantom`) and writes them as NIfTI or DICOM (:mod:`.dicom`) with the manifest,
@@ -141,7 +141,7 @@ def write_cohort(
     jobs: int = 2,
     progress: bool | Callable[[int, int], None] = False,
 ) -> SynthResult:
-    """Simulate a cohort and write it to ``out_dir`` (see PRODUCT.md section 7)."""
+    """Simulate a cohort and write it to ``out_dir`` (docs/synthetic.md lists the files)."""
     if n < 1:
         raise InputError(f"--n must be at least 1 (got {n})")
     if n_sites < 1:

@@ -160,7 +160,7 @@ class Site:
 class Cohort:
     """The simulated study, before any image is drawn."""
 
-    clinical: pd.DataFrame  # what a study would record (PRODUCT.md section 7 names)
+    clinical: pd.DataFrame  # what a study would record (the product's covariate names)
     truth: pd.DataFrame  # per patient: latent variables, true marrow values, lp, true risk
     sites: list[Site]
     levels: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # pid -> groups

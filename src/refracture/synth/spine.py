@@ -54,12 +54,11 @@ BODY_SIZE_SD = 0.04  # patient-to-patient scale of all bodies, relative: assumpt
 PITCH_SD_DEG = 4.0
 # Morphometry stations: fractions of the AP depth behind the anterior margin (a, m, p).
 STATIONS = (0.10, 0.50, 0.90)
-# Deformity type of a fractured vertebra. Wedge deformities are the most frequent in
-# osteoporotic fractures, then biconcave, then crush (Ismail 1999, EPOS); shares: assumption.
+# Deformity type of a fractured vertebra. Wedge deformities are commonly reported as the most
+# frequent osteoporotic deformity (e.g. Ismail 1999, EPOS); shares: assumption.
 DEFORMITY_P = {"wedge": 0.50, "biconcave": 0.30, "crush": 0.20}
 # Height loss of the most deformed station against the intact body, uniform: assumption
-# (acute fractures treated by PVP/PKP typically lose 15-50 %; an old fracture visible on
-# imaging is a Genant grade 1 or worse).
+# (an old fracture visible on imaging is a Genant grade 1 or worse).
 HEIGHT_LOSS_ACUTE = (0.15, 0.50)
 HEIGHT_LOSS_OLD = (0.20, 0.40)
 # Crush: the posterior height loses this share of the anterior loss (uniform): assumption.
