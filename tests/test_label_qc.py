@@ -58,6 +58,18 @@ def test_swapped_labels_are_out_of_order(tmp_path: Path, clean) -> None:
     assert "L1 and L2 are out of cranio-caudal order" in qc.fields["qc_label_problems"]
 
 
+def test_a_map_numbered_backwards_is_out_of_order(tmp_path: Path, clean) -> None:
+    path, data, i = clean
+    names = ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5"]
+    backwards = data.copy()
+    for a, b in zip(names, names[::-1], strict=True):
+        backwards[data == VALUE[a]] = VALUE[b]
+    qc = check_labels(sl.load(path).with_data(backwards), VERSE, [])
+    assert qc.fields["qc_label_order"] == ";".join(names)
+    assert sum(p.kind == "order" for p in qc.problems) == len(names) - 1
+    assert {p.kind for p in qc.problems} <= {"order", "size"}  # L5's body is big for a T10
+
+
 def test_a_deleted_middle_level_is_a_gap(tmp_path: Path, clean) -> None:
     path, data, i = clean
     gap = np.where(data == VALUE["L2"], 0, data)

@@ -209,13 +209,24 @@ def enforce_label_policy(
 
 
 def _spine_axis(centroids: dict[str, np.ndarray], levels: list[str]) -> np.ndarray:
-    """Main axis of the centroids (superior-pointing); the world's superior with < 3 levels."""
-    if len(levels) < 3:
+    """Main axis of the centroids, pointing superior.
+
+    When the axis runs roughly head-foot in world space its sign comes from the world's
+    superior, so even a label map numbered backwards throughout is caught; otherwise (an
+    unusual header) from the majority of consecutive levels, so a swap is still caught.
+    """
+    if len(levels) < 2:
         return _SUPERIOR.copy()
     c = np.array([centroids[lv] for lv in levels])
-    _, _, vt = np.linalg.svd(c - c.mean(axis=0), full_matrices=False)
-    axis = vt[0]
-    return axis if axis @ _SUPERIOR >= 0 else -axis
+    if len(levels) == 2:
+        axis = c[0] - c[1]
+        axis /= max(float(np.linalg.norm(axis)), 1e-9)
+    else:
+        axis = np.linalg.svd(c - c.mean(axis=0), full_matrices=False)[2][0]
+    if abs(axis @ _SUPERIOR) >= 0.5:
+        return axis if axis @ _SUPERIOR > 0 else -axis
+    steps = np.diff(c @ axis)  # cranio-caudal name order: mostly negative if axis is superior
+    return axis if (steps < 0).sum() >= (steps > 0).sum() else -axis
 
 
 def _order(
