@@ -17,7 +17,7 @@ answer):
 3. Heights are measured on rays along the cranio-caudal axis at three stations, 10 %, 50 % and
    90 % of the AP depth behind the anterior margin (``ha``, ``hm``, ``hp``), each the mean of a
    small bundle of rays around the mid-sagittal plane. On every ray the binary mask is
-   interpolated linearly at 0.1 mm steps and the body ends where it falls through 0.5, so the
+   interpolated linearly at 0.2 mm steps and the body ends where it falls through 0.5, so the
    ends are found between voxel centres (sub-voxel), not at them. The AP depth is measured the
    same way along the AP axis.
 
@@ -28,6 +28,9 @@ at most three levels away), scaled by the ratio of the levels' typical heights
 (Genant et al., J Bone Miner Res 1993;8:1137-1148). Without an intact neighbour the vertebra's
 own posterior height is the reference (wedge and biconcave deformities only). docs/morphometry.md
 explains the definitions and their limits.
+
+Written here because no library measures vertebral heights from a label map in each body's own
+frame; SciPy does the distance transforms, connected components and interpolation.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from refracture.imaging.volume import Volume
 from refracture.levels import LEVEL_ORDER, sort_levels
 
 __all__ = [
+    "AGGREGATES",
     "GENANT_THRESHOLDS_PCT",
     "MEASURES",
     "STATIONS",
@@ -78,13 +82,18 @@ GENANT_THRESHOLDS_PCT = (20.0, 25.0, 40.0)
 INTACT_RATIO = 0.80
 #: Intact references are looked for at most this many levels away (T13, L6 count if present).
 MAX_REFERENCE_DISTANCE = 3
+#: Body isolation: the core is deeper than this inside the label and grows back by twice it.
+#: Laminae and processes are thinner than 8 mm; a body is much thicker.
 BODY_CORE_MM = 4.0
+#: What lies this far behind the body's posterior wall is not body (pedicles, arch).
 POSTERIOR_WALL_MARGIN_MM = 3.0
 #: A label whose body isolation removed more than this share held posterior elements (QC).
 POSTERIOR_ELEMENTS_SHARE = 0.05
 #: Voxels behind the posterior wall (beyond the margin) are cut when more than this share.
 BEHIND_WALL_SHARE = 0.01
+#: Smaller bodies are reported as unmeasured.
 MIN_BODY_ML = 0.5
+#: Sampling step along rays; the crossing is interpolated between samples.
 STEP_MM = 0.2
 # Ray bundles, as fractions: AP offsets of the height rays around a station (of the depth),
 # LR offsets around the mid-sagittal plane (of the half width), CC offsets of the depth rays
