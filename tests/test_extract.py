@@ -87,8 +87,11 @@ def test_dicom_cohort_gives_the_nifti_features(
     err = _untreated_errors(dicom, synth_dicom)
     assert err["pdff"].abs().max() < 1.0 and err["r2star"].abs().max() < 3.0
     cols = [c for c in nifti_features.features.columns if c.startswith(("pdff_", "r2star_"))]
-    np.testing.assert_allclose(
-        dicom.features[cols].to_numpy(), nifti_features.features[cols].to_numpy(), rtol=1e-4
+    np.testing.assert_allclose(  # atol: statistics near 0 (skewness) differ by float rounding
+        dicom.features[cols].to_numpy(),
+        nifti_features.features[cols].to_numpy(),
+        rtol=1e-4,
+        atol=1e-6,
     )
     # the made-up patient names of the DICOM headers are nowhere in the outputs
     name = str(pydicom.dcmread(next((synth_dicom / "images").rglob("*.dcm"))).PatientName)

@@ -1,4 +1,4 @@
-"""``refracture synth``: a synthetic multi-centre IDEAL-IQ cohort (PRODUCT.md section 7).
+"""``refracture synth``: a synthetic multi-centre IDEAL-IQ cohort (docs/synthetic.md).
 
 :func:`write_cohort` simulates the patients (:mod:`.cohort`), draws their PDFF, R2* and label
 maps (:mod:`.phantom`) and writes them as NIfTI or DICOM (:mod:`.dicom`) with the manifest,
@@ -49,6 +49,7 @@ def anatomy_of(cohort: Cohort, i: int, seed: int) -> PatientAnatomy:
     row = cohort.clinical.iloc[i]
     truth = cohort.truth.iloc[i]
     lv = cohort.levels[row["patient_id"]]
+    spine = cohort.spine[row["patient_id"]]
     site = next(s for s in cohort.sites if s.name == row["site"])
     return PatientAnatomy(
         patient_id=row["patient_id"],
@@ -64,6 +65,9 @@ def anatomy_of(cohort: Cohort, i: int, seed: int) -> PatientAnatomy:
         old_fractures=tuple(lv["old"]),
         leakage=str(row["cement_leakage"]),
         seed=(seed, i, 7),
+        size=spine["size"],
+        pitch_deg=spine["pitch_deg"],
+        shapes=spine["shapes"],
     )
 
 
@@ -137,7 +141,7 @@ def write_cohort(
     jobs: int = 2,
     progress: Progress | None = None,
 ) -> SynthResult:
-    """Simulate a cohort and write it to ``out_dir`` (see PRODUCT.md section 7)."""
+    """Simulate a cohort and write it to ``out_dir`` (docs/synthetic.md lists the files)."""
     if n < 1:
         raise InputError(f"n must be at least 1 (got {n})")
     if n_sites < 1:

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from refracture.levels import TL_JUNCTION, TL_LEVELS
+from refracture.synth import spine
+from refracture.synth.spine import DRAWN_LEVELS, BodyShape, draw_patient_shapes
 
 # --- Cohort (published PVP/PKP cohorts) ----------------------------------------------------
 AGE_MEAN, AGE_SD, AGE_RANGE = 73.0, 8.0, (50.0, 90.0)  # issue 2 / PVP cohorts
@@ -81,8 +83,10 @@ PDFF_LEVEL_SD = 2.0  # vertebra-to-vertebra scatter within a patient (points): a
 R2STAR_LEVEL_SD = 0.04  # relative vertebra-to-vertebra scatter: assumption
 # Acute fracture: bone-marrow oedema roughly halves PDFF and lowers R2* (issue 2).
 OEDEMA_PDFF_FACTOR, OEDEMA_R2STAR_FACTOR = 0.5, 0.8
-HEIGHT_LOSS_ACUTE = (0.15, 0.40)  # fraction of body height lost, uniform: assumption
-HEIGHT_LOSS_OLD = (0.10, 0.25)  # assumption
+# Vertebral shapes (deformity type, height loss, body size, spine pitch): refracture.synth.spine.
+# They are drawn from their own random stream, after everything above, so adding them left
+# every other generated value unchanged.
+SHAPE_STREAM = 23
 
 # --- Sites ---------------------------------------------------------------------------------
 # Relative sizes are unequal (issue 2); the pattern is an assumption.
@@ -156,10 +160,12 @@ class Site:
 class Cohort:
     """The simulated study, before any image is drawn."""
 
-    clinical: pd.DataFrame  # what a study would record (PRODUCT.md section 7 names)
+    clinical: pd.DataFrame  # what a study would record (the product's covariate names)
     truth: pd.DataFrame  # per patient: latent variables, true marrow values, lp, true risk
     sites: list[Site]
     levels: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # pid -> groups
+    # pid -> body scale, spine pitch (degrees) and true body shapes of the drawn levels
+    spine: dict[str, dict] = field(default_factory=dict)
 
 
 def site_sizes(n: int, n_sites: int) -> list[int]:
@@ -397,6 +403,15 @@ def simulate_cohort(n: int = 560, n_sites: int = 4, seed: int = 0, id_prefix: st
             "time_censor_days": np.round(t_censor, 2),
         }
     )
+    # Vertebral shapes, from their own stream (see SHAPE_STREAM).
+    size, pitch, shapes = draw_patient_shapes(
+        np.random.default_rng([seed, SHAPE_STREAM]), n, ~female, treated, old, DRAWN_LEVELS
+    )
+    truth = pd.concat([truth, _shape_truth(shapes)], axis=1)
+    spines = {
+        pid: {"size": float(size[i]), "pitch_deg": float(pitch[i]), "shapes": shapes[i]}
+        for i, pid in enumerate(ids)
+    }
     levels = {
         pid: {
             "treated": treated[i],
@@ -406,7 +421,25 @@ def simulate_cohort(n: int = 560, n_sites: int = 4, seed: int = 0, id_prefix: st
         }
         for i, pid in enumerate(ids)
     }
-    return Cohort(clinical=clinical, truth=truth, sites=sites, levels=levels)
+    return Cohort(clinical=clinical, truth=truth, sites=sites, levels=levels, spine=spines)
+
+
+def _shape_truth(shapes: list[dict[str, BodyShape]]) -> pd.DataFrame:
+    """truth.csv columns of the vertebral shapes: per level, then per patient."""
+    cols: dict[str, list] = {}
+    for lv in TL_LEVELS:
+        body = [s[lv] for s in shapes]
+        cols[f"true_ha_mm_{lv}"] = [round(b.ha, 3) for b in body]
+        cols[f"true_hm_mm_{lv}"] = [round(b.hm, 3) for b in body]
+        cols[f"true_hp_mm_{lv}"] = [round(b.hp, 3) for b in body]
+        cols[f"true_height_loss_pct_{lv}"] = [round(b.loss_pct, 4) for b in body]
+        cols[f"true_genant_{lv}"] = [b.genant for b in body]
+        cols[f"true_deformity_{lv}"] = [b.kind for b in body]
+        cols[f"true_body_volume_ml_{lv}"] = [round(b.volume_ml(), 3) for b in body]
+    grades = np.array([[s[lv].genant for lv in TL_LEVELS] for s in shapes])
+    cols["true_genant_max"] = grades.max(axis=1).tolist()
+    cols["true_n_deformed"] = (grades >= 1).sum(axis=1).tolist()
+    return pd.DataFrame(cols)
 
 
 def truth_dict(cohort: Cohort, seed: int) -> dict:
@@ -459,6 +492,21 @@ def truth_dict(cohort: Cohort, seed: int) -> dict:
             "r2star_mean_sd_15t": [R2STAR_MEAN_15T, R2STAR_SD_15T],
             "r2star_3t_factor": R2STAR_3T_FACTOR,
             "oedema_factors": {"pdff": OEDEMA_PDFF_FACTOR, "r2star": OEDEMA_R2STAR_FACTOR},
+        },
+        "vertebrae": {
+            "body_size_mm": {
+                lv: dict(zip(("height", "ap_depth", "lr_width"), v, strict=True))
+                for lv, v in spine.BODY_MM.items()
+            },
+            "male_size": spine.MALE_SIZE,
+            "body_size_sd": spine.BODY_SIZE_SD,
+            "pitch_sd_deg": spine.PITCH_SD_DEG,
+            "stations_ap_fraction": dict(zip(("a", "m", "p"), spine.STATIONS, strict=True)),
+            "deformity_p": spine.DEFORMITY_P,
+            "height_loss_acute": list(spine.HEIGHT_LOSS_ACUTE),
+            "height_loss_old": list(spine.HEIGHT_LOSS_OLD),
+            "crush_posterior_share": list(spine.CRUSH_POSTERIOR_SHARE),
+            "genant_thresholds_pct": list(spine.GENANT_THRESHOLDS_PCT),
         },
         "sites": [s.__dict__ for s in cohort.sites],
     }

@@ -1,7 +1,8 @@
 """Sagittal IDEAL-IQ PDFF and R2* maps of the thoraco-lumbar spine for one patient.
 
-The anatomy is analytic: vertebral bodies are elliptic cylinders with a thin cortical rim,
-stacked with discs along a gently curved axis, with the spinal canal, spinous processes,
+The anatomy is analytic: vertebral bodies are elliptic cylinders with a thin cortical rim, each
+tilted along a gently curved and pitched spinal axis, some of them deformed (wedge, biconcave,
+crush; :mod:`refracture.synth.spine`), stacked with discs, with the spinal canal, spinous processes,
 paraspinal muscle, retroperitoneal soft tissue and subcutaneous fat around them. Partial volume
 at every edge comes from a linear occupancy ramp one voxel wide across the surface, so voxel
 values mix the tissues on either side as a real acquisition does. Numbers are in
@@ -16,11 +17,13 @@ acquisition. ``geometry()`` gives the matching LPS direction/origin and the RAS 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from refracture.levels import TL_LEVELS, VERSE
+from refracture.synth.spine import BODY_MM, DRAWN_LEVELS, MALE_SIZE, BodyShape, _shape
 
 # Site grids: (shape (i, j, k), spacing mm). About 256 x 256 x 24 at ~1.5 x 1.5 x 4 mm (issue 2);
 # the variation between sites is an assumption.
@@ -30,24 +33,8 @@ SITE_GRIDS: list[tuple[tuple[int, int, int], tuple[float, float, float]]] = [
     ((224, 224, 24), (1.7, 1.7, 4.0)),
     ((288, 288, 22), (1.3, 1.3, 4.0)),
 ]
-# Vertebral body size by level (mm): height, AP depth, LR width, growing caudally
-# (Panjabi 1991/1992 morphometry, rounded); T9 and S1 are drawn at the edges, unlabelled.
-BODY_MM = {
-    "T9": (20.5, 27.0, 34.0),
-    "T10": (21.0, 28.0, 36.0),
-    "T11": (22.0, 29.0, 38.0),
-    "T12": (23.5, 30.0, 40.0),
-    "L1": (25.0, 32.0, 42.0),
-    "L2": (26.0, 33.0, 45.0),
-    "L3": (27.0, 34.0, 47.0),
-    "L4": (27.0, 35.0, 49.0),
-    "L5": (26.0, 35.0, 50.0),
-    "S1": (24.0, 34.0, 50.0),
-}
-DRAWN_LEVELS = ["T9", *TL_LEVELS, "S1"]
 DISC_MM = [6.0, 6.5, 7.0, 8.0, 9.0, 10.0, 10.5, 11.0, 11.0]  # between consecutive drawn levels
 CORTEX_MM = 0.8  # cortical shell thickness: assumption
-MALE_SIZE = 1.08  # men have larger vertebrae: assumption
 CANAL_RADIUS_MM = 8.0
 # Tissue values at 1.5 T: (PDFF %, R2* 1/s). R2* of soft tissue scales with field strength as
 # marrow does. Assumptions guided by IDEAL-IQ literature (subcutaneous fat ~90 % PDFF; CSF and
@@ -85,6 +72,15 @@ class PatientAnatomy:
     old_fractures: tuple[str, ...]
     leakage: str  # none | intradiscal | paravertebral
     seed: tuple[int, ...]  # random stream of this patient (independent of worker count)
+    size: float | None = None  # scale of all bodies (None: 1.08 for men, 1 for women)
+    pitch_deg: float = 0.0  # sagittal tilt of the whole spine against the scanner axes
+    shapes: Mapping[str, BodyShape] = field(default_factory=dict)  # missing levels: intact
+
+    def shape(self, level: str) -> BodyShape:
+        if level in self.shapes:
+            return self.shapes[level]
+        size = self.size if self.size is not None else (MALE_SIZE if self.male else 1.0)
+        return _shape(level, size, "intact", 0.0, 1.0)
 
 
 @dataclass
@@ -98,11 +94,15 @@ class Maps:
     origin_lps: np.ndarray  # position of voxel (0, 0, 0)
 
 
+Grid = tuple[tuple[int, int, int], tuple[float, float, float]]
+
+
 def geometry(
-    site_index: int, shift_mm: np.ndarray
+    site_index: int, shift_mm: np.ndarray, grid: Grid | None = None
 ) -> tuple[tuple[int, int, int], tuple, np.ndarray, np.ndarray, np.ndarray]:
-    """Grid shape, spacing, LPS direction, LPS origin and RAS affine of a site's sagittal scan."""
-    shape, spacing = SITE_GRIDS[site_index % len(SITE_GRIDS)]
+    """Grid shape, spacing, LPS direction, LPS origin and RAS affine of a site's sagittal scan
+    (``grid``: another (shape, spacing) centred on the same point, e.g. for tests)."""
+    shape, spacing = grid if grid is not None else SITE_GRIDS[site_index % len(SITE_GRIDS)]
     # index i -> posterior (+y LPS), j -> inferior (-z), k -> patient right (-x); det = +1
     direction = np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
     half = (np.array(shape) - 1) / 2 * np.array(spacing)
@@ -122,48 +122,177 @@ def _ramp(d: np.ndarray, width: float | np.ndarray) -> np.ndarray:
 
 def _body_distance(du, dv, dw, a, b, h):
     """Approximate signed distance to an elliptic cylinder (semi-axes a (AP), b (LR), half
-    height h) and the effective voxel width along the surface normal is handled by the caller.
+    height h, a number or an array of the local half height) and the effective voxel width
+    along the surface normal is handled by the caller.
     Returns (distance to the side wall, distance to the end plates)."""
     f = (du / a) ** 2 + (dw / b) ** 2 - 1.0
     grad = 2.0 * np.sqrt((du / a**2) ** 2 + (dw / b**2) ** 2) + 1e-6
     return f / grad, np.abs(dv) - h
 
 
-def generate(p: PatientAnatomy) -> Maps:
-    """Draw the PDFF, R2* and label maps of one patient."""
-    rng = np.random.default_rng(list(p.seed))
-    shift = rng.normal(0.0, [6.0, 6.0, 10.0])  # patient positioning on the table
-    shape, spacing, direction, origin, affine = geometry(p.site_index, shift)
-    si, sj, sk = spacing
-    ni, nj, nk = shape
-    field_factor = 1.7 if p.field_strength_t >= 2.0 else 1.0
+@dataclass(frozen=True)
+class SpineLayout:
+    """Where the bodies sit: centres along the vertical axis v (mm, + superior) and the curve
+    of the spine, u(v) (AP position of the body centres, mm, + posterior)."""
 
-    # Local anatomical coordinates (mm) relative to the grid centre, broadcastable:
-    # u anterior->posterior, v inferior->superior, w left->right.
-    u = ((np.arange(ni) - (ni - 1) / 2) * si).astype(np.float32)[:, None, None]
-    v = (-(np.arange(nj) - (nj - 1) / 2) * sj).astype(np.float32)[None, :, None]
-    w = ((np.arange(nk) - (nk - 1) / 2) * sk).astype(np.float32)[None, None, :]
+    shapes: dict[str, BodyShape]
+    centres: dict[str, float]
+    pitch_slope: float  # tan(pitch)
 
-    size = (MALE_SIZE if p.male else 1.0) * float(rng.normal(1.0, 0.04))
-    # Vertebral stack from T9 to S1, centred so L1 sits near the grid centre.
-    heights = {}
-    for lv in DRAWN_LEVELS:
-        h = BODY_MM[lv][0] * size
-        if lv in p.treated:
-            h *= 1.0 - rng.uniform(0.15, 0.40)  # acute compression (HEIGHT_LOSS_ACUTE)
-        elif lv in p.old_fractures:
-            h *= 1.0 - rng.uniform(0.10, 0.25)  # healed compression (HEIGHT_LOSS_OLD)
-        heights[lv] = h
+    def u(self, v):
+        """Gentle thoraco-lumbar curve, pitched: AP position of the spinal axis at height v."""
+        dv = v - self.centres["L1"]
+        return -25.0 + 10.0 * (dv / 140.0) ** 2 + self.pitch_slope * dv
+
+    def slope(self, v: float) -> float:
+        """du/dv of the spinal axis: each body is tilted along it."""
+        return 20.0 * (v - self.centres["L1"]) / 140.0**2 + self.pitch_slope
+
+
+def spine_layout(p: PatientAnatomy, rng: np.random.Generator) -> SpineLayout:
+    """Stack the bodies from T9 to S1 with their discs, L1 near the grid centre (one draw)."""
+    shapes = {lv: p.shape(lv) for lv in DRAWN_LEVELS}
+    size = shapes["L1"].h0 / BODY_MM["L1"][0]
     centres = {}
     top = 0.0
     for n_, lv in enumerate(DRAWN_LEVELS):
-        centres[lv] = top - heights[lv] / 2
-        top -= heights[lv] + (DISC_MM[n_] * size if n_ < len(DISC_MM) else 0.0)
+        h = shapes[lv].max_height
+        centres[lv] = top - h / 2
+        top -= h + (DISC_MM[n_] * size if n_ < len(DISC_MM) else 0.0)
     l1_offset = centres["L1"] - rng.normal(0.0, 8.0)
     centres = {lv: c - l1_offset for lv, c in centres.items()}
+    return SpineLayout(shapes, centres, math.tan(math.radians(p.pitch_deg)))
 
-    def spine_u(vv):  # gentle thoraco-lumbar curve: body centre AP position (mm)
-        return -25.0 + 10.0 * ((vv - centres["L1"]) / 140.0) ** 2
+
+def _tilt(du, dv, g: float):
+    """Coordinates in a body's own frame, tilted by the spine's slope g = du/dv: (AP, CC)."""
+    norm = math.sqrt(1.0 + g * g)
+    return (du - g * dv) / norm, (g * du + dv) / norm
+
+
+class _Grid:
+    """Local anatomical coordinates (mm) of a grid relative to its centre, broadcastable:
+    u anterior->posterior, v inferior->superior, w left->right; and bounding boxes in it."""
+
+    def __init__(self, shape: tuple[int, int, int], spacing: tuple[float, float, float]):
+        self.shape, self.spacing = shape, spacing
+        (ni, nj, nk), (si, sj, sk) = shape, spacing
+        self.u = ((np.arange(ni) - (ni - 1) / 2) * si).astype(np.float32)[:, None, None]
+        self.v = (-(np.arange(nj) - (nj - 1) / 2) * sj).astype(np.float32)[None, :, None]
+        self.w = ((np.arange(nk) - (nk - 1) / 2) * sk).astype(np.float32)[None, None, :]
+
+    def box(self, vc, half_v, half_u, half_w, uc, wc=0.0):
+        (ni, nj, nk), (si, sj, sk) = self.shape, self.spacing
+        lo_j = max(int((nj - 1) / 2 - (vc + half_v) / sj) - 2, 0)
+        hi_j = min(int((nj - 1) / 2 - (vc - half_v) / sj) + 3, nj)
+        lo_i = max(int((uc - half_u) / si + (ni - 1) / 2) - 2, 0)
+        hi_i = min(int((uc + half_u) / si + (ni - 1) / 2) + 3, ni)
+        lo_k = max(int((wc - half_w) / sk + (nk - 1) / 2) - 2, 0)
+        hi_k = min(int((wc + half_w) / sk + (nk - 1) / 2) + 3, nk)
+        return slice(lo_i, hi_i), slice(lo_j, hi_j), slice(lo_k, hi_k)
+
+    def body(self, layout: SpineLayout, lv: str):
+        """A body's box and its voxels' coordinates in the body's own frame (du, dv, dw), the
+        signed distances to its side wall and end plates, and its centre (uc, vc)."""
+        shape = layout.shapes[lv]
+        vc = layout.centres[lv]
+        uc = float(layout.u(vc))
+        g = layout.slope(vc)
+        hmax = shape.max_height
+        sl = self.box(
+            vc, hmax / 2 + shape.a * abs(g) + 1, shape.a + hmax / 2 * abs(g) + 1, shape.b, uc
+        )
+        du, dv = _tilt(self.u[sl[0]] - uc, self.v[:, sl[1]] - vc, g)
+        dw = self.w[:, :, sl[2]]
+        d_side, d_end = _body_distance(du, dv, dw, shape.a, shape.b, shape.height(du) / 2)
+        return sl, du, dv, dw, d_side, d_end, uc, vc
+
+
+def _label_value(level: str) -> int | None:
+    if level not in TL_LEVELS:
+        return None  # T9 and S1 are drawn but not labelled
+    return next(k for k, name in VERSE.items() if name == level)
+
+
+def draw_labels(
+    p: PatientAnatomy, grid: Grid | None = None, *, posterior_elements: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label map of one patient (the same anatomy as :func:`generate`), and its affine.
+
+    ``grid``: (shape, spacing) of another sagittal grid centred where the site's is, e.g.
+    1 mm isotropic for tests. ``posterior_elements``: label the pedicles, laminae and spinous
+    process with the body's value, as whole-vertebra segmentations (VerSe, TotalSegmentator)
+    do; by default only the bodies are labelled, as in the cohort.
+    """
+    rng = np.random.default_rng(list(p.seed))
+    shift = rng.normal(0.0, [6.0, 6.0, 10.0])
+    layout = spine_layout(p, rng)
+    shape, spacing, _, _, affine = geometry(p.site_index, shift, grid)
+    g = _Grid(shape, spacing)
+    labels = np.zeros(shape, dtype=np.uint8)
+    for lv in DRAWN_LEVELS:
+        value = _label_value(lv)
+        if value is None:
+            continue
+        if posterior_elements:
+            sl, inside = _posterior_elements(g, layout, lv)
+            labels[sl][inside] = value
+        sl, *_, d_side, d_end, _, _ = g.body(layout, lv)
+        labels[sl][(d_side <= 0) & (d_end <= 0)] = value
+    return labels, affine
+
+
+def _posterior_elements(g: _Grid, layout: SpineLayout, lv: str):
+    """Pedicles, laminae and spinous process of a level as a box and a mask in it (untilted;
+    used for label maps only)."""
+    shape = layout.shapes[lv]
+    vc = layout.centres[lv]
+    uc = float(layout.u(vc))
+    h2 = shape.h0 / 2
+    back = uc + shape.a  # posterior wall of the body
+    canal_back = back + 2 * CANAL_RADIUS_MM + 1.0
+    sl = g.box(vc, h2, 2 * CANAL_RADIUS_MM + 40.0, CANAL_RADIUS_MM + 10.0, back + 20.0)
+    du, dv, dw = g.u[sl[0]] - back, g.v[:, sl[1]] - vc, g.w[:, :, sl[2]]
+    depth = canal_back - back
+    # pedicles: 8 mm wide, 0.6 of the body height, from the posterior wall to the laminae
+    pedicle = (
+        (du >= -2.0)
+        & (du <= depth)
+        & (np.abs(np.abs(dw) - (CANAL_RADIUS_MM + 4.0)) <= 4.0)
+        & (np.abs(dv - 0.15 * h2) <= 0.6 * h2)
+    )
+    # laminae: a 6 mm plate behind the canal; spinous process: 25 mm further back, sloping down
+    lamina = (
+        (du >= depth)
+        & (du <= depth + 6.0)
+        & (np.abs(dw) <= CANAL_RADIUS_MM + 8.0)
+        & (np.abs(dv) <= 0.7 * h2)
+    )
+    spinous = (
+        (du >= depth)
+        & (du <= depth + 30.0)
+        & (np.abs(dw) <= 3.0)
+        & (np.abs(dv + 0.3 * h2 + 0.1 * (du - depth)) <= 0.4 * h2)
+    )
+    return sl, np.broadcast_to(
+        pedicle | lamina | spinous, np.broadcast_shapes(du.shape, dv.shape, dw.shape)
+    )
+
+
+def generate(p: PatientAnatomy, grid: Grid | None = None) -> Maps:
+    """Draw the PDFF, R2* and label maps of one patient (``grid``: see :func:`draw_labels`)."""
+    rng = np.random.default_rng(list(p.seed))
+    shift = rng.normal(0.0, [6.0, 6.0, 10.0])  # patient positioning on the table
+    layout = spine_layout(p, rng)
+    shape, spacing, direction, origin, affine = geometry(p.site_index, shift, grid)
+    si, sj, sk = spacing
+    field_factor = 1.7 if p.field_strength_t >= 2.0 else 1.0
+    grd = _Grid(shape, spacing)
+    u, v, w = grd.u, grd.v, grd.w
+    box = grd.box
+    shapes, centres = layout.shapes, layout.centres
+    size = shapes["L1"].h0 / BODY_MM["L1"][0]
+    spine_u = layout.u
 
     # Background tissues, all voxels.
     back_fat = 8.0 + 1.6 * (p.bmi - 18.0) + rng.normal(0, 2)
@@ -189,40 +318,32 @@ def generate(p: PatientAnatomy) -> Maps:
     inside = np.broadcast_to(inside, shape).astype(np.float32)
     labels = np.zeros(shape, dtype=np.uint8)
 
-    # Discs, then vertebral bodies (and spinous processes), each in its bounding box.
-    def box(vc, half_v, half_u, half_w, uc):
-        lo_j = max(int((nj - 1) / 2 - (vc + half_v) / sj) - 2, 0)
-        hi_j = min(int((nj - 1) / 2 - (vc - half_v) / sj) + 3, nj)
-        lo_i = max(int((uc - half_u) / si + (ni - 1) / 2) - 2, 0)
-        hi_i = min(int((uc + half_u) / si + (ni - 1) / 2) + 3, ni)
-        lo_k = max(int((-half_w) / sk + (nk - 1) / 2) - 2, 0)
-        hi_k = min(int(half_w / sk + (nk - 1) / 2) + 3, nk)
-        return slice(lo_i, hi_i), slice(lo_j, hi_j), slice(lo_k, hi_k)
-
+    # Discs, then vertebral bodies (and spinous processes), each in its bounding box. A disc
+    # fills the space a deformed neighbour's end plate left (disc material follows it).
     for n_ in range(len(DRAWN_LEVELS) - 1):
-        upper, lower = DRAWN_LEVELS[n_], DRAWN_LEVELS[n_ + 1]
-        vc = (centres[upper] - heights[upper] / 2 + centres[lower] + heights[lower] / 2) / 2
-        half_v = (centres[upper] - heights[upper] / 2 - (centres[lower] + heights[lower] / 2)) / 2
-        a = (BODY_MM[upper][1] + BODY_MM[lower][1]) / 4 * size
-        b = (BODY_MM[upper][2] + BODY_MM[lower][2]) / 4 * size
+        upper, lower = shapes[DRAWN_LEVELS[n_]], shapes[DRAWN_LEVELS[n_ + 1]]
+        top = centres[upper.level] - upper.max_height / 2
+        bottom = centres[lower.level] + lower.max_height / 2
+        vc, half_v = (top + bottom) / 2, (top - bottom) / 2
+        sag = max(upper.max_height - upper.min_height, lower.max_height - lower.min_height) / 2
+        a = (upper.a + lower.a) / 2
+        b = (upper.b + lower.b) / 2
         uc = float(spine_u(vc))
-        sl = box(vc, half_v + 2, a + 2, b + 2, uc)
-        du, dv, dw = u[sl[0]] - uc, v[:, sl[1]] - vc, w[:, :, sl[2]]
-        d_side, d_end = _body_distance(du, dv, dw, a, b, half_v + 1.0)
+        gd = layout.slope(vc)
+        sl = box(vc, half_v + sag + a * abs(gd) + 2, a + 2, b + 2, uc)
+        du, dv = _tilt(u[sl[0]] - uc, v[:, sl[1]] - vc, gd)
+        dw = w[:, :, sl[2]]
+        d_side, d_end = _body_distance(du, dv, dw, a, b, half_v + 1.0 + sag)
         occ = np.minimum(_ramp(d_side, si), _ramp(d_end, sj))
         pdff[sl] = occ * TISSUE["disc"][0] + (1 - occ) * pdff[sl]
         r2[sl] = occ * TISSUE["disc"][1] * field_factor + (1 - occ) * r2[sl]
 
     cement_masks = []
     for lv in DRAWN_LEVELS:
-        h2 = heights[lv] / 2
-        a = BODY_MM[lv][1] / 2 * size
-        b = BODY_MM[lv][2] / 2 * size
-        vc = centres[lv]
-        uc = float(spine_u(vc))
-        sl = box(vc, h2, a, b, uc)
-        du, dv, dw = u[sl[0]] - uc, v[:, sl[1]] - vc, w[:, :, sl[2]]
-        d_side, d_end = _body_distance(du, dv, dw, a, b, h2)
+        body = shapes[lv]
+        a, b = body.a, body.b
+        h2 = body.min_height / 2
+        sl, du, dv, dw, d_side, d_end, uc, vc = grd.body(layout, lv)
         # effective voxel width across the side wall: project the voxel on the wall normal
         nu, nw = du / a**2, dw / b**2
         norm = np.sqrt(nu**2 + nw**2) + 1e-9
@@ -236,20 +357,20 @@ def generate(p: PatientAnatomy) -> Maps:
         else:  # unlabelled edge vertebrae: like their neighbour
             ref = "T10" if lv == "T9" else "L5"
             m_pdff, m_r2 = p.pdff[ref], p.r2star[ref]
-        label_mask = occ_body >= 0.5
+        label_mask = np.broadcast_to((d_side <= 0) & (d_end <= 0), occ_body.shape)
         # smooth heterogeneity, zero mean over the labelled body
-        field = np.zeros(occ_body.shape, dtype=np.float32)
+        field_ = np.zeros(occ_body.shape, dtype=np.float32)
         for _ in range(3):
             kvec = rng.normal(size=3)
             kvec *= 2 * math.pi / rng.uniform(40.0, 80.0) / np.linalg.norm(kvec)
-            field += np.cos(
+            field_ += np.cos(
                 kvec[0] * du + kvec[1] * dv + kvec[2] * dw + rng.uniform(0, 2 * math.pi)
             )
         if label_mask.any():
-            field -= field[label_mask].mean()
-        field /= 3.0
-        marrow_pdff = m_pdff + HETEROGENEITY_PDFF * field
-        marrow_r2 = m_r2 * (1.0 + HETEROGENEITY_R2STAR * field)
+            field_ -= field_[label_mask].mean()
+        field_ /= 3.0
+        marrow_pdff = m_pdff + HETEROGENEITY_PDFF * field_
+        marrow_r2 = m_r2 * (1.0 + HETEROGENEITY_R2STAR * field_)
 
         cortex = occ_body - occ_marrow
         inner_pdff = occ_marrow * marrow_pdff + cortex * TISSUE["cortex"][0]
@@ -261,9 +382,8 @@ def generate(p: PatientAnatomy) -> Maps:
             ml = p.cement_ml[p.treated.index(lv)]
             scale = (ml * 1000.0 / (4 / 3 * math.pi * a * b * h2)) ** (1 / 3)
             scale = min(scale, 0.85)
-            cu = uc - 0.15 * a  # slightly anterior
             e = (
-                ((u[sl[0]] - cu) / (a * scale)) ** 2
+                ((du + 0.15 * a) / (a * scale)) ** 2  # slightly anterior
                 + (dv / (h2 * scale)) ** 2
                 + (dw / (b * scale)) ** 2
             )
@@ -271,12 +391,13 @@ def generate(p: PatientAnatomy) -> Maps:
                 _ramp((np.sqrt(e) - 1) * min(a, b, h2) * scale, si), occ_body.shape
             )
             cement_masks.append((sl, occ_c))
-        if lv in VERSE.values() and lv in TL_LEVELS:
-            value = next(k for k, name in VERSE.items() if name == lv)
+        value = _label_value(lv)
+        if value is not None:
             sub = labels[sl]
             sub[label_mask] = value
 
         # spinous process: a thin bony plate behind the canal, lower than the body
+        h2 = body.max_height / 2
         sp_len, sp_half_h = 16.0, h2 * 0.35
         sp_uc = uc + a + 2 * CANAL_RADIUS_MM + 6.0 + sp_len
         sp_vc = vc - 0.3 * h2  # spinous processes slope caudally
@@ -302,8 +423,8 @@ def generate(p: PatientAnatomy) -> Maps:
         r2[sl] = occ_c * c_r2 + (1 - occ_c) * r2[sl]
     if p.leakage != "none" and p.treated:
         lv = p.treated[0]
-        a = BODY_MM[lv][1] / 2 * size
-        vc = centres[lv] + (heights[lv] / 2 + 3.0 if p.leakage == "intradiscal" else 0.0)
+        a = shapes[lv].a
+        vc = centres[lv] + (shapes[lv].max_height / 2 + 3.0 if p.leakage == "intradiscal" else 0.0)
         uc = float(spine_u(vc)) - (0.0 if p.leakage == "intradiscal" else a + 6.0)
         wc = 0.0 if p.leakage == "intradiscal" else 12.0
         sl = box(vc, 6.0, 8.0, 30.0, uc)
