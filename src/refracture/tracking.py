@@ -1,4 +1,4 @@
-"""MLflow: where runs go, how models are logged, and when the champion alias moves.
+"""MLflow: where runs go and how models are logged (the champion alias: :mod:`refracture.registry`).
 
 Embedded default (PRODUCT.md section 5): tracking URI ``sqlite:///mlflow.db`` with artifacts in
 ``./mlruns`` of the working folder; ``MLFLOW_TRACKING_URI`` or ``mlflow.tracking_uri`` in the config
@@ -7,14 +7,11 @@ point elsewhere (for example a tracking server backed by PostgreSQL).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
 import refracture
+from refracture import registry
 from refracture.errors import ModelError
 from refracture.files import shipped_file
 from refracture.serving import InputColumns, output_columns
@@ -43,9 +41,11 @@ RUNTIME_PACKAGES = [
     "lifelines",
     "joblib",
 ]
-TAG_SELECTION_VALUE = "refracture.selection_value"
-TAG_SELECTION_METRIC = "refracture.selection_metric"
-TAG_SELECTION_SCORE = "refracture.selection_score"  # the value oriented so larger is better
+# the registry's alias rule lives in refracture.registry; these names stay importable here
+AliasDecision = registry.AliasDecision
+TAG_SELECTION_VALUE = registry.TAG_SELECTION_VALUE
+TAG_SELECTION_METRIC = registry.TAG_SELECTION_METRIC
+TAG_SELECTION_SCORE = registry.TAG_SELECTION_SCORE
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -244,21 +244,6 @@ def _plain(obj: Any) -> Any:
     return str(obj)
 
 
-@dataclass(frozen=True)
-class AliasDecision:
-    """What happened to the champion alias after registering a new version."""
-
-    model_name: str
-    version: str
-    alias: str
-    promoted: bool
-    reason: str
-    previous_version: str | None
-    previous_value: float | None
-    value: float
-    metric: str
-
-
 def register(
     model_uri: str,
     *,
@@ -269,74 +254,38 @@ def register(
     score: float | None = None,
     description: str,
     tags: dict[str, str],
-) -> AliasDecision:
-    """Register a new version and move ``alias`` to it only if it beats the current holder.
+    design: registry.Design | None = None,
+    uncertainty: registry.Uncertainty | None = None,
+    margin: registry.Margin | None = None,
+) -> registry.AliasDecision:
+    """Register a version and settle the alias (:func:`refracture.registry.register`).
 
-    ``score`` is ``value`` oriented so that larger is better (defaults to ``value``); the
-    current holder's score is read from its version tags, so only versions selected on the
-    same metric are compared.
+    What the caller does not pass is read from what ``train`` logged: the validation design
+    and ``mlflow.promote_margin`` from the parent run's parameters (the flattened config, run
+    ``tags['refracture.parent_run_id']``), the selection metric's bootstrap CI from the
+    metrics of the run that logged the model.
     """
-    score = value if score is None else score
     client = MlflowClient()
-    try:
-        # register_model prints "Successfully registered ..." itself; the caller reports it
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            mv = mlflow.register_model(model_uri, name)
-    except MlflowException as err:
-        raise ModelError(f"cannot register model '{name}': {err.message}") from None
-    client.update_model_version(name, mv.version, description=description)
-    selection_tags = {
-        TAG_SELECTION_METRIC: metric,
-        TAG_SELECTION_VALUE: repr(value),
-        TAG_SELECTION_SCORE: repr(score),
-    }
-    for k, v in {**tags, **selection_tags}.items():
-        client.set_model_version_tag(name, mv.version, k, str(v))
-
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        current = None
-    previous_value = previous_score = None
-    if current is not None and current.tags.get(TAG_SELECTION_METRIC) == metric:
-        stored_value = current.tags.get(TAG_SELECTION_VALUE)
-        stored_score = current.tags.get(TAG_SELECTION_SCORE, stored_value)
-        if stored_value is not None and stored_score is not None:
-            previous_value, previous_score = float(stored_value), float(stored_score)
-
-    if current is None:
-        promoted, reason = True, f"first version of '{name}': alias '{alias}' set"
-    elif previous_score is None:
-        promoted = False
-        reason = (
-            f"'{alias}' (version {current.version}) has no recorded {metric}; "
-            "alias left in place (move it by hand if intended)"
-        )
-    elif score > previous_score:
-        promoted = True
-        reason = (
-            f"{metric} {value:.4f} is better than {previous_value:.4f} of version "
-            f"{current.version}: alias '{alias}' moved to version {mv.version}"
-        )
-    else:
-        promoted = False
-        reason = (
-            f"{metric} {value:.4f} is not better than {previous_value:.4f} of version "
-            f"{current.version}: alias '{alias}' stays on version {current.version}"
-        )
-    if promoted:
-        client.set_registered_model_alias(name, alias, mv.version)
-    client.set_model_version_tag(name, mv.version, "refracture.alias_decision", reason)
-    return AliasDecision(
-        model_name=name,
-        version=str(mv.version),
+    parent = tags.get("refracture.parent_run_id")
+    if design is None and parent:
+        design = registry.design_from_run(client, parent)
+    if margin is None:
+        margin = registry.margin_from_run(client, parent) if parent else "auto"
+    if uncertainty is None:
+        uncertainty = registry.uncertainty_from_run(client, model_uri, metric)
+    return registry.register(
+        model_uri,
+        name=name,
         alias=alias,
-        promoted=promoted,
-        reason=reason,
-        previous_version=None if current is None else str(current.version),
-        previous_value=previous_value,
-        value=value,
         metric=metric,
+        value=value,
+        score=score,
+        description=description,
+        tags=tags,
+        design=design,
+        uncertainty=uncertainty,
+        margin=margin,
+        client=client,
     )
 
 
