@@ -7,7 +7,6 @@ import json
 import math
 import random
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -20,6 +19,7 @@ from mlflow import MlflowClient
 from scipy import stats
 from typer.testing import CliRunner
 
+from interleave import SCHEDULES, Schedule, race, replay_of
 from refracture import registry
 from refracture.cli import app
 from refracture.config import parse_config
@@ -360,92 +360,6 @@ def test_a_registry_from_before_the_rules_keeps_its_champion(store) -> None:
 # --- concurrent registrations ------------------------------------------------------------------
 
 
-class Schedule:
-    """Forces an interleaving: ``waits[(who, event, n)] = (other, event, m)`` makes ``who``,
-    on its n-th ``event``, wait until ``other`` has passed its m-th ``event``."""
-
-    def __init__(self, waits: dict, jitter: random.Random | None = None) -> None:
-        self.waits = waits
-        self.jitter = jitter
-        self.passed: dict[tuple[str, str, int], threading.Event] = {}
-        self.counts: dict[tuple[str, str], int] = {}
-        self.lock = threading.Lock()
-        self.seen: list[tuple[str, str, str | None]] = []
-
-    def _event(self, key: tuple[str, str, int]) -> threading.Event:
-        with self.lock:
-            return self.passed.setdefault(key, threading.Event())
-
-    def hook(self, who: str, name: str) -> Callable[[str], None]:
-        def checkpoint(event: str) -> None:
-            with self.lock:
-                n = self.counts[(who, event)] = self.counts.get((who, event), 0) + 1
-            if event == "written":
-                try:
-                    now = holder(name)
-                except Exception:  # noqa: BLE001 - no alias yet
-                    now = None
-                self.seen.append((who, f"written{n}", now))
-            self._event((who, event, n)).set()
-            wait = self.waits.get((who, event, n))
-            if wait is not None:
-                assert self._event(wait).wait(60), f"{who} waited for {wait} in vain"
-            if self.jitter is not None:
-                threading.Event().wait(self.jitter.uniform(0, 0.03))
-
-        return checkpoint
-
-
-def race(store: Store, name: str, values: dict[str, float], schedule: Schedule) -> dict:
-    """Register ``values`` (who -> value) from one thread each, under ``schedule``."""
-    results: dict[str, registry.AliasDecision | BaseException] = {}
-
-    def run(who: str) -> None:
-        hook = schedule.hook(who, name)
-        try:
-            hook("start")
-            results[who] = reg(store, values[who], name=name, checkpoint=hook)
-        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
-            results[who] = err
-        finally:
-            schedule._event((who, "done", 1)).set()
-
-    threads = [threading.Thread(target=run, args=(w,)) for w in values]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    for who, r in results.items():
-        assert not isinstance(r, BaseException), f"{who}: {r!r}"
-    return results
-
-
-def replay_of(name: str) -> registry.Replay:
-    client = MlflowClient()
-    versions = [
-        VersionFacts.from_tags(int(mv.version), mv.tags, mv.description)
-        for mv in client.search_model_versions(f"name = '{name}'")
-    ]
-    return registry.replay(versions, None, name=name, alias="champion")
-
-
-SCHEDULES = {
-    # both versions exist before either reads the registry
-    "created together": {("A", "registered", 1): ("B", "registered", 1),
-                         ("B", "registered", 1): ("A", "registered", 1)},
-    "A then B": {("B", "start", 1): ("A", "done", 1)},
-    "B then A": {("A", "start", 1): ("B", "done", 1)},
-    # A reads before B exists, then writes after B has finished: A's first write is stale
-    "A stale": {("B", "start", 1): ("A", "read", 1), ("A", "read", 1): ("B", "done", 1)},
-    "B stale": {("A", "start", 1): ("B", "read", 1), ("B", "read", 1): ("A", "done", 1)},
-    # both read before the other's version exists... impossible for the second creator; so:
-    # A reads, B creates and reads, both write in the opposite order
-    "crossed writes": {("B", "start", 1): ("A", "read", 1),
-                       ("A", "read", 1): ("B", "read", 1),
-                       ("B", "read", 1): ("A", "written", 1)},
-}  # fmt: skip
-
-
 @pytest.mark.parametrize("better", ["A", "B"])
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_concurrent_registrations_leave_the_alias_on_the_better_model(
@@ -456,10 +370,11 @@ def test_concurrent_registrations_leave_the_alias_on_the_better_model(
     name = f"race-{schedule.replace(' ', '-')}-{better}"
     reg(store, 0.70, name=name)
     values = {"A": 0.80, "B": 0.76} if better == "A" else {"A": 0.76, "B": 0.80}
-    s = Schedule(SCHEDULES[schedule])
-    results = race(store, name, values, s)
+    client = MlflowClient()
+    s = Schedule(SCHEDULES[schedule], client=client, name=name)
+    results = race(s, lambda w, hook: reg(store, values[w], name=name, checkpoint=hook), values)
     assert holder(name) == results[better].version
-    assert holder(name) == str(replay_of(name).champion)
+    assert holder(name) == str(replay_of(client, name).champion)
     for d in results.values():
         check_recorded(name, d)
     assert results[better].champion == results[better].version
@@ -472,11 +387,15 @@ def test_concurrent_registrations_leave_the_alias_on_the_better_model(
 
 def test_many_random_interleavings_converge(store) -> None:
     rng = random.Random(7)
+    client = MlflowClient()
+    values = {"A": 0.80, "B": 0.76, "C": 0.60}
     for i in range(8):
         name = f"jitter-{i}"
         reg(store, 0.70, name=name)
-        values = {"A": 0.80, "B": 0.76, "C": 0.60}
-        results = race(store, name, values, Schedule({}, jitter=random.Random(rng.random())))
-        assert holder(name) == results["A"].version == str(replay_of(name).champion)
+        s = Schedule({}, client=client, name=name, jitter=random.Random(rng.random()))
+        results = race(
+            s, lambda w, hook, n=name: reg(store, values[w], name=n, checkpoint=hook), values
+        )
+        assert holder(name) == results["A"].version == str(replay_of(client, name).champion)
         for d in results.values():
             check_recorded(name, d)
