@@ -418,10 +418,11 @@ def promote(
 ) -> None:
     """Move the champion alias to a version on purpose, recording who, why and when.
 
-    Training moves the alias only to a better version validated the same way (same split,
-    horizon, estimand, outcome and selection metric) and only beyond the margin; use this to
-    choose, say, a model validated on an external site, or to roll back. Later trains are
-    compared with the version chosen here. See docs/registry.md.
+    Training moves the alias only to a version validated the same way
+    (split, horizon, estimand, outcome, selection metric) that is better
+    beyond the margin. Use this command to choose a model validated
+    differently (say, on an external site) or to roll back. Later trains
+    are compared with the version chosen here. See docs/registry.md.
     """
     from refracture.registry import promote as move_alias
     from refracture.tracking import quiet_mlflow
