@@ -251,10 +251,11 @@ def test_a_worse_run_registers_a_version_but_does_not_move_the_alias(
 
 
 def test_alias_moves_only_on_a_better_score(trained, client) -> None:
-    from refracture.tracking import register
+    from refracture.registry import register
 
     source = client.get_model_version_by_alias("refracture-1y", "champion").source
-    kw = {"alias": "best", "metric": "brier_365d", "description": "t", "tags": {}}
+    # margin 0: this checks the orientation of the metric, not the noise rule (test_registry)
+    kw = {"alias": "best", "metric": "brier_365d", "description": "t", "tags": {}, "margin": 0.0}
     a = register(source, name="alias-test", value=0.20, score=-0.20, **kw)
     b = register(source, name="alias-test", value=0.25, score=-0.25, **kw)  # worse Brier
     c = register(source, name="alias-test", value=0.10, score=-0.10, **kw)  # better Brier

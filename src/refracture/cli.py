@@ -404,14 +404,6 @@ def demo(
     print_demo_summary(out, result)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except SystemExit as exc:  # keep typer/click exit codes (2 for usage errors)
-        sys.exit(exc.code)
-
-
 @app.command()
 @handle_errors
 def analyse(
@@ -463,3 +455,44 @@ def analyse(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@app.command()
+@handle_errors
+def promote(
+    model: str = typer.Argument(..., help="Registered model name, e.g. refracture-1y."),
+    version: str = typer.Argument(..., help="The version to move the alias to, e.g. 5."),
+    reason: str | None = typer.Option(
+        None, "--reason", help="Why: recorded with the move in the version's tags and description."
+    ),
+    alias: str = typer.Option("champion", "--alias", help="The alias to move."),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking/registry URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db).",
+    ),
+) -> None:
+    """Move the champion alias to a version on purpose, recording who, why and when.
+
+    Training moves the alias only to a version validated the same way
+    (split, horizon, estimand, outcome, selection metric) that is better
+    beyond the margin. Use this command to choose a model validated
+    differently (say, on an external site) or to roll back. Later trains
+    are compared with the version chosen here. See docs/registry.md.
+    """
+    from refracture.registry import promote as move_alias
+    from refracture.tracking import quiet_mlflow
+
+    quiet_mlflow()
+    decision = move_alias(model, version, alias=alias, reason=reason, tracking_uri=tracking_uri)
+    out.print(
+        f"{decision.model_name}: {decision.reason}", soft_wrap=True, highlight=False, markup=False
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except SystemExit as exc:  # keep typer/click exit codes (2 for usage errors)
+        sys.exit(exc.code)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from refracture.dataset import Dataset
-from refracture.tracking import AliasDecision
+from refracture.registry import AliasDecision
 from refracture.validation import ValidationResult
 
 __all__ = ["Candidate", "TrainResult"]

@@ -1,18 +1,16 @@
-"""MLflow: where runs go, how models are logged, and when the champion alias moves.
+"""MLflow: where runs go, run tags and logged data sets (the champion alias:
+:mod:`refracture.registry`; the logged model: :mod:`refracture.scoring.pyfunc`).
 
-Embedded default (PRODUCT.md section 5): tracking URI ``sqlite:///mlflow.db`` with artifacts in
+Embedded default: tracking URI ``sqlite:///mlflow.db`` with artifacts in
 ``./mlruns`` of the working folder; ``MLFLOW_TRACKING_URI`` or ``mlflow.tracking_uri`` in the config
 point elsewhere (for example a tracking server backed by PostgreSQL).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import socket
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -24,9 +22,6 @@ import refracture
 from refracture.errors import ModelError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-TAG_SELECTION_VALUE = "refracture.selection_value"
-TAG_SELECTION_METRIC = "refracture.selection_metric"
-TAG_SELECTION_SCORE = "refracture.selection_score"  # the value oriented so larger is better
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -139,102 +134,6 @@ def log_dataset(df: pd.DataFrame, *, name: str, source: str, targets: str | None
     ds = mlflow.data.from_pandas(df, source=source, name=name, targets=targets)
     mlflow.log_input(ds, context="training")
     return ds.digest
-
-
-@dataclass(frozen=True)
-class AliasDecision:
-    """What happened to the champion alias after registering a new version."""
-
-    model_name: str
-    version: str
-    alias: str
-    promoted: bool
-    reason: str
-    previous_version: str | None
-    previous_value: float | None
-    value: float
-    metric: str
-
-
-def register(
-    model_uri: str,
-    *,
-    name: str,
-    alias: str,
-    metric: str,
-    value: float,
-    score: float | None = None,
-    description: str,
-    tags: dict[str, str],
-) -> AliasDecision:
-    """Register a new version and move ``alias`` to it only if it beats the current holder.
-
-    ``score`` is ``value`` oriented so that larger is better (defaults to ``value``); the
-    current holder's score is read from its version tags, so only versions selected on the
-    same metric are compared.
-    """
-    score = value if score is None else score
-    client = MlflowClient()
-    try:
-        # register_model prints "Successfully registered ..." itself; the caller reports it
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            mv = mlflow.register_model(model_uri, name)
-    except MlflowException as err:
-        raise ModelError(f"cannot register model '{name}': {err.message}") from None
-    client.update_model_version(name, mv.version, description=description)
-    selection_tags = {
-        TAG_SELECTION_METRIC: metric,
-        TAG_SELECTION_VALUE: repr(value),
-        TAG_SELECTION_SCORE: repr(score),
-    }
-    for k, v in {**tags, **selection_tags}.items():
-        client.set_model_version_tag(name, mv.version, k, str(v))
-
-    try:
-        current = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        current = None
-    previous_value = previous_score = None
-    if current is not None and current.tags.get(TAG_SELECTION_METRIC) == metric:
-        stored_value = current.tags.get(TAG_SELECTION_VALUE)
-        stored_score = current.tags.get(TAG_SELECTION_SCORE, stored_value)
-        if stored_value is not None and stored_score is not None:
-            previous_value, previous_score = float(stored_value), float(stored_score)
-
-    if current is None:
-        promoted, reason = True, f"first version of '{name}': alias '{alias}' set"
-    elif previous_score is None:
-        promoted = False
-        reason = (
-            f"'{alias}' (version {current.version}) has no recorded {metric}; "
-            "alias left in place (move it by hand if intended)"
-        )
-    elif score > previous_score:
-        promoted = True
-        reason = (
-            f"{metric} {value:.4f} is better than {previous_value:.4f} of version "
-            f"{current.version}: alias '{alias}' moved to version {mv.version}"
-        )
-    else:
-        promoted = False
-        reason = (
-            f"{metric} {value:.4f} is not better than {previous_value:.4f} of version "
-            f"{current.version}: alias '{alias}' stays on version {current.version}"
-        )
-    if promoted:
-        client.set_registered_model_alias(name, alias, mv.version)
-    client.set_model_version_tag(name, mv.version, "refracture.alias_decision", reason)
-    return AliasDecision(
-        model_name=name,
-        version=str(mv.version),
-        alias=alias,
-        promoted=promoted,
-        reason=reason,
-        previous_version=None if current is None else str(current.version),
-        previous_value=previous_value,
-        value=value,
-        metric=metric,
-    )
 
 
 def quiet_mlflow() -> None:

@@ -111,7 +111,7 @@ def train(
     """
     import mlflow
 
-    from refracture import tracking
+    from refracture import registry, tracking
     from refracture.privacy import Pseudonymiser
     from refracture.study import logging as log
 
@@ -185,7 +185,7 @@ def train(
         model_info = log.log_selected_model(selected, cfg, dataset, digest)
         metric = cfg.selection_metric
         value = float(selected.result.metrics[metric])
-        decision = tracking.register(
+        decision = registry.register(
             model_info.model_uri,
             name=cfg.mlflow.registered_model,
             alias=cfg.mlflow.alias,
@@ -199,6 +199,9 @@ def train(
                 "refracture.parent_run_id": parent_id,
                 "refracture.dataset_digest": digest,
             },
+            design=registry.Design.from_config(cfg, estimand="net"),
+            uncertainty=registry.Uncertainty.from_metrics(selected.result.metrics, metric),
+            margin=cfg.mlflow.promote_margin,
         )
         mlflow.set_tags(
             {
