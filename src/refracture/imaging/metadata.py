@@ -36,6 +36,7 @@ __all__ = [
     "find_sidecar",
     "parse_unit",
     "read_sidecar",
+    "row_sidecars",
     "scanner_key_from_env",
     "scanner_metadata",
     "sidecar_for",
@@ -156,6 +157,16 @@ def read_sidecar(path: str | Path, patient_id: str | None = None) -> dict[str, A
             "the JSON sidecar must hold an object ({...})", patient_id=patient_id, file=path
         )
     return data
+
+
+def row_sidecars(row: Mapping[str, Any], patient_id: str | None = None) -> dict[str, dict | None]:
+    """The sidecars of a manifest row's maps (``pdff``, ``r2star``), None where there is none."""
+    out: dict[str, dict | None] = {}
+    for kind in ("pdff", "r2star"):
+        image = _text(row.get(kind))
+        found = find_sidecar(image) if image else None
+        out[kind] = read_sidecar(found, patient_id) if found else None
+    return out
 
 
 # --- scanner -------------------------------------------------------------------------------

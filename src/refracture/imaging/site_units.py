@@ -47,6 +47,7 @@ __all__ = [
     "MapEvidence",
     "PatientUnits",
     "UnitEvidence",
+    "collect_unit_evidence",
     "decide_site_units",
     "declared_unit",
     "unit_evidence",
@@ -217,6 +218,55 @@ def unit_evidence(
         finite = int(np.isfinite(values).sum())
         maps[kind] = MapEvidence(declared.get(kind), finite, unit_statistic(kind, values))
     return UnitEvidence(str(patient_id), str(site or ""), maps)
+
+
+def collect_unit_evidence(row: Mapping[str, Any], config: Any) -> UnitEvidence:
+    """Pass 1 for one validated manifest row, reading its images: declared units (manifest,
+    sidecars, DICOM) and the statistics of the untreated vertebrae's values, as stored.
+
+    The same steps as feature extraction up to the ROIs (load, align to the PDFF grid, eroded
+    vertebral ROIs); a stage that already has the volumes and ROIs should call
+    :func:`declared_unit` and :func:`unit_evidence` itself instead of reading twice.
+    """
+    from refracture.imaging.geometry import align_to
+    from refracture.imaging.io import load_volume
+    from refracture.imaging.metadata import row_sidecars, sidecar_for
+    from refracture.imaging.roi import build_rois
+    from refracture.levels import convention, parse_level_list
+
+    pid = str(row["patient_id"])
+    vols = {
+        kind: load_volume(str(row[kind]), kind, max_voxels=config.max_voxels, patient_id=pid)
+        for kind in ("pdff", "r2star", "labels")
+    }
+    labels, _ = align_to(vols["labels"], vols["pdff"], allow_resample=config.allow_resample,
+                         patient_id=pid)  # fmt: skip
+    r2star, _ = align_to(vols["r2star"], vols["pdff"], allow_resample=config.allow_resample,
+                         patient_id=pid)  # fmt: skip
+    conv = convention(config.label_convention, config.label_map)
+    rois = build_rois(labels.data, vols["pdff"].spacing, conv, config.erosion_mm)
+    treated = row.get("treated_levels")
+    treated = list(treated) if isinstance(treated, list | tuple) else parse_level_list(treated)
+    idx = [rois.levels.index(lv) for lv in treated if lv in rois.levels]
+    untreated = ~np.isin(rois.level_of, idx)
+    sample = untreated if untreated.any() else np.ones_like(untreated)
+    cars = row_sidecars(row, pid)
+    declared = {
+        kind: declared_unit(
+            kind,
+            row,
+            sidecar=cars[kind],
+            sidecar_name=sidecar_for(str(row[kind])).name,
+            metadata=vol.metadata,
+            patient_id=pid,
+        )
+        for kind, vol in (("pdff", vols["pdff"]), ("r2star", r2star))
+    }
+    values = {
+        "pdff": vols["pdff"].data[rois.coords][sample],
+        "r2star": r2star.data[rois.coords][sample],
+    }
+    return unit_evidence(pid, str(row.get("site") or ""), declared, values)
 
 
 # --- the cohort's decision -----------------------------------------------------------------
