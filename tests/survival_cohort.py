@@ -1,7 +1,7 @@
 """Synthetic cohorts for the data, model and validation tests (issue 4).
 
 Until imaging extraction feeds the models, the imaging features come from the simulator's
-truth: the per-level PDFF / R2* the images show (site scanner offsets and 3 T R2* scale
+truth: the per-level PDFF / R2* the images show (scanner PDFF bias and 3 T R2* scale
 included) averaged over the patient's normal or adjacent levels, plus measurement noise.
 Everything is cached per process, so the 560-patient cohort is simulated once.
 """
@@ -16,7 +16,7 @@ import pandas as pd
 from refracture.config import RunConfig, parse_config
 from refracture.dataset import Dataset, assemble
 from refracture.levels import TL_LEVELS, adjacent_levels
-from refracture.synth.cohort import R2STAR_3T_FACTOR, Cohort, simulate_cohort
+from refracture.synth.cohort import Cohort, simulate_cohort
 
 IMAGING = ["pdff_mean_normal", "r2star_mean_normal", "pdff_mean_adjacent", "r2star_mean_adjacent"]
 
@@ -29,7 +29,7 @@ def cohort(n: int = 560, seed: int = 0) -> Cohort:
 def imaging_features(c: Cohort, seed: int = 1, harmonise_r2star: bool = False) -> pd.DataFrame:
     """One row per patient: ``patient_id``, ``site`` and the four imaging features.
 
-    ``harmonise_r2star`` divides R2* by the site's field factor and scanner scale, giving R2* at
+    ``harmonise_r2star`` divides R2* by the scanner's field factor and scale, giving R2* at
     the 1.5 T scale of the generating model (to compare its hazard ratio with truth.json).
     """
     rng = np.random.default_rng(seed)
@@ -54,9 +54,8 @@ def imaging_features(c: Cohort, seed: int = 1, harmonise_r2star: bool = False) -
         rows.append(row)
     out = pd.DataFrame(rows)
     if harmonise_r2star:
-        scale = {s.name: (R2STAR_3T_FACTOR if s.field_strength_t >= 2 else 1.0) * s.r2star_scale
-                 for s in c.sites}  # fmt: skip
-        factor = out["site"].map(scale)
+        # each patient's scanner: field strength and scale (a site may change scanner)
+        factor = out["patient_id"].map(truth["r2star_scanner_factor"]).to_numpy()
         for col in ("r2star_mean_normal", "r2star_mean_adjacent"):
             out[col] = out[col] / factor
     return out

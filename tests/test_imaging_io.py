@@ -42,8 +42,11 @@ def test_real_dicom_series_loads_to_the_grid_and_values_of_its_nifti(case: str) 
     assert set(from_dicom.metadata) <= {
         "format",
         "vendor",
+        "model",
+        "software_versions",
         "field_strength_t",
         "series_description",
+        "units_stated",
         "rescale_slope",
         "rescale_intercept",
         "rescale_applied_by",

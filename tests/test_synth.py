@@ -15,6 +15,7 @@ from lifelines import AalenJohansenFitter
 from typer.testing import CliRunner
 
 from refracture.cli import app
+from refracture.imaging.metadata import canonical_vendor
 from refracture.levels import TL_LEVELS, VERSE
 from refracture.synth import cohort as gen
 from refracture.synth import write_cohort
@@ -123,6 +124,11 @@ def test_files_and_truth_json(synth_nifti) -> None:
         "labels",
         "treated_levels",
         "fractured_levels",
+        "field_strength_t",
+        "vendor",
+        "scanner",
+        "pdff_units",
+        "r2star_units",
     ]
     assert (
         manifest["patient_id"].tolist()
@@ -202,6 +208,7 @@ def test_images_show_vertebrae_with_the_true_marrow_values(synth_nifti) -> None:
 def test_dicom_series_equal_the_nifti_maps(synth_nifti, synth_dicom) -> None:
     manifest = pd.read_csv(synth_dicom / "manifest.csv")
     nifti = pd.read_csv(synth_nifti / "manifest.csv")
+    truth = pd.read_csv(synth_dicom / "truth.csv").set_index("patient_id")
     for i in (0, 5):
         for kind, scale in (("pdff", 10.0), ("r2star", 1.0)):  # PDFF stored per mille
             folder = synth_dicom / manifest.loc[i, kind]
@@ -216,8 +223,14 @@ def test_dicom_series_equal_the_nifti_maps(synth_nifti, synth_dicom) -> None:
             lps[:3, 3] = img.GetOrigin()
             np.testing.assert_allclose(np.diag([-1, -1, 1, 1]) @ lps, ref.affine, atol=1e-3)
             ds = pydicom.dcmread(next(folder.iterdir()))
-            assert ds.Manufacturer == "GE MEDICAL SYSTEMS"
-            assert ds.SeriesDescription.startswith("FatFrac" if kind == "pdff" else "R2*")
+            scanner = truth.loc[manifest.loc[i, "patient_id"]]
+            assert canonical_vendor(ds.Manufacturer) == scanner["vendor"]
+            assert ds.ManufacturerModelName == scanner["scanner_model"]
+            assert ds.SoftwareVersions == scanner["scanner_software"]
+            assert float(ds.MagneticFieldStrength) == scanner["field_strength_t"]
+            assert "DeviceSerialNumber" not in ds and "StationName" not in ds
+            if kind == "r2star":
+                assert "R2*" in ds.SeriesDescription or "R2star" in ds.SeriesDescription
             assert float(ds.RescaleSlope) == (1.0 if kind == "pdff" else 0.1)
             assert ds.pixel_array.dtype == np.int16
             assert str(ds.PatientName) and ds.PatientBirthDate  # a made-up identity to protect

@@ -8,7 +8,10 @@ any of its IDs to link results back. Messages are scrubbed too, because image pa
 the original ID (``images/P0001/pdff.nii.gz``).
 
 DICOM identities (names, birth dates, UIDs) never reach any output in the first place: the
-loader keeps only vendor, field strength and series description.
+loader keeps only the scanner's vendor, model, software version and field strength, the series
+description and the unit it states. Device serial numbers and station names are never kept; a
+scanner identity derived from them is a keyed hash under the same key
+(:func:`refracture.imaging.metadata.scanner_metadata`).
 """
 
 from __future__ import annotations

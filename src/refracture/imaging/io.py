@@ -22,6 +22,7 @@ import SimpleITK as sitk
 
 from refracture.errors import ImageError
 from refracture.files import hash_file
+from refracture.imaging.metadata import field_strength_tesla
 from refracture.imaging.volume import Kind, Volume, affine_from_sitk, array_from_sitk
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -179,7 +180,8 @@ def _read_sitk_file(path: Path, max_voxels: int, ctx: dict[str, Any]):
 # --- DICOM -------------------------------------------------------------------------------
 
 # Only these header fields are read from DICOM (pydicom ``specific_tags``): geometry, pixel
-# description, scaling, and the three non-identifying facts a Volume keeps.
+# description, scaling, the units the series states, and the non-identifying scanner facts a
+# Volume keeps (vendor, model, software, field strength; never the serial number or station).
 _DICOM_TAGS = [
     "SeriesInstanceUID",  # compared, never stored
     "ImagePositionPatient",
@@ -189,7 +191,11 @@ _DICOM_TAGS = [
     "NumberOfFrames",
     "RescaleSlope",
     "RescaleIntercept",
+    "RescaleType",
+    "RealWorldValueMappingSequence",
     "Manufacturer",
+    "ManufacturerModelName",
+    "SoftwareVersions",
     "MagneticFieldStrength",
     "SeriesDescription",
     "TransferSyntaxUID",
@@ -278,17 +284,53 @@ def _read_dicom_series(folder: Path, max_voxels: int, ctx: dict[str, Any]):
             applied_by = "refracture"
 
     first = headers[0]
-    field = first.get("MagneticFieldStrength")
     meta = {
         "format": "dicom",
         "vendor": str(first.get("Manufacturer", "")) or None,
-        "field_strength_t": float(field) if field not in (None, "") else None,
+        "model": str(first.get("ManufacturerModelName", "")) or None,
+        "software_versions": _joined(first.get("SoftwareVersions")),
+        "field_strength_t": field_strength_tesla(first.get("MagneticFieldStrength")),
         "series_description": str(first.get("SeriesDescription", "")) or None,
+        "units_stated": _stated_units(first, float(slopes[0]), float(inters[0])),
         "rescale_slope": float(slopes[0]) if np.all(slopes == slopes[0]) else "per-slice",
         "rescale_intercept": float(inters[0]) if np.all(inters == inters[0]) else "per-slice",
         "rescale_applied_by": applied_by,
     }
     return np.transpose(zyx, (2, 1, 0)), affine_from_sitk(img), meta
+
+
+def _joined(value: Any) -> str | None:
+    """A possibly multi-valued DICOM string as one text ('27.0 / MR30.1'), None when empty."""
+    if value is None:
+        return None
+    items = list(value) if isinstance(value, pydicom.multival.MultiValue) else [value]
+    text = " / ".join(str(v).strip() for v in items if str(v).strip())
+    return text or None
+
+
+def _stated_units(ds: pydicom.Dataset, slope: float, intercept: float) -> str | None:
+    """The unit a series states for its rescaled values, as written (None when it says none).
+
+    The standard place is a Real World Value Mapping item's MeasurementUnitsCodeSequence (a
+    UCUM code such as '%' or '/s'); it is used only when the mapping's slope and intercept are
+    those of RescaleSlope/Intercept, i.e. when the unit describes the values we read. A
+    RescaleType other than the defaults ('US' unspecified, 'HU') is kept as stated too.
+    """
+    for item in ds.get("RealWorldValueMappingSequence", None) or []:
+        units = item.get("MeasurementUnitsCodeSequence", None) or []
+        code = str(units[0].get("CodeValue", "")).strip() if len(units) else ""
+        rwv_slope = item.get("RealWorldValueSlope", None)
+        rwv_inter = item.get("RealWorldValueIntercept", 0.0) or 0.0
+        if code and rwv_slope is not None:
+            same = math.isclose(float(rwv_slope), slope, rel_tol=1e-6) and math.isclose(
+                float(rwv_inter), intercept, rel_tol=1e-6, abs_tol=1e-9
+            )
+            if same:
+                return code
+    rescale_type = str(ds.get("RescaleType", "") or "").strip()
+    if rescale_type and rescale_type.upper() not in ("US", "HU", "OD"):
+        return rescale_type
+    return None
 
 
 def _check_slice_positions(pos: np.ndarray, ctx: dict[str, Any]) -> None:

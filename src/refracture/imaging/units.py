@@ -1,10 +1,12 @@
-"""Deciding and converting the units of PDFF and R2* maps (PRODUCT.md section 3).
+"""Detecting and converting the units of PDFF and R2* maps.
 
-PDFF is reported in percent, R2* in 1/s. An explicit config setting always wins. Otherwise
-the unit is detected from the values inside the labelled vertebrae, where the physiology is
-known: vertebral-marrow PDFF is ~10-90 %, marrow T2* ~5-25 ms and R2* ~35-250 1/s at 1.5 and
-3 T. Value distributions between the regimes are ambiguous and raise a UnitsError that says
-which config key to set: the loader never guesses.
+PDFF is reported in percent, R2* in 1/s. Units are best declared (manifest, sidecar, DICOM:
+see :mod:`refracture.imaging.site_units`, which decides them once per site). Undeclared units
+are detected from the values inside the labelled vertebrae, where the physiology is known:
+vertebral-marrow PDFF is ~10-90 %, marrow T2* ~5-25 ms and R2* ~35-250 1/s at 1.5 and 3 T.
+Value distributions between the regimes are ambiguous and raise a UnitsError that says which
+key to set: the loader never guesses. :func:`resolve_pdff` / :func:`resolve_r2star` are the
+older per-patient deciders (config, else the patient's own values).
 """
 
 from __future__ import annotations
@@ -34,11 +36,18 @@ _R2STAR_MEDIAN_WINDOWS = (("t2star_ms", 1.0, 25.0), ("per_s", 35.0, 600.0))
 
 @dataclass(frozen=True)
 class UnitsDecision:
-    """What the map was stored in, how that was decided, and whether values were converted."""
+    """What the map was stored in, how that was decided, and whether values were converted.
+
+    ``source``: "manifest", "sidecar", "dicom" (declared for the image), "config", "site"
+    (detected once from all of the site's patients), "model" (the unit the model was trained
+    with for that site), or for the per-patient resolvers "detected" / "series_description".
+    ``note`` says when the values look like another unit than the one used.
+    """
 
     unit: str
-    source: str  # "config", "detected" or "series_description"
+    source: str
     converted: bool
+    note: str = ""
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
@@ -46,29 +55,35 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
-def detect_pdff_units(values: np.ndarray) -> str | None:
-    """'fraction', 'percent' or 'per_mille' from ROI values, or None when ambiguous."""
+def unit_statistic(kind: str, values: np.ndarray) -> float:
+    """The value a map's unit is detected from: PDFF's 99th percentile, R2*'s median of the
+    positive values (NaN when there are none)."""
     v = _finite(values)
-    if v.size == 0:
+    if kind == "r2star":
+        v = v[v > 0]
+        return float(np.median(v)) if v.size else float("nan")
+    return float(np.percentile(v, 99)) if v.size else float("nan")
+
+
+def unit_of_statistic(kind: str, statistic: float) -> str | None:
+    """The unit whose window holds ``statistic`` (see :func:`unit_statistic`), or None."""
+    if not np.isfinite(statistic):
         return None
-    p99 = float(np.percentile(v, 99))
-    for unit, lo, hi in _PDFF_P99_WINDOWS:
-        if lo <= p99 <= hi:
+    windows = _R2STAR_MEDIAN_WINDOWS if kind == "r2star" else _PDFF_P99_WINDOWS
+    for unit, lo, hi in windows:
+        if lo <= statistic <= hi:
             return unit
     return None
+
+
+def detect_pdff_units(values: np.ndarray) -> str | None:
+    """'fraction', 'percent' or 'per_mille' from ROI values, or None when ambiguous."""
+    return unit_of_statistic("pdff", unit_statistic("pdff", values))
 
 
 def detect_r2star_units(values: np.ndarray) -> str | None:
     """'per_s' or 't2star_ms' from ROI values, or None when ambiguous."""
-    v = _finite(values)
-    v = v[v > 0]
-    if v.size == 0:
-        return None
-    med = float(np.median(v))
-    for unit, lo, hi in _R2STAR_MEDIAN_WINDOWS:
-        if lo <= med <= hi:
-            return unit
-    return None
+    return unit_of_statistic("r2star", unit_statistic("r2star", values))
 
 
 def r2star_hint(series_description: str | None) -> str | None:
@@ -100,9 +115,36 @@ def resolve_pdff(
                 patient_id=patient_id,
                 file=vol.path,
             )
+    return convert_pdff(vol, unit), UnitsDecision(unit, source, PDFF_FACTORS[unit] != 1.0)
+
+
+def convert_pdff(vol: Volume, unit: str) -> Volume:
+    """The PDFF map in percent, from values stored in ``unit``."""
     factor = PDFF_FACTORS[unit]
     data = vol.data if factor == 1.0 else (vol.data * np.float32(factor)).astype(np.float32)
-    return vol.with_data(data, units="percent"), UnitsDecision(unit, source, factor != 1.0)
+    return vol.with_data(data, units="percent")
+
+
+def convert_r2star(vol: Volume, unit: str) -> Volume:
+    """The R2* map in 1/s, from values stored in ``unit`` (a T2* map in ms: 1000 / T2*)."""
+    if unit == "t2star_ms":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # T2* <= 0 ms is a fit failure: NaN, dropped and counted as non-finite later.
+            data = (1000.0 / vol.data.astype(np.float64)).astype(np.float32)
+        data[vol.data <= 0] = np.nan
+        return vol.with_data(data, units="per_s")
+    if unit != "per_s":
+        raise ValueError(f"unknown R2* unit {unit!r}")
+    return vol.with_data(vol.data, units="per_s")
+
+
+def apply_units(vol: Volume, decision: UnitsDecision) -> Volume:
+    """Pass 2 of the cohort's unit decision: the map converted from ``decision.unit``."""
+    if vol.kind == "pdff":
+        return convert_pdff(vol, decision.unit)
+    if vol.kind == "r2star":
+        return convert_r2star(vol, decision.unit)
+    raise ValueError(f"a {vol.kind} volume has no units")
 
 
 def resolve_r2star(
@@ -131,13 +173,7 @@ def resolve_r2star(
                 patient_id=patient_id,
                 file=vol.path,
             )
-    if unit == "t2star_ms":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # T2* <= 0 ms is a fit failure: NaN, dropped and counted as non-finite later.
-            data = (1000.0 / vol.data.astype(np.float64)).astype(np.float32)
-        data[vol.data <= 0] = np.nan
-        return vol.with_data(data, units="per_s"), UnitsDecision(unit, source, True)
-    return vol.with_data(vol.data, units="per_s"), UnitsDecision(unit, source, False)
+    return convert_r2star(vol, unit), UnitsDecision(unit, source, unit == "t2star_ms")
 
 
 def _p99_text(values: np.ndarray) -> str:

@@ -25,8 +25,11 @@ _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 METADATA_KEYS = (
     "format",
     "vendor",
+    "model",
+    "software_versions",
     "field_strength_t",
     "series_description",
+    "units_stated",
     "rescale_slope",
     "rescale_intercept",
     "rescale_applied_by",

@@ -23,7 +23,7 @@ from refracture.errors import InputError
 from refracture.files import atomic_path, write_json, write_table
 from refracture.levels import TL_LEVELS
 from refracture.progress import Progress, stage_ticker
-from refracture.synth.cohort import Cohort, simulate_cohort, truth_dict
+from refracture.synth.cohort import Cohort, Scanner, simulate_cohort, truth_dict
 from refracture.synth.dicom import PDFF_SCALES, Identity, write_series
 from refracture.synth.phantom import PatientAnatomy, generate
 
@@ -54,7 +54,7 @@ def anatomy_of(cohort: Cohort, i: int, seed: int) -> PatientAnatomy:
     return PatientAnatomy(
         patient_id=row["patient_id"],
         site_index=site.index,
-        field_strength_t=site.field_strength_t,
+        field_strength_t=float(truth["field_strength_t"]),  # the patient's scanner's
         male=row["sex"] == "M",
         bmi=float(row["bmi"]),
         age=float(row["age"]),
@@ -89,14 +89,37 @@ def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, kind: str) -> 
         os.replace(gz, tmp)
 
 
+def _sidecar(kind: str, scanner: Scanner) -> dict:
+    """A BIDS-style sidecar for a NIfTI map: its unit and the scanner (no serial number)."""
+    return {
+        "Units": {"pdff": "percent", "r2star": "1/s"}[kind],
+        "MagneticFieldStrength": scanner.field_strength_t,
+        "Manufacturer": scanner.vendor,
+        "ManufacturerModelName": scanner.model,
+        "SoftwareVersions": scanner.software,
+    }
+
+
 def _write_patient(job: tuple) -> None:
-    anatomy, folder, image_format, pdff_scale, site_name, study_date, ident_seed, age, sex = job
+    (
+        anatomy,
+        folder,
+        image_format,
+        pdff_scale,
+        site_name,
+        study_date,
+        ident_seed,
+        age,
+        sex,
+        scanner,
+    ) = job
     maps = generate(anatomy)
     folder.mkdir(parents=True, exist_ok=True)
     _save_nifti(folder / "labels.nii.gz", maps.labels, maps.affine, "labels")
     if image_format == "nifti":
-        _save_nifti(folder / "pdff.nii.gz", maps.pdff, maps.affine, "pdff")
-        _save_nifti(folder / "r2star.nii.gz", maps.r2star, maps.affine, "r2star")
+        for kind, values in (("pdff", maps.pdff), ("r2star", maps.r2star)):
+            _save_nifti(folder / f"{kind}.nii.gz", values, maps.affine, kind)
+            write_json(folder / f"{kind}.json", _sidecar(kind, scanner))
         return
     identity = Identity.make(np.random.default_rng(list(ident_seed)), age, sex, study_date)
     for kind, values in (("pdff", maps.pdff), ("r2star", maps.r2star)):
@@ -112,6 +135,9 @@ def _write_patient(job: tuple) -> None:
             origin_lps=maps.origin_lps,
             spacing=maps.spacing,
             field_strength_t=anatomy.field_strength_t,
+            manufacturer=scanner.manufacturer,
+            model=scanner.model,
+            software=scanner.software,
             site_name=site_name,
             study_date=study_date,
             pdff_scale=pdff_scale,
@@ -166,6 +192,7 @@ def write_cohort(
     jobs_list = []
     manifest_rows = []
     ext = ".nii.gz" if image_format == "nifti" else ""
+    scanners = cohort.scanners
     for i, pid in enumerate(clinical["patient_id"]):
         folder = out_dir / "images" / pid
         study_date = STUDY_START + dt.timedelta(days=int(surgery_offsets[i]))
@@ -181,6 +208,7 @@ def write_cohort(
                 (seed, i, 11),
                 int(row["age"]),
                 str(row["sex"]),
+                scanners[i],
             )
         )
         lv = cohort.levels[pid]
@@ -193,6 +221,12 @@ def write_cohort(
                 "labels": f"images/{pid}/labels.nii.gz",
                 "treated_levels": ";".join(lv["treated"]),
                 "fractured_levels": ";".join(lv["fractured"]),
+                # Declared, so extraction needs no config and guesses nothing.
+                "field_strength_t": scanners[i].field_strength_t,
+                "vendor": scanners[i].vendor,
+                "scanner": scanners[i].name,
+                "pdff_units": "percent" if image_format == "nifti" else dicom_pdff_scale,
+                "r2star_units": "per_s",
             }
         )
 

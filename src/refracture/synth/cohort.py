@@ -6,8 +6,10 @@ tissues, noise) is in :mod:`refracture.synth.phantom`.
 
 The generating model, in order:
 
-1. Sites: unequal sizes; site 1 scans at 1.5 T, the rest at 3 T; each site has its own grid
-   and small scanner offsets (PDFF bias in points, R2* scale).
+1. Sites and scanners: unequal site sizes, each site with its own grid; every scanner has a
+   vendor, a field strength (R2* x1.7 at 3 T), a PDFF bias in points (vendor bias plus the
+   scanner's own offset) and an R2* scale. Site 1 replaces its 1.5 T scanner by a 3 T one
+   halfway through its patients; the other sites scan at 3 T throughout.
 2. Patients: age, sex, BMI; one latent bone-fragility variable ``F`` (mean 0, SD 1) partly
    explained by age, sex and BMI drives the DXA T-score, the vertebral PDFF and R2*, each with
    its own noise, so that MRI carries information beyond DXA.
@@ -21,7 +23,7 @@ The generating model, in order:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -88,12 +90,54 @@ OEDEMA_PDFF_FACTOR, OEDEMA_R2STAR_FACTOR = 0.5, 0.8
 # every other generated value unchanged.
 SHAPE_STREAM = 23
 
-# --- Sites ---------------------------------------------------------------------------------
+# --- Sites and scanners ---------------------------------------------------------------------
 # Relative sizes are unequal (issue 2); the pattern is an assumption.
-SITE_FIELD_T = [1.5, 3.0, 3.0, 3.0]  # one site at 1.5 T, the rest 3 T (issue 2)
-SITE_PDFF_BIAS = [0.0, 1.0, -1.0, 0.5]  # scanner offset in PDFF points: assumption
-SITE_R2STAR_SCALE = [1.0, 1.04, 0.96, 1.0]  # scanner scale on R2*: assumption
 SITE_P_PKP = [0.3, 0.6, 0.5, 0.7]  # share of kyphoplasty by hospital: assumption
+# PDFF bias by vendor, in points: multi-vendor phantom studies report biases of up to about
+# 2 points between vendors (issue 15); which vendor reads high: assumption.
+VENDOR_PDFF_BIAS = {"GE": 0.0, "Siemens": -1.0, "Philips": 1.5}
+# Share of site 1's patients (in surgery order) imaged before its 1.5 T scanner is replaced by a
+# 3 T one: assumption (one hospital changing scanner mid-study, issue 15).
+SCANNER_CHANGE_AT = 0.5
+
+
+@dataclass(frozen=True)
+class Scanner:
+    """One MR scanner: what its headers say, and what it does to the marrow values."""
+
+    name: str  # the site's own name for it (manifest column ``scanner``), never a serial
+    vendor: str  # one name per company (manifest column ``vendor``)
+    manufacturer: str  # as the DICOM Manufacturer tag writes it
+    model: str
+    software: str
+    field_strength_t: float
+    pdff_offset: float  # this scanner's PDFF offset in points, on top of its vendor's bias
+    r2star_scale: float  # R2* scale beyond the field strength
+
+    @property
+    def pdff_bias(self) -> float:
+        """Points added to the marrow PDFF in this scanner's images."""
+        return VENDOR_PDFF_BIAS[self.vendor] + self.pdff_offset
+
+    @property
+    def r2star_factor(self) -> float:
+        """Factor on the 1.5 T R2* in this scanner's images (field strength and scale)."""
+        return (R2STAR_3T_FACTOR if self.field_strength_t >= 2.0 else 1.0) * self.r2star_scale
+
+
+_GE, _SIEMENS, _PHILIPS = "GE MEDICAL SYSTEMS", "SIEMENS", "Philips Medical Systems"
+# Each site's scanners in the order they were used. Site 1 at 1.5 T, the rest at 3 T (issue 2);
+# offsets, scales, models and software versions: assumption (PDFF offsets in points, R2* as a
+# factor; the models are real product names, their effects here are made up).
+SITE_SCANNERS: list[tuple[Scanner, ...]] = [
+    (
+        Scanner("MR1", "GE", _GE, "Optima MR450w", "DV26.0_R03", 1.5, 0.0, 1.0),
+        Scanner("MR2", "GE", _GE, "SIGNA Premier", "MR30.1_R02", 3.0, 0.5, 1.0),
+    ),
+    (Scanner("MRA", "GE", _GE, "SIGNA Architect", "MR29.1_R01", 3.0, 1.0, 1.04),),
+    (Scanner("3T", "Siemens", _SIEMENS, "MAGNETOM Vida", "syngo MR XA20", 3.0, 0.0, 0.96),),
+    (Scanner("MRI-2", "Philips", _PHILIPS, "Ingenia", "5.7.1", 3.0, 0.5, 1.0),),
+]
 
 # --- Outcome: proportional hazards with a Weibull baseline ---------------------------------
 # Log hazard ratios per unit of each covariate, centred at the reference values below so the
@@ -150,10 +194,8 @@ HORIZON_DAYS = 365
 class Site:
     name: str
     index: int
-    field_strength_t: float
-    pdff_bias: float
-    r2star_scale: float
     p_pkp: float
+    scanners: tuple[Scanner, ...]  # in the order the site used them
 
 
 @dataclass
@@ -166,6 +208,7 @@ class Cohort:
     levels: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # pid -> groups
     # pid -> body scale, spine pitch (degrees) and true body shapes of the drawn levels
     spine: dict[str, dict] = field(default_factory=dict)
+    scanners: list[Scanner] = field(default_factory=list)  # patient i's scanner
 
 
 def site_sizes(n: int, n_sites: int) -> list[int]:
@@ -183,20 +226,24 @@ def site_sizes(n: int, n_sites: int) -> list[int]:
 
 
 def make_sites(n_sites: int) -> list[Site]:
+    """The first four sites as in SITE_SCANNERS; further ones repeat the pattern at 3 T, with
+    one scanner each (the last of the pattern site's)."""
     out = []
     for s in range(n_sites):
-        k = s % len(SITE_FIELD_T)
-        field_t = SITE_FIELD_T[k] if s < len(SITE_FIELD_T) else 3.0
-        out.append(
-            Site(
-                name=f"site_{s + 1}",
-                index=s,
-                field_strength_t=field_t,
-                pdff_bias=SITE_PDFF_BIAS[k],
-                r2star_scale=SITE_R2STAR_SCALE[k],
-                p_pkp=SITE_P_PKP[k],
-            )
-        )
+        k = s % len(SITE_SCANNERS)
+        scanners = SITE_SCANNERS[k] if s < len(SITE_SCANNERS) else SITE_SCANNERS[k][-1:]
+        out.append(Site(name=f"site_{s + 1}", index=s, p_pkp=SITE_P_PKP[k], scanners=scanners))
+    return out
+
+
+def patient_scanners(sites: list[Site], site_idx: np.ndarray) -> list[Scanner]:
+    """Each patient's scanner: a site with two scanners changes after SCANNER_CHANGE_AT of its
+    patients in patient order (which is surgery order); deterministic, no random draws."""
+    out: list[Scanner] = []
+    for s, site in enumerate(sites):
+        m = int(np.sum(site_idx == s))
+        first = math.ceil(m * SCANNER_CHANGE_AT) if len(site.scanners) > 1 else m
+        out += [site.scanners[0] if r < first else site.scanners[-1] for r in range(m)]
     return out
 
 
@@ -354,14 +401,14 @@ def simulate_cohort(n: int = 560, n_sites: int = 4, seed: int = 0, id_prefix: st
     pdff_normal = np.nanmean(np.where(normal_mask, pdff_lv, np.nan), axis=1)
     r2_normal_15t = np.nanmean(np.where(normal_mask, r2_lv_15t, np.nan), axis=1)
 
-    field_t = np.array([sites[s].field_strength_t for s in site_idx])
-    field_factor = np.where(field_t >= 2.0, R2STAR_3T_FACTOR, 1.0)
-    bias = np.array([sites[s].pdff_bias for s in site_idx])
-    scale = np.array([sites[s].r2star_scale for s in site_idx])
+    scanner = patient_scanners(sites, site_idx)
+    field_t = np.array([sc.field_strength_t for sc in scanner])
+    bias = np.array([sc.pdff_bias for sc in scanner])
+    r2_factor = np.array([sc.r2star_factor for sc in scanner])
     for j, lv in enumerate(TL_LEVELS):
         acute = np.array([lv in treated[i] for i in range(n)])
         p_img = pdff_lv[:, j] * np.where(acute, OEDEMA_PDFF_FACTOR, 1.0) + bias
-        r_img = r2_lv_15t[:, j] * np.where(acute, OEDEMA_R2STAR_FACTOR, 1.0) * field_factor * scale
+        r_img = r2_lv_15t[:, j] * np.where(acute, OEDEMA_R2STAR_FACTOR, 1.0) * r2_factor
         truth_cols[f"pdff_mean_{lv}"] = np.round(p_img, 3)
         truth_cols[f"r2star_mean_{lv}"] = np.round(r_img, 3)
 
@@ -389,6 +436,12 @@ def simulate_cohort(n: int = 560, n_sites: int = 4, seed: int = 0, id_prefix: st
             "patient_id": ids,
             "site": clinical["site"],
             "field_strength_t": field_t,
+            "vendor": [sc.vendor for sc in scanner],
+            "scanner": [sc.name for sc in scanner],
+            "scanner_model": [sc.model for sc in scanner],
+            "scanner_software": [sc.software for sc in scanner],
+            "pdff_scanner_bias": bias,
+            "r2star_scanner_factor": np.round(r2_factor, 6),
             "latent_fragility": np.round(fragility, 4),
             "pdff_normal_true": np.round(pdff_normal, 3),
             "r2star_normal_true_15t": np.round(r2_normal_15t, 3),
@@ -421,7 +474,9 @@ def simulate_cohort(n: int = 560, n_sites: int = 4, seed: int = 0, id_prefix: st
         }
         for i, pid in enumerate(ids)
     }
-    return Cohort(clinical=clinical, truth=truth, sites=sites, levels=levels, spine=spines)
+    return Cohort(
+        clinical=clinical, truth=truth, sites=sites, levels=levels, spine=spines, scanners=scanner
+    )
 
 
 def _shape_truth(shapes: list[dict[str, BodyShape]]) -> pd.DataFrame:
@@ -459,9 +514,10 @@ def truth_dict(cohort: Cohort, seed: int) -> dict:
             "covariate_reference": LP_REFERENCE,
             "imaging_terms": {
                 "pdff_normal": "mean true PDFF (%) of unfractured, untreated T10-L5 vertebrae, "
-                "before the site's scanner offset",
+                "before the scanner's PDFF bias (truth.csv pdff_scanner_bias)",
                 "r2star_normal_15t": "mean true R2* (1/s) of the same vertebrae at the 1.5 T "
-                "scale (3 T images show 1.7x this, times the site's scale)",
+                "scale (images show this times truth.csv r2star_scanner_factor: 1.7 at 3 T, "
+                "times the scanner's scale)",
             },
         },
         "competing_death": {
@@ -508,5 +564,22 @@ def truth_dict(cohort: Cohort, seed: int) -> dict:
             "crush_posterior_share": list(spine.CRUSH_POSTERIOR_SHARE),
             "genant_thresholds_pct": list(spine.GENANT_THRESHOLDS_PCT),
         },
-        "sites": [s.__dict__ for s in cohort.sites],
+        "sites": [
+            {
+                "name": s.name,
+                "index": s.index,
+                "p_pkp": s.p_pkp,
+                "scanners": [
+                    {**asdict(sc), "pdff_bias": sc.pdff_bias, "r2star_factor": sc.r2star_factor}
+                    for sc in s.scanners
+                ],
+            }
+            for s in cohort.sites
+        ],
+        "scanners": {
+            "vendor_pdff_bias": VENDOR_PDFF_BIAS,
+            "change": "a site with two scanners uses the first for the first "
+            f"{SCANNER_CHANGE_AT:.0%} of its patients in surgery order (rounded up), then the "
+            "second",
+        },
     }
