@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from refracture.manifest import read_manifest
 
 from refracture.imaging import load_volume
 from refracture.imaging.metadata import (
@@ -23,7 +24,6 @@ from refracture.imaging.metadata import (
     row_sidecars,
     scanner_metadata,
 )
-from refracture.manifest import read_manifest
 from refracture.synth.cohort import SCANNER_CHANGE_AT, simulate_cohort
 from test_imaging_helpers import spine, write_dicom_series
 

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from refracture.manifest import read_manifest
 
 from refracture.config import ExtractionConfig
 from refracture.errors import InputError, UnitsError
@@ -29,7 +30,6 @@ from refracture.imaging.site_units import (
 )
 from refracture.imaging.units import apply_units
 from refracture.levels import TL_LEVELS
-from refracture.manifest import read_manifest
 from refracture.synth.cohort import simulate_cohort
 from test_imaging_helpers import spine, write_dicom_series, write_nifti
 
