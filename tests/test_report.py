@@ -33,6 +33,7 @@ from refracture.report import (
     SECTIONS,
     build_context,
     render,
+    report_files,
     small_sample_warnings,
     write_per_site,
 )
@@ -205,6 +206,7 @@ def test_qc_pictures_are_on_their_own_page(trained) -> None:
     # the pictures weigh on the QC page, not on the report
     assert qc.stat().st_size > sum(s.stat().st_size for s in sheets)
     assert report.stat().st_size < 3_000_000
+    assert report_files(trained.result) == [report, qc]  # both pages, for MLflow
 
 
 def test_every_tripod_link_lands_on_what_it_claims(trained) -> None:
@@ -360,6 +362,21 @@ def test_small_samples_are_flagged(trained) -> None:
         assert " ".join(w.split()) in shown
     ps = t.ids["per-site"].tables()[0]
     assert (ps["sample"] == "too small to trust").all()
+    # a validation set and sites large enough: only the events-per-term warning stays
+    rng = np.random.default_rng(0)
+    big = pd.DataFrame(
+        {
+            "site": np.repeat(["site_1", "site_2"], 150),
+            "time": np.tile(np.r_[np.full(20, 100.0), np.full(130, 500.0)], 2),
+            "event": np.tile(np.r_[np.ones(20, int), np.zeros(130, int)], 2),
+            "risk": rng.uniform(0, 1, 300),
+        }
+    )
+    sel = dataclasses.replace(
+        r.selected, result=dataclasses.replace(r.selected.result, predictions=big)
+    )
+    (only,) = small_sample_warnings(dataclasses.replace(r, selected=sel))
+    assert only.startswith(f"{sel.label}: ") and "events per model term" in only
 
 
 def test_per_site_artifact_matches_an_independent_c_index(trained, tmp_path) -> None:

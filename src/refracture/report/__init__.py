@@ -56,6 +56,7 @@ __all__ = [
     "build_context",
     "per_site_table",
     "render",
+    "report_files",
     "small_sample_warnings",
     "write_per_site",
     "write_report",
@@ -446,6 +447,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "table1_site": _table(t1_site),
         "table1_role": t1_role,
         "role_note": role_note,
+        "role_links_site": sel.result.split_kind == "leave_one_site_out",
         "predictors": _table(predictors_table(ds, list(cfg.feature_sets))),
         "epv": _table(epv_view),
         "min_epv": MIN_EPV,
@@ -537,3 +539,10 @@ def write_report(result: Any, cfg: RunConfig, *, extraction: Any = None) -> Path
         write_text(result.run_dir / QC_PAGE, render_qc(context))
     write_text(path, render(context))
     return path
+
+
+def report_files(result: Any) -> list[Path]:
+    """The pages :func:`write_report` wrote for a run (``report.html`` and, when images were
+    measured, ``qc.html``), to log as MLflow artifacts side by side."""
+    folder = Path(result.run_dir)
+    return [p for p in (folder / "report.html", folder / QC_PAGE) if p.is_file()]

@@ -35,13 +35,13 @@ KNOWN_UNITS: dict[str, str] = {
     "scanner_field_strength_t": "T",
 }
 
-#: What 1 means for the synthetic study's binary covariates (0 is its absence).
-BINARY_MEANINGS: dict[str, str] = {
-    "prior_fracture": "a fragility fracture before the index fracture",
-    "glucocorticoid": "glucocorticoid treatment",
-    "anti_osteoporosis": "anti-osteoporosis treatment",
-    "diabetes": "diabetes",
-    "index_tl_junction": "index level in T11-L2 (thoraco-lumbar junction)",
+#: What 1 and 0 mean for the synthetic study's binary covariates.
+BINARY_MEANINGS: dict[str, tuple[str, str]] = {
+    "prior_fracture": ("a fragility fracture before the index fracture", "none"),
+    "glucocorticoid": ("glucocorticoid treatment", "none"),
+    "anti_osteoporosis": ("anti-osteoporosis treatment", "none"),
+    "diabetes": ("diabetes", "no diabetes"),
+    "index_tl_junction": ("index level in T11-L2 (thoraco-lumbar junction)", "elsewhere"),
 }
 
 # Statistics of a map and their unit class: intensities carry the map's unit.
@@ -110,10 +110,10 @@ def unit_of(name: str, overrides: Mapping[str, str] | None = None) -> str:
 
 
 def binary_coding(name: str) -> str:
-    """How a 0/1 predictor is coded: ``1 = <meaning>, 0 = not`` when known."""
-    meaning = BINARY_MEANINGS.get(name)
-    if meaning:
-        return f"1 = {meaning}; 0 = not"
+    """How a 0/1 predictor is coded: ``1 = <meaning>; 0 = <meaning>`` when known."""
+    if name in BINARY_MEANINGS:
+        one, zero = BINARY_MEANINGS[name]
+        return f"1 = {one}; 0 = {zero}"
     return "0/1 as coded in the clinical table"
 
 
