@@ -47,3 +47,4 @@ class TrainResult:
     dataset: Dataset
     flow: dict[str, Any]
     report: Path | None = None
+    warnings: list[str] = field(default_factory=list)

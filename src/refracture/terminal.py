@@ -191,6 +191,8 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
     )
     for table in added_value_tables(result.candidates, horizon, console.width):
         console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     d = result.decision
     console.print(
         f"registered [bold]{escape(d.model_name)}[/] version {d.version} "

@@ -225,13 +225,24 @@ def train(
         )
         write_table(run_dir / "summary.csv", summary_table(result))
         mlflow.log_artifact(str(run_dir / "summary.csv"))
+        from refracture.report import (
+            report_files,
+            small_sample_warnings,
+            write_per_site,
+            write_report,
+        )
+
+        result.warnings = small_sample_warnings(result)
+        per_site = write_per_site(
+            result, bootstrap=cfg.validation.bootstrap, seed=cfg.validation.seed
+        )
+        mlflow.log_artifact(str(per_site))
         if report:
             if progress:
                 progress("writing the study report", 0, 1)
-            from refracture.report import write_report
-
             result.report = write_report(result, cfg, extraction=extraction)
-            mlflow.log_artifact(str(result.report))
+            for page in report_files(result):
+                mlflow.log_artifact(str(page))
             if progress:
                 progress("writing the study report", 1, 1)
         if progress:
