@@ -331,7 +331,7 @@ def test_manifest_empty_file(tmp_path: Path) -> None:
     assert_input_error(
         extract_args(tmp_path / "manifest.csv", tmp_path),
         "manifest.csv",
-        says="not a readable CSV manifest",
+        says="cannot read the manifest",
     )
 
 

@@ -98,10 +98,8 @@ def handle_errors(fn: F) -> F:
 @handle_errors
 def synth(
     out_dir: Path = typer.Option(..., "--out", help="Folder to write the cohort into."),
-    n: int = typer.Option(560, "--n", min=1, help="Number of patients."),
-    sites: int = typer.Option(
-        4, "--sites", min=1, help="Number of hospitals (site 1 scans at 1.5 T)."
-    ),
+    n: int = typer.Option(560, "--n", help="Number of patients."),
+    sites: int = typer.Option(4, "--sites", help="Number of hospitals (site 1 scans at 1.5 T)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same cohort."),
     fmt: str = typer.Option("nifti", "--format", help="Image format: nifti or dicom."),
     id_prefix: str = typer.Option("P", "--id-prefix", help="Prefix of the patient IDs."),
@@ -111,7 +109,7 @@ def synth(
         help="How DICOM PDFF pixels are stored: per_mille (0-1000, GE style) or percent "
         "(x10 integers with RescaleSlope 0.1).",
     ),
-    jobs: int = typer.Option(2, "--jobs", min=1, help="Worker processes for writing images."),
+    jobs: int = typer.Option(2, "--jobs", help="Worker processes for writing images."),
 ) -> None:
     """Write a synthetic multi-centre IDEAL-IQ cohort.
 
