@@ -9,7 +9,7 @@ lifelines/scikit-learn models, so this is written here.
 
 It relies only on the fitted pipeline's ``contributions`` (per model term), ``linear_predictor``
 and ``risk_from_lp``, so the points of a patient add up exactly to the model's prediction, for
-any model whose estimator ``has_coefficients`` and ``supports_contributions``.
+any model whose estimator ``supports_contributions`` (cox, coxnet, logistic, ...).
 
 Binary covariates are labelled by their coded values ("0" / "1", or the study's own labels
 when given), never "no" / "yes", which would say more than the data do. Two imaging terms that
@@ -313,7 +313,7 @@ def nomogram_for(
     ``X``: the whole modelling table; the development patients are taken from it.
     """
     model = validation.final_model.model
-    if not (model.has_coefficients and model.supports_contributions):
+    if not model.supports_contributions:
         return None
     dev = X.loc[validation.development_ids]
     return Nomogram.from_pipeline(

@@ -78,12 +78,12 @@ def candidate_plots(
         out["forest"] = plots.plot_forest(
             r.coefficients, folder / "forest.png", title=f"{cand.label}: {ratio} ratios (95% CI)"
         )
-        from refracture.report.nomogram import Nomogram
+    from refracture.report.nomogram import nomogram_for
 
-        dev = dataset.X.loc[r.development_ids]
-        nomo = Nomogram.from_pipeline(
-            r.final_model, dev, dataset.covariate_kinds(cand.feature_set), h
-        )
+    kinds = dataset.covariate_kinds(cand.feature_set)
+    imaging = [c for c in dataset.imaging_features if c in kinds]
+    nomo = nomogram_for(r, dataset.X, kinds, imaging, h)
+    if nomo is not None:
         out["nomogram"] = nomo.plot(folder / "nomogram.png", title=f"Nomogram: {cand.label}")
     return out
 
