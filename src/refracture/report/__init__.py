@@ -48,7 +48,7 @@ from refracture.report.sample_size import (
 from refracture.report.spec import model_specification
 from refracture.report.table1 import Variable, outcome_groups, table_one
 from refracture.report.tripod import checklist
-from refracture.text import ci_text
+from refracture.text import ci_parts, ci_text
 from refracture.validation.metrics import metric_names
 
 __all__ = [
@@ -102,13 +102,8 @@ def _png(path: Path | None) -> str | None:
 
 def _ci(values: Mapping[str, float], name: str, digits: int = 3) -> dict[str, str] | str:
     """A value with its CI as two parts, shown on two lines (narrow table columns)."""
-    v = values.get(name, math.nan)
-    lo, hi = values.get(f"{name}_lo", math.nan), values.get(f"{name}_hi", math.nan)
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{v:.{digits}f}"
-    return {"value": f"{v:.{digits}f}", "ci": f"[{lo:.{digits}f}, {hi:.{digits}f}]"}
+    value, ci = ci_parts(values, name, digits)
+    return {"value": value, "ci": ci} if ci else value
 
 
 def _table(df: pd.DataFrame, digits: int = 3) -> dict[str, Any]:

@@ -44,7 +44,8 @@ def _outcome(df: pd.DataFrame) -> np.ndarray:
     return make_outcome(df["event"].to_numpy(), df["time"].to_numpy())
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save_png(fig: plt.Figure, path: str | Path) -> Path:
+    """Write a figure as PNG atomically and close it (every plot of refracture)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
@@ -100,7 +101,7 @@ def plot_calibration(
     ax.set_title(title or "Calibration at the horizon")
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_km_risk_groups(
@@ -144,7 +145,7 @@ def plot_km_risk_groups(
         add_at_risk_counts(
             *fitters, labels=short, ax=ax, xticks=ticks, rows_to_show=["At risk"], fig=fig
         )
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_td_roc(
@@ -178,7 +179,7 @@ def plot_td_roc(
     ax.set_ylim(0, 1.01)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_decision_curve(
@@ -217,7 +218,7 @@ def plot_decision_curve(
     ax.set_title(title or "Decision curve")
     ax.legend(loc="upper right", fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_forest(coefficients: pd.DataFrame, path: str | Path, *, title: str | None = None) -> Path:
@@ -257,7 +258,7 @@ def plot_forest(coefficients: pd.DataFrame, path: str | Path, *, title: str | No
     text_ax.tick_params(length=0)
     for spine in ("top", "right"):
         text_ax.spines[spine].set_visible(False)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _p(p: float) -> str:
