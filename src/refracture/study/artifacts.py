@@ -81,9 +81,13 @@ def candidate_plots(
         from refracture.report.nomogram import Nomogram
 
         dev = dataset.X.loc[r.development_ids]
-        nomo = Nomogram.from_pipeline(
-            r.final_model, dev, dataset.covariate_kinds(cand.feature_set), h
-        )
+        pipeline = r.final_model
+        if pipeline.harmoniser is not None:
+            # Imaging axes on the harmonised scale: what the model's coefficients are per.
+            full = dataset.model_input(cand.feature_set).loc[r.development_ids]
+            dev = pipeline.harmoniser.transform(full)[list(dev.columns)]
+            pipeline = pipeline[1:]
+        nomo = Nomogram.from_pipeline(pipeline, dev, dataset.covariate_kinds(cand.feature_set), h)
         out["nomogram"] = nomo.plot(folder / "nomogram.png", title=f"Nomogram: {cand.label}")
     return out
 
