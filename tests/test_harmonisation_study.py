@@ -402,3 +402,25 @@ def test_the_registered_model_scores_a_rescanned_3t_patient_like_at_1_5t(tmp_pat
     assert harm[0] < 0.01 and harm[1] < 0.01, moved  # like the same patients at 1.5 T
     assert harm[1] < 0.5 * raw[1] and harm[0] < 0.3 * raw[0], moved
     assert forgot[1] > 5 * harm[1], moved  # the declared scanner is what harmonises them
+
+
+def test_refracture_score_reads_the_scanner_from_a_features_file(tmp_path) -> None:
+    """``score --features``: the batch columns come from the file's site and scanner_*
+    columns; a file without scanner_id gets it from the header-derived columns (here none, so
+    the scanner is unknown and the row is refused, naming the key)."""
+    from refracture.scoring.batch import score
+    from refracture.scoring.model import ScoringModel
+
+    bundle, ds = _bundle("refuse", tmp_path)
+    model = ScoringModel("local", "test", bundle)
+    table = _rows(ds).drop(columns=["scanner_vendor", "scanner_field_strength_t"])
+    table.to_csv(tmp_path / "features.csv", index=False)
+    result = score(model, out=tmp_path / "scores.csv", features=tmp_path / "features.csv")
+    assert result.n_ok == len(table) and result.n_warnings == 0
+    expected = bundle.pipeline.predict_risk(ds.model_input("clinical+imaging").iloc[:6])
+    np.testing.assert_allclose(result.scores["risk_365d"], expected)
+    bare = table.drop(columns="scanner_id").assign(qc_vendor="", qc_field_strength_t=np.nan)
+    bare.to_csv(tmp_path / "bare.csv", index=False)
+    result = score(model, out=tmp_path / "bare_scores.csv", features=tmp_path / "bare.csv")
+    assert result.n_error == len(table)
+    assert result.scores["error"].str.contains("harmonisation.unseen_batch").all()
