@@ -264,6 +264,7 @@ def test_loso_scores_every_held_out_site_and_the_final_model_keeps_the_policy(ba
     result = validate_candidate("cox", "clinical+imaging", ds, cfg, None).result
     assert len(result.predictions) == len(ds) and result.predictions["risk"].notna().all()
     assert result.per_site["site"].tolist() == ["site_1", "site_2", "site_3", "site_4"]
+    assert result.features == ds.feature_names("clinical+imaging")  # batch columns not terms
     h = result.final_model.harmoniser
     assert h.unseen_batch == "refuse" and len(h.batches_) == (4 if batch == "site" else 5)
     unseen = ds.model_input("clinical+imaging").iloc[:2].assign(site="site_9")

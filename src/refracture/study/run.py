@@ -122,6 +122,7 @@ def validate_candidate(
         progress=progress,
         stage=f"validating {name} ({feature_set})",
     )
+    result.features = cols  # the model's columns, not the batch columns harmonisation reads
     final = result.final_model.harmoniser
     if final is not None:
         final.set_params(unseen_batch=policy, require_reference=True)
