@@ -137,7 +137,7 @@ def test_registered_version_with_alias_description_and_model(trained, client) ->
     assert example["data"][0][0] == "example-1"  # made up, not a patient's row
     bundle = json.loads((local / "artifacts" / "bundle" / "bundle.json").read_text())
     assert bundle["extraction"]["r2star_units"] == "per_s"  # training-time ROI settings inside
-    assert bundle["bundle_version"] == 2
+    assert bundle["bundle_version"] == 3
     assert (local / "code" / "refracture" / "scoring" / "pyfunc.py").is_file()  # no cloudpickle
 
 

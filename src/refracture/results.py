@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from refracture.dataset import Dataset
 from refracture.registry import AliasDecision
 from refracture.validation import ValidationResult
@@ -25,6 +27,9 @@ class Candidate:
     run_id: str | None = None
     folder: Path | None = None
     plots: dict[str, Path] = field(default_factory=dict)
+    #: Leave-one-site-out metrics without and with scanner harmonisation, side by side
+    #: (:func:`refracture.study.harmonisation.per_site_harmonisation`); None when not run.
+    per_site_harmonisation: pd.DataFrame | None = None
 
     @property
     def label(self) -> str:

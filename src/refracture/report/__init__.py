@@ -390,7 +390,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
     comp = _comparison_plots(result, cfg, plots_dir)
 
     # Nomogram of the registered model
-    nomo = nomogram_for(sel.result, ds.X, kinds, imaging_used, h)
+    nomo = nomogram_for(sel.result, ds.X, kinds, imaging_used, h, model_input=ds.model_input(fs))
     nomogram = None
     caution = ""
     if nomo is not None:

@@ -306,18 +306,28 @@ def nomogram_for(
     imaging: Sequence[str],
     horizon_days: float,
     binary_levels: Mapping[str, Sequence[str]] | None = None,
+    model_input: pd.DataFrame | None = None,
 ) -> Nomogram | None:
     """The nomogram of a validated model (``ValidationResult``), or None when its estimator
-    has no coefficients or per-term contributions (forests, boosting).
+    has no per-term contributions (forests, boosting).
 
-    ``X``: the whole modelling table; the development patients are taken from it.
+    ``X``: the whole modelling table; the development patients are taken from it. A model
+    with a harmonisation step needs ``model_input`` (``Dataset.model_input``, which carries
+    the batch columns): its imaging axes are then on the harmonised scale, the scale its
+    coefficients are per.
     """
-    model = validation.final_model.model
-    if not model.supports_contributions:
+    pipeline = validation.final_model
+    if not pipeline.model.supports_contributions:
         return None
-    dev = X.loc[validation.development_ids]
+    dev = X.loc[validation.development_ids, list(covariates)]
+    if getattr(pipeline, "harmoniser", None) is not None:
+        if model_input is None:
+            raise ValueError("a harmonised model's nomogram needs model_input")
+        full = model_input.loc[validation.development_ids]
+        dev = pipeline.harmoniser.transform(full)[list(covariates)]
+        pipeline = pipeline[1:]
     return Nomogram.from_pipeline(
-        validation.final_model,
+        pipeline,
         dev,
         covariates,
         horizon_days,

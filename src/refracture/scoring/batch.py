@@ -46,7 +46,7 @@ from refracture.scoring.checkpoint import (
     chunk_bounds,
     read_previous_output,
 )
-from refracture.scoring.inputs import ScoreInput, read_input
+from refracture.scoring.inputs import ScoreInput, measured_scanner, read_input
 from refracture.scoring.model import ScoringModel, load_model
 from refracture.scoring.rows import normalise, qc_warnings, score_rows
 
@@ -294,6 +294,7 @@ def _score_measured(
     progress: Progress | None,
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     imaging = list(model.inputs.imaging)
+    scanner = [c for c in model.inputs.batch if c != "site"]
     prefix = f"{data.manifest_dir}{os.sep}" if data.manifest_dir else None
     n_measured = 0
     for k in todo:
@@ -319,6 +320,9 @@ def _score_measured(
                 continue
             values[i] = [result.features.get(c, math.nan) for c in imaging]
             qc_warn[i] = qc_warnings(result.qc)
+            if scanner:  # what scanner harmonisation reads
+                found = measured_scanner(data.manifest[a + i], result)
+                rows.loc[rows.index[i], scanner] = [found[c] for c in scanner]
         rows[imaging] = values
         yield (
             k,

@@ -119,6 +119,10 @@ def signature_for(bundle: ModelBundle) -> Any:
     inputs = [ColSpec("string", PATIENT_ID, required=False)]
     inputs += [ColSpec(AnyType(), c) for c in [*cov.numbers, *cov.binary]]
     inputs += [ColSpec("string", c) for c in cov.categorical]
+    # What scanner harmonisation reads: the batch columns (a site may be written as a number)
+    # and preserved covariates outside the model; the harmonisation step reads them as text
+    # or numbers itself.
+    inputs += [ColSpec(AnyType(), c) for c in [*cov.batch, *cov.preserved]]
     kinds = {
         PATIENT_ID: "string",
         "risk_group": "string",
@@ -142,6 +146,7 @@ def input_example(bundle: ModelBundle) -> pd.DataFrame:
     row: dict[str, Any] = {PATIENT_ID: "example-1"}
     row.update({c: float(typical[c]) for c in [*cov.numbers, *cov.binary]})
     row.update({c: str(typical[c]) for c in cov.categorical})
+    row.update({c: typical[c] for c in [*cov.batch, *cov.preserved] if c in typical})
     return pd.DataFrame([row])
 
 

@@ -21,7 +21,9 @@ from refracture.ids import PATIENT_ID
 __all__ = [
     "TEXT_COLUMNS",
     "check_rows",
+    "harmonisation_rows",
     "join_text",
+    "model_input",
     "normalise",
     "output_columns",
     "predict_frame",
@@ -92,6 +94,7 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = Fals
         raise ValueError(f"the {bundle.model} model has no per-term contributions")
     df = df.reset_index(drop=True)
     clean, err, warn = check_rows(df, bundle)
+    err, warn = harmonisation_rows(bundle, df, clean, err, warn)
     ok = (err == "").to_numpy()
     out = pd.DataFrame(
         {
@@ -112,7 +115,7 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = Fals
     )
     pipeline = bundle.pipeline
     if ok.any():
-        x = clean.loc[ok, bundle.covariates.names]
+        x = model_input(bundle, df, clean, ok)
         risk = np.asarray(pipeline.predict_risk(x), dtype=float)
         out.loc[ok, risk_col] = risk
         out.loc[ok, "linear_predictor"] = np.asarray(pipeline.linear_predictor(x), dtype=float)
@@ -128,6 +131,44 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = Fals
         for term in bundle.terms:
             out[f"contrib_{term}"] = np.nan
     return out
+
+
+def model_input(
+    bundle: ModelBundle, df: pd.DataFrame, clean: pd.DataFrame, rows: np.ndarray
+) -> pd.DataFrame:
+    """The pipeline's input for ``rows``: the checked model inputs, plus the columns scanner
+    harmonisation reads as given (batch columns, preserved covariates outside the model)."""
+    cov = bundle.covariates
+    x = clean.loc[rows, cov.names]
+    extra = [c for c in [*cov.preserved, *cov.batch] if c not in x.columns]
+    return x.join(df.loc[rows, extra]) if extra else x
+
+
+def harmonisation_rows(
+    bundle: ModelBundle, df: pd.DataFrame, clean: pd.DataFrame, err: pd.Series, warn: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """A row whose scanner batch the model's development data did not contain (or whose batch
+    is unknown) follows the model's ``harmonisation.unseen_batch``: ``refuse`` makes it an error
+    naming the batch and the key; ``reference`` and ``pooled`` score it with a warning saying
+    what was assumed. Models without harmonisation: unchanged."""
+    harmoniser = getattr(bundle.pipeline, "harmoniser", None)
+    rows = (err == "").to_numpy()
+    if harmoniser is None or not rows.any():
+        return err, warn
+    messages = pd.Series(
+        harmoniser.row_warnings(model_input(bundle, df, clean, rows)), index=err.index[rows]
+    )
+    hit = messages.index[messages != ""]
+    if not len(hit):
+        return err, warn
+    err, warn = err.copy(), warn.copy()
+    if harmoniser.unseen_batch == "refuse":
+        err[hit] = messages[hit]
+    else:
+        warn[hit] = join_text(
+            warn[hit].to_numpy(dtype=object), messages[hit].to_numpy(dtype=object)
+        )
+    return err, warn
 
 
 def normalise(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

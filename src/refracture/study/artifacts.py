@@ -82,7 +82,8 @@ def candidate_plots(
 
     kinds = dataset.covariate_kinds(cand.feature_set)
     imaging = [c for c in dataset.imaging_features if c in kinds]
-    nomo = nomogram_for(r, dataset.X, kinds, imaging, h)
+    model_input = dataset.model_input(cand.feature_set)
+    nomo = nomogram_for(r, dataset.X, kinds, imaging, h, model_input=model_input)
     if nomo is not None:
         out["nomogram"] = nomo.plot(folder / "nomogram.png", title=f"Nomogram: {cand.label}")
     return out

@@ -17,6 +17,7 @@ from refracture.files import write_table, write_text
 from refracture.ids import PATIENT_ID
 from refracture.results import Candidate
 from refracture.study.artifacts import candidate_plots
+from refracture.study.harmonisation import harmonisation_metrics
 from refracture.study.packaging import make_bundle
 from refracture.validation.catalogue import horizon_label
 
@@ -128,6 +129,9 @@ def log_candidate(
             write_table(folder / "added_value.csv", pd.DataFrame([cand.added]))
         if r.per_site is not None:
             write_table(folder / "per_site.csv", r.per_site)
+        if cand.per_site_harmonisation is not None:
+            write_table(folder / "per_site_harmonisation.csv", cand.per_site_harmonisation)
+            mlflow.log_metrics(harmonisation_metrics(cand.per_site_harmonisation))
         cand.plots = candidate_plots(cand, cfg, dataset, folder / "plots")
         write_text(
             folder / "model_card.md",

@@ -19,7 +19,7 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
-from refracture.errors import ModelError
+from refracture.errors import InputError, ModelError
 from refracture.models.pipeline import RiskPipeline
 from refracture.validation.metrics import compute_metrics
 
@@ -96,7 +96,9 @@ def predict_all(
     return risk, lp, surv
 
 
-_FIT_FAILURES = (ModelError, ValueError, ArithmeticError, np.linalg.LinAlgError)
+# InputError: a resample can hold too few patients of a small scanner batch for the
+# harmonisation step (the same data fitted whole, so it is this resample's failure).
+_FIT_FAILURES = (ModelError, InputError, ValueError, ArithmeticError, np.linalg.LinAlgError)
 
 
 def optimism_replicate(
