@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from refracture.errors import ConfigError, InputError
-from refracture.validation import metric_names, validate
+from refracture.models import make_outcome
+from refracture.validation import compute_metrics, metric_names, validate
 from refracture.validation.added_value import added_value
 from refracture.validation.plots import (
     plot_calibration,
@@ -148,6 +149,13 @@ def test_leave_one_site_out_pools_and_reports_per_site():
     assert r.per_site["n"].sum() == len(ds)
     assert (r.predictions["fold"] == r.predictions["site"]).all()
     assert r.per_site["cindex_harrell"].between(0.5, 1).all()
+    # per-site metrics weight each site's censoring by that site's own follow-up
+    for _, row in r.per_site.iterrows():
+        p = r.predictions[r.predictions["site"] == row["site"]]
+        y = make_outcome(p["event"].to_numpy(), p["time"].to_numpy())
+        m, _ = compute_metrics(y, p["risk"].to_numpy(), estimand=r.estimand, lp=p["lp"].to_numpy())
+        assert row["brier_365d"] == pytest.approx(m["brier_365d"], abs=1e-15)
+        assert row["cindex_uno"] == pytest.approx(m["cindex_uno"], abs=1e-15)
 
 
 def test_kfold_predicts_everyone_once_and_none_is_apparent():
