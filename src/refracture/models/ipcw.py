@@ -71,6 +71,45 @@ def step_at(times: np.ndarray, values: np.ndarray, t: np.ndarray, start: float =
     return np.where(idx >= 0, values[np.clip(idx, 0, None)], start)
 
 
+class CensoringWeights:
+    """The censoring survival G estimated once on ``reference``; status and IPC weights at any
+    time (the integrated Brier score asks for twenty).
+
+    Parameters
+    ----------
+    reference : outcome array G is estimated from.
+    deaths : ``censor`` (net risk) or ``competing`` (cumulative incidence).
+    """
+
+    def __init__(self, reference: np.ndarray, deaths: DeathHandling = "censor"):
+        self.deaths = deaths
+        self.times_, self.prob_ = censoring_survival(reference, deaths)
+
+    def at(self, y: np.ndarray, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+        """Status at ``horizon`` (1 event, 0 no event or unknown) and weight (0 if unknown)."""
+        y = check_outcome(y)
+        t, ev = y["time"], y["event"]
+        h = float(horizon)
+        case = (ev == EVENT) & (t <= h)
+        known_before = case.copy()
+        if self.deaths == "competing":
+            known_before |= (ev == DEATH) & (t < h)
+        control = ~known_before & (t >= h)
+        g_before = step_left(self.times_, self.prob_, t)
+        g_h = float(step_left(self.times_, self.prob_, np.array([h]))[0])
+        g = np.where(known_before, g_before, np.where(control, g_h, np.nan))
+        used = known_before | control
+        if np.any(g[used] <= 0):
+            # only possible with a foreign reference whose follow-up stops earlier than y's
+            raise ValueError(
+                "the censoring survival reaches 0 before the horizon: no patient stays under "
+                "observation long enough to weight the outcomes"
+            )
+        weights = np.zeros(len(y))
+        weights[used] = 1.0 / g[used]
+        return case.astype(np.int8), weights
+
+
 def horizon_weights(
     y: np.ndarray,
     horizon: float,
@@ -87,25 +126,4 @@ def horizon_weights(
     status : int8 array (n,)
     weights : float array (n,), 0 for unknown status
     """
-    y = check_outcome(y)
-    g_times, g_prob = censoring_survival(y if reference is None else reference, deaths)
-    t, ev = y["time"], y["event"]
-    h = float(horizon)
-    case = (ev == EVENT) & (t <= h)
-    known_before = case.copy()
-    if deaths == "competing":
-        known_before |= (ev == DEATH) & (t < h)
-    control = ~known_before & (t >= h)
-    g_before = step_left(g_times, g_prob, t)
-    g_h = float(step_left(g_times, g_prob, np.array([h]))[0])
-    g = np.where(known_before, g_before, np.where(control, g_h, np.nan))
-    used = known_before | control
-    if np.any(g[used] <= 0):
-        # only possible with a foreign ``reference`` whose follow-up stops earlier than y's
-        raise ValueError(
-            "the censoring survival reaches 0 before the horizon: no patient stays under "
-            "observation long enough to weight the outcomes"
-        )
-    weights = np.zeros(len(y))
-    weights[used] = 1.0 / g[used]
-    return case.astype(np.int8), weights
+    return CensoringWeights(y if reference is None else reference, deaths).at(y, horizon)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refracture.models.ipcw import deaths_for, horizon_weights
+from refracture.models.ipcw import CensoringWeights, deaths_for
 from refracture.models.outcome import check_outcome
 from refracture.validation.undefined import Undefined
 
@@ -40,12 +40,20 @@ def _followed_to(y: np.ndarray, t: float) -> None:
         )
 
 
+def _weights(y: np.ndarray, estimand: str, censoring: CensoringWeights | None) -> CensoringWeights:
+    if censoring is None:
+        return CensoringWeights(y, deaths_for(estimand))
+    if censoring.deaths != deaths_for(estimand):
+        raise ValueError("the censoring weights were estimated for the other estimand")
+    return censoring
+
+
 def _cases_controls(
-    y: np.ndarray, t: float, estimand: str
+    y: np.ndarray, t: float, estimand: str, censoring: CensoringWeights | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = check_outcome(y)
     _followed_to(y, t)
-    status, w = horizon_weights(y, t, deaths_for(estimand))
+    status, w = _weights(y, estimand, censoring).at(y, t)
     case = (status == 1) & (w > 0)
     control = (status == 0) & (w > 0)
     if not case.any():
@@ -58,16 +66,21 @@ def _cases_controls(
 
 
 def cumulative_dynamic_auc(
-    y: np.ndarray, score: np.ndarray, horizon: float, estimand: str = "net"
+    y: np.ndarray,
+    score: np.ndarray,
+    horizon: float,
+    estimand: str = "net",
+    censoring: CensoringWeights | None = None,
 ) -> float:
     """Cumulative/dynamic AUC at ``horizon`` (see the module text).
 
     Parameters
     ----------
     y : (n,) outcome; score : (n,) higher = higher risk; estimand : ``net`` or ``cif``.
+    censoring : G already estimated on ``y`` for this estimand (else estimated here).
     """
     score = np.asarray(score, dtype=float)
-    case, control, w = _cases_controls(y, horizon, estimand)
+    case, control, w = _cases_controls(y, horizon, estimand, censoring)
     sc, wc = score[control], w[control]
     order = np.argsort(sc, kind="mergesort")
     sc, cum = sc[order], np.r_[0.0, np.cumsum(wc[order])]
@@ -96,16 +109,26 @@ def roc_points(
     return np.r_[0.0, fp[last] / fp[-1]], np.r_[0.0, tp[last] / tp[-1]]
 
 
-def brier_score(y: np.ndarray, risk: np.ndarray, t: float, estimand: str = "net") -> float:
+def brier_score(
+    y: np.ndarray,
+    risk: np.ndarray,
+    t: float,
+    estimand: str = "net",
+    censoring: CensoringWeights | None = None,
+) -> float:
     """IPCW Brier score at time ``t`` of the predicted risk by ``t`` (see the module text)."""
     y = check_outcome(y)
     _followed_to(y, t)
-    status, w = horizon_weights(y, t, deaths_for(estimand))
+    status, w = _weights(y, estimand, censoring).at(y, t)
     return float(np.mean(w * (status - np.asarray(risk, dtype=float)) ** 2))
 
 
 def integrated_brier_score(
-    y: np.ndarray, surv: np.ndarray, times: np.ndarray, estimand: str = "net"
+    y: np.ndarray,
+    surv: np.ndarray,
+    times: np.ndarray,
+    estimand: str = "net",
+    censoring: CensoringWeights | None = None,
 ) -> float:
     """Integrated Brier score over ``times`` (at least two, increasing).
 
@@ -116,5 +139,7 @@ def integrated_brier_score(
     surv = np.asarray(surv, dtype=float)
     if len(times) < 2 or np.any(np.diff(times) <= 0):
         raise ValueError("the integrated Brier score needs at least two increasing times")
-    scores = [brier_score(y, 1.0 - surv[:, k], t, estimand) for k, t in enumerate(times)]
+    y = check_outcome(y)
+    g = _weights(y, estimand, censoring)
+    scores = [brier_score(y, 1.0 - surv[:, k], t, estimand, g) for k, t in enumerate(times)]
     return float(np.trapezoid(scores, times) / (times[-1] - times[0]))

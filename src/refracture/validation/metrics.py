@@ -30,7 +30,7 @@ import numpy as np
 from scipy.special import expit, logit
 from sksurv.nonparametric import cumulative_incidence_competing_risks, kaplan_meier_estimator
 
-from refracture.models.ipcw import deaths_for, horizon_weights, step_at
+from refracture.models.ipcw import CensoringWeights, deaths_for, step_at
 from refracture.models.outcome import DEATH, EVENT, check_estimand, check_outcome
 from refracture.validation.concordance import concordance, ranking_score
 from refracture.validation.ipcw_metrics import (
@@ -163,13 +163,18 @@ def calibration_slope_intercept(
 
 
 def calibration_or_reason(
-    y: np.ndarray, risk: np.ndarray, horizon: float, estimand: str = "net"
+    y: np.ndarray,
+    risk: np.ndarray,
+    horizon: float,
+    estimand: str = "net",
+    censoring: CensoringWeights | None = None,
 ) -> tuple[float, float]:
     """:func:`calibration_slope_intercept`, raising :class:`Undefined` with the reason."""
     y = check_outcome(y)
     if not np.any(y["time"] >= horizon):
         raise Undefined("no patient was followed to the horizon")
-    status, w = horizon_weights(y, horizon, deaths_for(estimand))
+    g = CensoringWeights(y, deaths_for(estimand)) if censoring is None else censoring
+    status, w = g.at(y, horizon)
     used = w > 0
     d, w = status[used].astype(float), w[used]
     if d.sum() == 0:
@@ -241,6 +246,7 @@ def compute_metrics(
     if not np.all(np.isfinite(risk)):
         return out, dict.fromkeys(names, "the model predicted no finite risk for some patients")
     score = ranking_score(risk, lp)
+    g = CensoringWeights(y, deaths_for(estimand))  # estimated once, on the evaluated data
 
     def put(name: str, fn: Callable[[], float]) -> None:
         try:
@@ -258,14 +264,14 @@ def compute_metrics(
 
     put("cindex_harrell", lambda: concordance(y, score, horizon, estimand))
     put("cindex_uno", lambda: concordance(y, score, horizon, estimand, ipcw=True))
-    put(f"auc_{h}", lambda: cumulative_dynamic_auc(y, score, horizon, estimand))
-    put(f"brier_{h}", lambda: brier_score(y, risk, horizon, estimand))
+    put(f"auc_{h}", lambda: cumulative_dynamic_auc(y, score, horizon, estimand, g))
+    put(f"brier_{h}", lambda: brier_score(y, risk, horizon, estimand, g))
     if surv is None or times is None:
         why[f"ibs_{h}"] = "the model predicts the risk at the horizon only, not a curve over time"
     else:
-        put(f"ibs_{h}", lambda: integrated_brier_score(y, surv, times, estimand))
+        put(f"ibs_{h}", lambda: integrated_brier_score(y, surv, times, estimand, g))
     try:
-        slope, intercept = calibration_or_reason(y, risk, horizon, estimand)
+        slope, intercept = calibration_or_reason(y, risk, horizon, estimand, g)
         out["calibration_slope"], out["calibration_intercept"] = slope, intercept
     except Undefined as err:
         why["calibration_slope"] = why["calibration_intercept"] = str(err)
