@@ -23,18 +23,17 @@ ESTIMANDS: tuple[str, ...] = ("net", "cif")
 
 # Tagged on every training run so a reader of the results knows the estimand.
 COMPETING_RISK_NOTE = (
-    "Death before re-fracture (event 2) is a competing event. The models estimate the net "
-    "risk of re-fracture by the horizon, treating death as censoring (Kaplan-Meier / Cox "
-    "cause-specific hazard); discrimination and Brier metrics do the same. Calibration "
-    "(slope, intercept, O/E ratio and plots) compares predictions with the observed "
-    "cumulative incidence (Aalen-Johansen when deaths are present), in which a death is a "
-    "known non-event, so a net-risk model over-predicts slightly where deaths are common."
+    "Estimand: net risk. Death before re-fracture (event 2) censors the re-fracture time: "
+    "risks are net risks of re-fracture by the horizon (as if death were prevented), and every "
+    "metric reads the outcome the same way (observed risk 1 - Kaplan-Meier, deaths counted as "
+    "censoring in the IPC weights). The net risk exceeds the cumulative incidence where deaths "
+    "are common."
 )
-
 
 #: The same statement for the competing-risk estimand.
 CIF_NOTE = (
-    "Death before re-fracture (event 2) is a competing event. Risks are cumulative incidences "
+    "Estimand: cumulative incidence. Death before re-fracture (event 2) is a competing event. "
+    "Risks are cumulative incidences "
     "of re-fracture by the horizon (a patient who dies first never has the re-fracture); every "
     "metric reads the outcome the same way: discrimination counts deaths as controls "
     "(Wolbers 2009, Blanche 2013), Brier and calibration compare with the Aalen-Johansen "
