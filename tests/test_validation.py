@@ -90,7 +90,9 @@ def test_imaging_beats_clinical_only(cox_results):
     clin, img = res["clinical"], res["clinical+imaging"]
     assert img.metrics["cindex_harrell"] > clin.metrics["cindex_harrell"]
     assert img.metrics["cindex_harrell_optcorr"] > clin.metrics["cindex_harrell_optcorr"]
-    av = added_value(clin, img, ds, cfg)
+    reasons: dict[str, str] = {}
+    av = added_value(clin, img, ds, cfg, reasons)
+    assert reasons == {} and clin.estimand == "cif"  # the cohort has deaths
     assert av["delta_cindex"] == pytest.approx(
         img.metrics["cindex_harrell"] - clin.metrics["cindex_harrell"]
     )

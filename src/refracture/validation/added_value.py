@@ -196,7 +196,6 @@ def _reasons(
     out: dict[str, float], y: np.ndarray, horizon: float, estimand: str, has_likelihood: bool
 ) -> dict[str, str]:
     """Why each NaN value of :func:`added_value` is NaN."""
-    h = horizon_label(horizon)
     status, w = horizon_weights(y, horizon, deaths_for(estimand))
     if not ((status == 1) & (w > 0)).any():
         data_why = "no re-fracture by the horizon among the validation patients"
@@ -204,23 +203,20 @@ def _reasons(
         data_why = "no validation patient is known to be free of re-fracture at the horizon"
     else:
         data_why = "undefined on the validation patients"
-    why = {
-        "delta_cindex": data_why,
-        f"nri_{h}": data_why,
-        f"idi_{h}": data_why,
-        "lrt": "the model has no likelihood to compare (nested Cox-type models only)"
-        if not has_likelihood
-        else "the likelihood-ratio test could not be computed",
-    }
+    lrt_why = (
+        "the likelihood-ratio test could not be computed"
+        if has_likelihood
+        else "the model has no likelihood to compare (nested Cox-type models only)"
+    )
+    boot_why = "fewer than two bootstrap resamples of the validation patients gave a value"
     out_why: dict[str, str] = {}
     for key, value in out.items():
         if np.isfinite(value):
             continue
-        base = next((b for b in why if key.startswith(b)), None)
-        if base is None:
-            base = f"nri_{h}" if key.startswith("nri_") else "delta_cindex"
-        reason = why[base]
-        if key.endswith(("_lo", "_hi")) and np.isfinite(out.get(key[:-3], np.nan)):
-            reason = "undefined in the bootstrap resamples of the validation patients"
-        out_why[key] = reason
+        if key.startswith("lrt"):
+            out_why[key] = lrt_why
+        elif key.endswith(("_lo", "_hi")) and np.isfinite(out.get(key[:-3], np.nan)):
+            out_why[key] = boot_why
+        else:
+            out_why[key] = data_why
     return out_why

@@ -244,23 +244,7 @@ def validate(
         names, (valid_metrics, valid_why), (apparent, apparent_why), boot_ci, boot_app, boot_test
     )
 
-    notes = []
-    if n_failed:
-        notes.append(f"{n_failed} of {B} bootstrap refits failed and were left out")
-    notes += [f"{k} is NaN: {why}" for k, why in valid_why.items()]
-    outside = [
-        k
-        for k in names
-        if not metrics[f"{k}_optcorr_lo"] <= metrics[f"{k}_optcorr"] <= metrics[f"{k}_optcorr_hi"]
-        and np.isfinite(metrics[f"{k}_optcorr_lo"])
-    ]
-    if outside:
-        notes.append(
-            f"the optimism-corrected {', '.join(outside)} lie outside their 95% intervals: the "
-            "model's apparent performance on bootstrap resamples differs systematically from "
-            "that on the original data (a forest or a tuned penalty fits duplicated patients), "
-            "so the location-shifted interval is off-centre"
-        )
+    notes = _notes(names, metrics, valid_why, n_failed, B)
     coefficients = coefficients_table(final) if final.model.has_coefficients else None
     ph = ph_test(final, X.iloc[dev], y[dev]) if final.model.has_ph_test else None
 
@@ -296,6 +280,30 @@ def validate(
         reasons=reasons,
         notes=notes,
     )
+
+
+def _notes(
+    names: list[str], metrics: Metrics, valid_why: Reasons, n_failed: int, B: int
+) -> list[str]:
+    """What a reader should know: failed refits, NaN metrics and intervals off their estimate."""
+    notes = []
+    if n_failed:
+        notes.append(f"{n_failed} of {B} bootstrap refits failed and were left out")
+    notes += [f"{k} is NaN: {why}" for k, why in valid_why.items()]
+    outside = [
+        k
+        for k in names
+        if np.isfinite(metrics[f"{k}_optcorr_lo"])
+        and not metrics[f"{k}_optcorr_lo"] <= metrics[f"{k}_optcorr"] <= metrics[f"{k}_optcorr_hi"]
+    ]
+    if outside:
+        notes.append(
+            f"the optimism-corrected {', '.join(outside)} lie outside their 95% intervals: the "
+            "model's apparent performance on bootstrap resamples differs systematically from "
+            "that on the original data (a forest or a tuned penalty fits duplicated patients), "
+            "so the location-shifted interval is off-centre"
+        )
+    return notes
 
 
 def _summarise(
