@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from refracture.errors import ConfigError, InputError
-from refracture.models import make_outcome
-from refracture.validation import compute_metrics, metric_names, validate
+from refracture.models import CoxPH, make_outcome, make_pipeline
+from refracture.validation import compute_metrics, metric_names, time_grid, validate
 from refracture.validation.added_value import added_value
+from refracture.validation.bootstrap import optimism_replicate, replicate_seeds
 from refracture.validation.plots import (
     plot_calibration,
     plot_decision_curve,
@@ -204,3 +205,30 @@ def test_plots_write_pngs(cox_results, tmp_path):
     for p in paths:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
+class _GroupedCox(CoxPH):
+    """A Cox model whose fit takes the patient groups, as one with inner cross-validation
+    would; it remembers what it was given."""
+
+    seen: list[np.ndarray] = []
+
+    def fit(self, X, y, groups=None):
+        _GroupedCox.seen.append(groups)
+        return super().fit(X, y)
+
+
+def test_bootstrap_refits_receive_the_original_patient_of_each_row():
+    ds = dataset(240, 11)
+    cols = ds.feature_names("clinical")
+    template = make_pipeline(
+        "cox", config().covariates, horizon=365.0, random_state=0, categories=ds.categories
+    ).set_params(model=_GroupedCox(horizon=365.0))
+    ss = replicate_seeds(0, 1)[0]
+    _GroupedCox.seen.clear()
+    out = optimism_replicate(
+        ss, template=template, X=ds.X[cols], y=ds.y, times=time_grid(365.0), horizon=365.0
+    )
+    assert out is not None and len(_GroupedCox.seen) == 1
+    expected = np.random.default_rng(ss).integers(0, len(ds), len(ds))
+    np.testing.assert_array_equal(_GroupedCox.seen[0], expected)
