@@ -79,7 +79,7 @@ def _empty(preds: Mapping[str, pd.DataFrame]) -> str | None:
 
 def _observed_label(estimand: str) -> str:
     return (
-        "Aalen-Johansen cumulative incidence, death competing"
+        "Aalen-Johansen, death competing"
         if check_estimand(estimand) == "cif"
         else "1 - Kaplan-Meier, death censored"
     )
