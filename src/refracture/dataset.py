@@ -34,7 +34,7 @@ from refracture.errors import ConfigError, InputError
 from refracture.ids import PATIENT_ID, patient_ids
 from refracture.imaging.metadata import SCANNER_COLUMNS, scanner_metadata
 from refracture.models.harmonise import BATCH_SOURCES, batch_labels
-from refracture.models.outcome import DEATH, EVENT, make_outcome
+from refracture.models.outcome import DEATH, EVENT, make_outcome, resolve_estimand
 from refracture.text import name_list
 
 __all__ = [
@@ -70,6 +70,9 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     harmonisation: HarmonisationConfig | None = None
     harmonisation_inputs: pd.DataFrame | None = None
+    #: ``net`` or ``cif``: the configured ``outcome.estimand``, else ``cif`` when the outcome
+    #: has deaths (code 2). Every model and metric of a run on this data set uses it.
+    estimand: str = "net"
 
     @property
     def ids(self) -> pd.Index:
@@ -449,6 +452,7 @@ def assemble(
         notes=notes,
         harmonisation=cfg.harmonisation if inputs is not None else None,
         harmonisation_inputs=inputs,
+        estimand=resolve_estimand(cfg.outcome.estimand, y),
     )
 
 

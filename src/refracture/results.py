@@ -30,6 +30,9 @@ class Candidate:
     #: Leave-one-site-out metrics without and with scanner harmonisation, side by side
     #: (:func:`refracture.study.harmonisation.per_site_harmonisation`); None when not run.
     per_site_harmonisation: pd.DataFrame | None = None
+    #: Why each added-value measure or figure that is missing could not be computed
+    #: (the metrics' own reasons are in ``result.reasons``).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:

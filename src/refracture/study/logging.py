@@ -102,6 +102,7 @@ def log_candidate(
                 **base_tags,
                 "refracture.model": cand.model,
                 "refracture.feature_set": cand.feature_set,
+                "refracture.estimand": r.estimand,
                 "refracture.competing_risk": r.competing_risk_note,
             }
         )
@@ -139,6 +140,10 @@ def log_candidate(
                 cand, cfg, dataset, run_id=cand.run_id, parent_run_id=parent_id, digest=digest
             ),
         )
+        # a NaN metric is not logged; its reason is (metric or figure name -> why)
+        undefined = {**r.reasons, **cand.reasons}
+        if undefined:
+            write_text(folder / "undefined.json", json.dumps(undefined, indent=2, sort_keys=True))
         mlflow.log_artifacts(str(folder))
 
 

@@ -64,7 +64,7 @@ def make_bundle(
         model=cand.model,
         feature_set=cand.feature_set,
         horizon_days=float(cfg.outcome.horizon_days),
-        estimand="net",
+        estimand=dataset.estimand,
         covariates=CovariateSpec(
             numeric=tuple(cov.numeric),
             binary=tuple(cov.binary),

@@ -99,6 +99,7 @@ def validate_candidate(
         random_state=vcfg.seed,
         categories=dataset.categories,
         harmonisation=harmonisation,
+        estimand=dataset.estimand,
     )
     policy = harmonisation.unseen_batch if harmonisation is not None else None
     if template.harmoniser is not None:
@@ -222,6 +223,7 @@ def train(
                     img.result,
                     bootstrap=cfg.validation.bootstrap,
                     seed=cfg.validation.seed,
+                    reasons=img.reasons,
                 )
         selected = select(candidates, cfg)
 
@@ -231,7 +233,11 @@ def train(
         digest = log.log_parent(cfg, clinical, features, dataset, flow, run_dir, config_path)
         base_tags = tracking.run_tags(digest) | tracking.process_tags()
         mlflow.set_tags(
-            {**base_tags, "refracture.competing_risk": selected.result.competing_risk_note}
+            {
+                **base_tags,
+                "refracture.estimand": dataset.estimand,
+                "refracture.competing_risk": selected.result.competing_risk_note,
+            }
         )
         for i, cand in enumerate(candidates, 1):
             log.log_candidate(cand, cfg, dataset, run_dir, base_tags, parent_id, digest)
@@ -255,7 +261,7 @@ def train(
                 "refracture.parent_run_id": parent_id,
                 "refracture.dataset_digest": digest,
             },
-            design=registry.Design.from_config(cfg, estimand="net"),
+            design=registry.Design.from_config(cfg, estimand=dataset.estimand),
             uncertainty=registry.Uncertainty.from_metrics(selected.result.metrics, metric),
             margin=cfg.mlflow.promote_margin,
         )
