@@ -30,9 +30,12 @@ from refracture.ids import PATIENT_ID, patient_ids
 from refracture.models.outcome import DEATH, EVENT, make_outcome
 from refracture.text import name_list
 
-__all__ = ["FEATURE_SETS", "Dataset", "assemble", "coerce_covariates"]
+__all__ = ["EPV_WARNING", "FEATURE_SETS", "Dataset", "assemble", "coerce_covariates"]
 
 FEATURE_SETS = ("clinical", "clinical+imaging")
+#: Fewer events per model parameter than this is warned about (the rule of thumb of Peduzzi et
+#: al. 1996 for Cox and logistic models; fewer events than parameters is refused).
+EPV_WARNING = 10.0
 
 
 @dataclass
@@ -54,6 +57,7 @@ class Dataset:
     excluded: pd.DataFrame
     horizon: float
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ids(self) -> pd.Index:
@@ -91,6 +95,31 @@ class Dataset:
             kinds |= {c: "numeric" for c in self.imaging_features}
         return kinds
 
+    def n_parameters(self, feature_set: str) -> int:
+        """Model parameters of a feature set after encoding: one per numeric, binary and
+        imaging column, one per non-reference level of each categorical covariate."""
+        kinds = self.covariate_kinds(feature_set)
+        return sum(
+            len(self.categories.get(c, [])) - 1 if kind == "categorical" else 1
+            for c, kind in kinds.items()
+        )
+
+    @property
+    def n_events_by_horizon(self) -> int:
+        """Re-fractures (event 1) at or before the horizon: the events the models learn from."""
+        return _events_by(self.y, self.horizon)
+
+    def events_per_parameter(self, feature_set: str) -> float:
+        """Events by the horizon per model parameter of ``feature_set`` (the EPV); below
+        :data:`EPV_WARNING` the run warns, as the terminal summary and the report show."""
+        return self.n_events_by_horizon / max(self.n_parameters(feature_set), 1)
+
+    @property
+    def epv(self) -> dict[str, float]:
+        """Events per model parameter of each feature set the data set can fit."""
+        sets = ["clinical", *(["clinical+imaging"] if self.imaging_features else [])]
+        return {fs: self.events_per_parameter(fs) for fs in sets}
+
     def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
         """The data set restricted to the given row positions (for splits)."""
         rows = np.asarray(rows)
@@ -103,7 +132,7 @@ class Dataset:
             "n_events": int((ev == EVENT).sum()),
             "n_deaths": int((ev == DEATH).sum()),
             "n_censored": int((ev == 0).sum()),
-            "n_events_by_horizon": int(((ev == EVENT) & (t <= self.horizon)).sum()),
+            "n_events_by_horizon": self.n_events_by_horizon,
             "n_sites": int(self.site.nunique()),
             "n_excluded": len(self.excluded),
             "median_follow_up_days": float(np.median(t)),
@@ -162,12 +191,13 @@ def _outcome(
                 f"outcome column '{col}' is missing from the clinical table", key=key, file=source
             )
     time = pd.to_numeric(table[oc.time], errors="coerce")
-    bad = time.isna() | ~np.isfinite(time.to_numpy(dtype=float, na_value=np.nan)) | (time <= 0)
+    # Zero is a time: an event or a loss on the day of surgery (real registries have them).
+    bad = time.isna() | ~np.isfinite(time.to_numpy(dtype=float, na_value=np.nan)) | (time < 0)
     if bad.any():
         found = ", ".join(repr(v) for v in table[oc.time][bad].head(3))
         raise InputError(
-            f"'{oc.time}' must be a number of days > 0 (missing, zero, negative or not a "
-            f"number); found {found}",
+            f"'{oc.time}' must be a number >= 0, the time from surgery to the event or the last "
+            f"follow-up (missing, negative or not a number); found {found}",
             patient_id=name_list(ids[bad], 5),
             file=source,
         )
@@ -200,6 +230,8 @@ def assemble(
     models).
     """
     cov = cfg.covariates
+    if len(clinical) == 0:
+        raise InputError("no patients: the clinical table has no rows", file=clinical_source)
     clin_ids = patient_ids(clinical, "clinical table", clinical_source)
     y_all = _outcome(clinical, clin_ids, cfg, clinical_source)
     use_imaging = features is not None and "clinical+imaging" in cfg.feature_sets
@@ -279,7 +311,7 @@ def assemble(
     notes = []
     if len(excluded_df):
         notes.append(f"{len(excluded_df)} patients excluded (see Dataset.excluded)")
-    return Dataset(
+    dataset = Dataset(
         X=X,
         y=y,
         site=site,
@@ -291,25 +323,76 @@ def assemble(
         horizon=float(cfg.outcome.horizon_days),
         notes=notes,
     )
+    dataset.warnings.extend(_check_parameters(dataset, cfg))
+    return dataset
+
+
+def _events_by(y: np.ndarray, horizon: float) -> int:
+    return int(((y["event"] == EVENT) & (y["time"] <= horizon)).sum())
+
+
+def _outcome_counts(y: np.ndarray) -> str:
+    ev = y["event"]
+    parts = [f"{int((ev == 0).sum())} censored"]
+    if (ev == DEATH).any():
+        parts.append(f"{int((ev == DEATH).sum())} died")
+    return f"{len(y)} patients: {', '.join(parts)}"
 
 
 def _check_events(y: np.ndarray, cfg: RunConfig) -> None:
+    """Refuse an outcome no model can learn from, with the counts: no event 1 at all, a
+    horizon beyond every follow-up, no event 1 by the horizon.
+
+    A horizon equal to the longest follow-up is accepted: a study that follows every patient
+    for one year censors the event-free ones at exactly the horizon, and they are event-free
+    at the horizon.
+    """
     horizon = cfg.outcome.horizon_days
     ev, t = y["event"], y["time"]
     if not (ev == EVENT).any():
         raise InputError(
-            "no re-fracture in the outcome (no event 1): every patient is censored or died, "
-            "so no risk model can be fitted",
+            f"no re-fracture in the outcome (no event 1 among {_outcome_counts(y)}), so no "
+            "risk model can be fitted",
             key="outcome.event",
         )
-    if horizon >= t.max():
+    if horizon > t.max():
         raise ConfigError(
-            f"the horizon ({horizon:g} days) is not inside the follow-up (longest follow-up "
-            f"{t.max():g} days)",
+            f"the horizon ({horizon:g}) is beyond the longest follow-up ({t.max():g}, in the "
+            f"unit of '{cfg.outcome.time}'); choose a horizon of at most {t.max():g}",
             key="outcome.horizon_days",
         )
-    if not ((ev == EVENT) & (t <= horizon)).any():
+    by_horizon = _events_by(y, horizon)
+    if by_horizon == 0:
         raise InputError(
-            f"no re-fracture by the horizon ({horizon:g} days): the 1-year risk cannot be modelled",
+            f"no re-fracture by the horizon ({horizon:g}): the {int((ev == EVENT).sum())} "
+            f"re-fractures all come later (first at {t[ev == EVENT].min():g}), so the risk by "
+            "the horizon cannot be modelled; choose a longer outcome.horizon_days",
             key="outcome.horizon_days",
         )
+
+
+def _check_parameters(dataset: Dataset, cfg: RunConfig) -> list[str]:
+    """Refuse fewer events by the horizon than model parameters; warn below
+    :data:`EPV_WARNING` events per parameter. Returns the warnings."""
+    sets = [fs for fs in cfg.feature_sets if fs == "clinical" or dataset.imaging_features]
+    events = dataset.n_events_by_horizon
+    h = f"{dataset.horizon:g}"
+    warnings = []
+    for fs in sets:
+        n_par = dataset.n_parameters(fs)
+        if events < n_par:
+            raise InputError(
+                f"too few events to fit the models: {events} re-fractures by the horizon ({h}) "
+                f"for {n_par} model parameters (feature set '{fs}'; a categorical covariate "
+                "counts one per level beyond the reference); declare fewer covariates",
+                key="covariates",
+            )
+        epv = events / max(n_par, 1)
+        if epv < EPV_WARNING:
+            warnings.append(
+                f"{epv:.1f} events per model parameter ({events} re-fractures by the horizon "
+                f"{h} for {n_par} parameters, feature set '{fs}'): fewer than "
+                f"{EPV_WARNING:g}, so the models may over-fit; read the optimism-corrected "
+                "metrics"
+            )
+    return warnings
