@@ -27,6 +27,7 @@ from refracture.covariates import (
 )
 from refracture.errors import ConfigError, InputError
 from refracture.ids import PATIENT_ID, patient_ids
+from refracture.models.design import collinear_columns
 from refracture.models.outcome import DEATH, EVENT, make_outcome
 from refracture.text import name_list
 
@@ -307,6 +308,7 @@ def assemble(
     all_nan = [c for c, n in n_missing.items() if n == len(X)]
     if all_nan:
         raise InputError(f"columns with no values at all: {', '.join(all_nan)}", key="covariates")
+    _check_design(X, cov, imaging, categories)
     excluded_df = pd.DataFrame(excluded, columns=[PATIENT_ID, "reason"])
     notes = []
     if len(excluded_df):
@@ -325,6 +327,48 @@ def assemble(
     )
     dataset.warnings.extend(_check_parameters(dataset, cfg))
     return dataset
+
+
+def _check_design(
+    X: pd.DataFrame,
+    cov: CovariatesConfig,
+    imaging: list[str],
+    categories: dict[str, list[str]],
+) -> None:
+    """Refuse a covariate with one value for every patient, a category with one patient, and
+    covariates that are exact linear combinations of each other: no model term can be
+    estimated for them."""
+    for col in X.columns:
+        values = X[col].dropna().unique()
+        if len(values) == 1:
+            key = "imaging.features" if col in imaging else "covariates"
+            raise InputError(
+                f"column '{col}' has the same value ({values[0]}) for every patient, so it "
+                f"cannot be modelled; leave it out of {key}",
+                key=key,
+            )
+    for col in categories:
+        counts = X[col].value_counts()
+        single = sorted(str(lv) for lv in counts.index[counts == 1])
+        if single:
+            raise InputError(
+                f"column '{col}' has {'a level' if len(single) == 1 else 'levels'} with one "
+                f"patient ({', '.join(single)}): no model can estimate a term from one patient, "
+                "and a split may leave it out of the training data; merge it with another level",
+                key=f"covariates.categorical.{col}",
+            )
+    design = X[[*cov.numeric, *cov.binary, *imaging]].astype(float)
+    for col, levels in categories.items():
+        for level in levels[1:]:
+            design[f"{col}[{level}]"] = (X[col] == level).astype(float).where(X[col].notna())
+    dependent = collinear_columns(design)
+    if dependent:
+        names = ", ".join(f"'{c}'" for c in dependent)
+        raise InputError(
+            f"columns {names} are collinear (one is a linear combination of the others), so "
+            "their coefficients cannot be estimated; leave one of them out of covariates",
+            key="covariates",
+        )
 
 
 def _events_by(y: np.ndarray, horizon: float) -> int:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from refracture.config import RunConfig
 from refracture.dataset import Dataset, assemble
-from refracture.errors import InputError
+from refracture.errors import InputError, ModelError
 from refracture.files import write_table
 from refracture.ids import PATIENT_ID
 from refracture.models import make_pipeline
@@ -76,22 +76,26 @@ def validate_candidate(
         random_state=vcfg.seed,
         categories=dataset.categories,
     )
-    result = validate(
-        template,
-        dataset.X[cols],
-        dataset.y,
-        site=dataset.site.to_numpy(),
-        split=vcfg.split,
-        test_fraction=vcfg.test_fraction,
-        test_site=vcfg.test_site,
-        folds=vcfg.folds,
-        bootstrap=vcfg.bootstrap,
-        seed=vcfg.seed,
-        jobs=vcfg.jobs,
-        feature_set=feature_set,
-        progress=progress,
-        stage=f"validating {name} ({feature_set})",
-    )
+    try:
+        result = validate(
+            template,
+            dataset.X[cols],
+            dataset.y,
+            site=dataset.site.to_numpy(),
+            split=vcfg.split,
+            test_fraction=vcfg.test_fraction,
+            test_site=vcfg.test_site,
+            folds=vcfg.folds,
+            bootstrap=vcfg.bootstrap,
+            seed=vcfg.seed,
+            jobs=vcfg.jobs,
+            feature_set=feature_set,
+            progress=progress,
+            stage=f"validating {name} ({feature_set})",
+        )
+    except ModelError as err:
+        # A model that cannot be fitted on these data: the config entry to change is models.
+        raise ModelError(err.message, key=err.key or "models") from None
     return Candidate(name, feature_set, result)
 
 
