@@ -33,11 +33,13 @@ from refracture.covariates import (
 from refracture.errors import ConfigError, InputError
 from refracture.ids import PATIENT_ID, patient_ids
 from refracture.imaging.metadata import SCANNER_COLUMNS, scanner_metadata
+from refracture.models.design import collinear_columns
 from refracture.models.harmonise import BATCH_SOURCES, batch_labels
 from refracture.models.outcome import DEATH, EVENT, make_outcome, resolve_estimand
 from refracture.text import name_list
 
 __all__ = [
+    "EPV_WARNING",
     "FEATURE_SETS",
     "Dataset",
     "assemble",
@@ -47,6 +49,9 @@ __all__ = [
 ]
 
 FEATURE_SETS = ("clinical", "clinical+imaging")
+#: Fewer events per model parameter than this is warned about (the rule of thumb of Peduzzi et
+#: al. 1996 for Cox and logistic models; fewer events than parameters is refused).
+EPV_WARNING = 10.0
 
 
 @dataclass
@@ -73,6 +78,7 @@ class Dataset:
     #: ``net`` or ``cif``: the configured ``outcome.estimand``, else ``cif`` when the outcome
     #: has deaths (code 2). Every model and metric of a run on this data set uses it.
     estimand: str = "net"
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ids(self) -> pd.Index:
@@ -124,6 +130,31 @@ class Dataset:
             kinds |= {c: "numeric" for c in self.imaging_features}
         return kinds
 
+    def n_parameters(self, feature_set: str) -> int:
+        """Model parameters of a feature set after encoding: one per numeric, binary and
+        imaging column, one per non-reference level of each categorical covariate."""
+        kinds = self.covariate_kinds(feature_set)
+        return sum(
+            len(self.categories.get(c, [])) - 1 if kind == "categorical" else 1
+            for c, kind in kinds.items()
+        )
+
+    @property
+    def n_events_by_horizon(self) -> int:
+        """Re-fractures (event 1) at or before the horizon: the events the models learn from."""
+        return _events_by(self.y, self.horizon)
+
+    def events_per_parameter(self, feature_set: str) -> float:
+        """Events by the horizon per model parameter of ``feature_set`` (the EPV); below
+        :data:`EPV_WARNING` the run warns, as the terminal summary and the report show."""
+        return self.n_events_by_horizon / max(self.n_parameters(feature_set), 1)
+
+    @property
+    def epv(self) -> dict[str, float]:
+        """Events per model parameter of each feature set the data set can fit."""
+        sets = ["clinical", *(["clinical+imaging"] if self.imaging_features else [])]
+        return {fs: self.events_per_parameter(fs) for fs in sets}
+
     def subset(self, rows: Sequence[int] | np.ndarray) -> Dataset:
         """The data set restricted to the given row positions (for splits)."""
         rows = np.asarray(rows)
@@ -143,7 +174,7 @@ class Dataset:
             "n_events": int((ev == EVENT).sum()),
             "n_deaths": int((ev == DEATH).sum()),
             "n_censored": int((ev == 0).sum()),
-            "n_events_by_horizon": int(((ev == EVENT) & (t <= self.horizon)).sum()),
+            "n_events_by_horizon": self.n_events_by_horizon,
             "n_sites": int(self.site.nunique()),
             "n_excluded": len(self.excluded),
             "median_follow_up_days": float(np.median(t)),
@@ -305,12 +336,13 @@ def _outcome(
                 f"outcome column '{col}' is missing from the clinical table", key=key, file=source
             )
     time = pd.to_numeric(table[oc.time], errors="coerce")
-    bad = time.isna() | ~np.isfinite(time.to_numpy(dtype=float, na_value=np.nan)) | (time <= 0)
+    # Zero is a time: an event or a loss on the day of surgery (real registries have them).
+    bad = time.isna() | ~np.isfinite(time.to_numpy(dtype=float, na_value=np.nan)) | (time < 0)
     if bad.any():
         found = ", ".join(repr(v) for v in table[oc.time][bad].head(3))
         raise InputError(
-            f"'{oc.time}' must be a number of days > 0 (missing, zero, negative or not a "
-            f"number); found {found}",
+            f"'{oc.time}' must be a number >= 0, the time from surgery to the event or the last "
+            f"follow-up (missing, negative or not a number); found {found}",
             patient_id=name_list(ids[bad], 5),
             file=source,
         )
@@ -351,6 +383,8 @@ def assemble(
     model go to ``Dataset.harmonisation_inputs``.
     """
     cov = cfg.covariates
+    if len(clinical) == 0:
+        raise InputError("no patients: the clinical table has no rows", file=clinical_source)
     harmonising = _harmonising(cfg)
     if harmonising:
         _check_preserve(clinical, cfg, clinical_source)
@@ -432,6 +466,7 @@ def assemble(
     all_nan = [c for c, n in n_missing.items() if n == len(X)]
     if all_nan:
         raise InputError(f"columns with no values at all: {', '.join(all_nan)}", key="covariates")
+    _check_design(X, cov, imaging, categories)
     inputs = None
     if harmonising and use_imaging:
         inputs = _harmonisation_inputs(clinical, clin_ids, X, known_site[keep], scanners, cfg)
@@ -439,7 +474,7 @@ def assemble(
     notes = []
     if len(excluded_df):
         notes.append(f"{len(excluded_df)} patients excluded (see Dataset.excluded)")
-    return Dataset(
+    dataset = Dataset(
         X=X,
         y=y,
         site=site,
@@ -454,6 +489,62 @@ def assemble(
         harmonisation_inputs=inputs,
         estimand=resolve_estimand(cfg.outcome.estimand, y),
     )
+    dataset.warnings.extend(_check_parameters(dataset, cfg))
+    return dataset
+
+
+def _check_design(
+    X: pd.DataFrame,
+    cov: CovariatesConfig,
+    imaging: list[str],
+    categories: dict[str, list[str]],
+) -> None:
+    """Refuse a covariate with one value for every patient, a category with one patient, and
+    covariates that are exact linear combinations of each other: no model term can be
+    estimated for them."""
+    for col in X.columns:
+        values = X[col].dropna().unique()
+        if len(values) == 1:
+            key = "imaging.features" if col in imaging else "covariates"
+            raise InputError(
+                f"column '{col}' has the same value ({values[0]}) for every patient, so it "
+                f"cannot be modelled; leave it out of {key}",
+                key=key,
+            )
+    for col in categories:
+        counts = X[col].value_counts()
+        single = sorted(str(lv) for lv in counts.index[counts == 1])
+        if single:
+            raise InputError(
+                f"column '{col}' has {'a level' if len(single) == 1 else 'levels'} with one "
+                f"patient ({', '.join(single)}): no model can estimate a term from one patient, "
+                "and a split may leave it out of the training data; merge it with another level",
+                key=f"covariates.categorical.{col}",
+            )
+    design = X[[*cov.numeric, *cov.binary, *imaging]].astype(float)
+    for col, levels in categories.items():
+        for level in levels[1:]:
+            design[f"{col}[{level}]"] = (X[col] == level).astype(float).where(X[col].notna())
+    dependent = collinear_columns(design)
+    if dependent:
+        names = ", ".join(f"'{c}'" for c in dependent)
+        raise InputError(
+            f"columns {names} are collinear (one is a linear combination of the others), so "
+            "their coefficients cannot be estimated; leave one of them out of covariates",
+            key="covariates",
+        )
+
+
+def _events_by(y: np.ndarray, horizon: float) -> int:
+    return int(((y["event"] == EVENT) & (y["time"] <= horizon)).sum())
+
+
+def _outcome_counts(y: np.ndarray) -> str:
+    ev = y["event"]
+    parts = [f"{int((ev == 0).sum())} censored"]
+    if (ev == DEATH).any():
+        parts.append(f"{int((ev == DEATH).sum())} died")
+    return f"{len(y)} patients: {', '.join(parts)}"
 
 
 def _harmonisation_inputs(
@@ -494,22 +585,59 @@ def _harmonisation_inputs(
 
 
 def _check_events(y: np.ndarray, cfg: RunConfig) -> None:
+    """Refuse an outcome no model can learn from, with the counts: no event 1 at all, a
+    horizon beyond every follow-up, no event 1 by the horizon.
+
+    A horizon equal to the longest follow-up is accepted: a study that follows every patient
+    for one year censors the event-free ones at exactly the horizon, and they are event-free
+    at the horizon.
+    """
     horizon = cfg.outcome.horizon_days
     ev, t = y["event"], y["time"]
     if not (ev == EVENT).any():
         raise InputError(
-            "no re-fracture in the outcome (no event 1): every patient is censored or died, "
-            "so no risk model can be fitted",
+            f"no re-fracture in the outcome (no event 1 among {_outcome_counts(y)}), so no "
+            "risk model can be fitted",
             key="outcome.event",
         )
-    if horizon >= t.max():
+    if horizon > t.max():
         raise ConfigError(
-            f"the horizon ({horizon:g} days) is not inside the follow-up (longest follow-up "
-            f"{t.max():g} days)",
+            f"the horizon ({horizon:g}) is beyond the longest follow-up ({t.max():g}, in the "
+            f"unit of '{cfg.outcome.time}'); choose a horizon of at most {t.max():g}",
             key="outcome.horizon_days",
         )
-    if not ((ev == EVENT) & (t <= horizon)).any():
+    by_horizon = _events_by(y, horizon)
+    if by_horizon == 0:
         raise InputError(
-            f"no re-fracture by the horizon ({horizon:g} days): the 1-year risk cannot be modelled",
+            f"no re-fracture by the horizon ({horizon:g}): the {int((ev == EVENT).sum())} "
+            f"re-fractures all come later (first at {t[ev == EVENT].min():g}), so the risk by "
+            "the horizon cannot be modelled; choose a longer outcome.horizon_days",
             key="outcome.horizon_days",
         )
+
+
+def _check_parameters(dataset: Dataset, cfg: RunConfig) -> list[str]:
+    """Refuse fewer events by the horizon than model parameters; warn below
+    :data:`EPV_WARNING` events per parameter. Returns the warnings."""
+    sets = [fs for fs in cfg.feature_sets if fs == "clinical" or dataset.imaging_features]
+    events = dataset.n_events_by_horizon
+    h = f"{dataset.horizon:g}"
+    warnings = []
+    for fs in sets:
+        n_par = dataset.n_parameters(fs)
+        if events < n_par:
+            raise InputError(
+                f"too few events to fit the models: {events} re-fractures by the horizon ({h}) "
+                f"for {n_par} model parameters (feature set '{fs}'; a categorical covariate "
+                "counts one per level beyond the reference); declare fewer covariates",
+                key="covariates",
+            )
+        epv = events / max(n_par, 1)
+        if epv < EPV_WARNING:
+            warnings.append(
+                f"{epv:.1f} events per model parameter ({events} re-fractures by the horizon "
+                f"{h} for {n_par} parameters, feature set '{fs}'): fewer than "
+                f"{EPV_WARNING:g}, so the models may over-fit; read the optimism-corrected "
+                "metrics"
+            )
+    return warnings

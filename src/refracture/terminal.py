@@ -199,6 +199,8 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
         f"({escape(result.selected.label)}, {result.selection_metric} {d.value:.4f}): "
         f"{escape(d.reason)}"
     )
+    for warning in result.dataset.warnings:  # e.g. fewer than 10 events per model parameter
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     excluded = result.flow["excluded"]
     if len(excluded):
         ids = ", ".join(map(str, excluded[PATIENT_ID].head(5)))

@@ -67,7 +67,8 @@ def resolve_estimand(requested: str | None, y: np.ndarray) -> Estimand:
 
 
 def make_outcome(event: object, time: object) -> np.ndarray:
-    """Build the structured outcome array from event codes (0/1/2) and times (> 0)."""
+    """Build the structured outcome array from event codes (0/1/2) and times (>= 0: an event
+    or a loss on the day of surgery is time 0)."""
     ev = np.asarray(event)
     t = np.asarray(time, dtype=np.float64)
     if ev.ndim != 1 or t.ndim != 1 or ev.shape != t.shape:
@@ -78,8 +79,8 @@ def make_outcome(event: object, time: object) -> np.ndarray:
         raise ValueError("event codes must be the integers 0, 1 or 2")
     if not np.isin(ev, (CENSORED, EVENT, DEATH)).all():
         raise ValueError("event codes must be 0 (censored), 1 (event) or 2 (competing death)")
-    if not np.all(np.isfinite(t)) or np.any(t <= 0):
-        raise ValueError("times must be finite and > 0")
+    if not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise ValueError("times must be finite and >= 0")
     y = np.empty(ev.shape[0], dtype=OUTCOME_DTYPE)
     y["event"] = ev.astype(np.int8)
     y["time"] = t

@@ -122,6 +122,9 @@ def log_candidate(
                     if k in row and np.isfinite(row[k]):
                         mlflow.log_metric(f"{k}.{site}", float(row[k]))
         write_table(folder / "metrics.csv", r.metrics_frame())
+        # The validation predictions the metrics were computed from, so anyone can recompute
+        # them (or check them against another library).
+        write_table(folder / "predictions.csv", r.predictions)
         if r.coefficients is not None:
             write_table(folder / "coefficients.csv", r.coefficients)
         if r.ph_test is not None:

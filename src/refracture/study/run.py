@@ -107,22 +107,26 @@ def validate_candidate(
         template.set_params(harmonise__require_reference=False)
         if policy == "refuse":
             template.set_params(harmonise__unseen_batch=VALIDATION_UNSEEN_BATCH)
-    result = validate(
-        template,
-        dataset.model_input(feature_set),
-        dataset.y,
-        site=dataset.site.to_numpy(),
-        split=vcfg.split,
-        test_fraction=vcfg.test_fraction,
-        test_site=vcfg.test_site,
-        folds=vcfg.folds,
-        bootstrap=vcfg.bootstrap,
-        seed=vcfg.seed,
-        jobs=vcfg.jobs,
-        feature_set=feature_set,
-        progress=progress,
-        stage=f"validating {name} ({feature_set})",
-    )
+    try:
+        result = validate(
+            template,
+            dataset.model_input(feature_set),
+            dataset.y,
+            site=dataset.site.to_numpy(),
+            split=vcfg.split,
+            test_fraction=vcfg.test_fraction,
+            test_site=vcfg.test_site,
+            folds=vcfg.folds,
+            bootstrap=vcfg.bootstrap,
+            seed=vcfg.seed,
+            jobs=vcfg.jobs,
+            feature_set=feature_set,
+            progress=progress,
+            stage=f"validating {name} ({feature_set})",
+        )
+    except ModelError as err:
+        # A model that cannot be fitted on these data: the config entry to change is models.
+        raise ModelError(err.message, key=err.key or "models") from None
     result.features = cols  # the model's columns, not the batch columns harmonisation reads
     final = result.final_model.harmoniser
     if final is not None:
