@@ -576,8 +576,9 @@ def test_clinical_table_without_a_re_fracture(tmp_path: Path, store: Path, clini
 
 def test_fewer_events_than_model_parameters(tmp_path: Path, store: Path, clinical) -> None:
     # 8 patients, 3 re-fractures by one year; age, bmd_tscore, prior_fracture, sex: 4 terms
+    table = clinical.assign(sex=["F", "M"] * (len(clinical) // 2))  # no single-patient level
     assert_input_error(
-        train_args(tmp_path, store, clinical),
+        train_args(tmp_path, store, table),
         "config key 'covariates'",
         says="too few events to fit the models: 3 re-fractures by the horizon \\(365\\) for 4 "
         "model parameters \\(feature set 'clinical'",

@@ -210,7 +210,7 @@ def _per_site_rows(ps: pd.DataFrame, hd: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _comparison_plots(result: Any, cfg: RunConfig, folder: Path) -> dict[str, Path]:
+def _comparison_plots(result: Any, cfg: RunConfig, folder: Path) -> dict[str, Path | None]:
     """Calibration, ROC and decision curve of the selected model on both feature sets."""
     from refracture.validation import plots
 
@@ -219,13 +219,14 @@ def _comparison_plots(result: Any, cfg: RunConfig, folder: Path) -> dict[str, Pa
     same = [c for c in result.candidates if c.model == sel.model]
     preds = {c.label: c.result.predictions for c in same}
     folder.mkdir(parents=True, exist_ok=True)
+    est = sel.result.estimand
     return {
-        "calibration": plots.plot_calibration(preds, folder / "calibration.png", horizon=h),
-        "roc": plots.plot_td_roc(
-            preds, folder / "td_roc.png", horizon=h, y_train=sel.result.y_development
+        "calibration": plots.plot_calibration(
+            preds, folder / "calibration.png", horizon=h, estimand=est
         ),
+        "roc": plots.plot_td_roc(preds, folder / "td_roc.png", horizon=h, estimand=est),
         "decision-curve": plots.plot_decision_curve(
-            preds, folder / "decision_curve.png", horizon=h
+            preds, folder / "decision_curve.png", horizon=h, estimand=est
         ),
     }
 

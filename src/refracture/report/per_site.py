@@ -3,8 +3,9 @@
 Under leave-one-site-out validation each site's metrics are those of the fold that held it
 out (:attr:`ValidationResult.per_site`, computed by the validation step). Under any other
 design they are computed here on the validation predictions of each site (for a random
-hold-out: each site's share of the held-out patients), with the development data as the
-censoring reference of the IPCW metrics, as for the pooled metrics. Harrell's C gets a
+hold-out: each site's share of the held-out patients), in the run's estimand, each site's
+IPCW metrics weighting by that site's own censoring, as for the pooled metrics. The C-index
+(``cindex_harrell``: Harrell's for ``net``, Wolbers' competing-risk C for ``cif``) gets a
 percentile bootstrap 95 % CI per site (predictions fixed, patients resampled), because a
 site's point estimate alone hides how little a small site says.
 """
@@ -17,13 +18,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sksurv.metrics import concordance_index_censored
 
 from refracture.files import write_table
 from refracture.models.outcome import EVENT, make_outcome
 from refracture.report.sample_size import MIN_EVENTS, MIN_PATIENTS, events_by_horizon
 from refracture.validation.bootstrap import percentile_interval, replicate_seeds
+from refracture.validation.concordance import concordance, ranking_score
 from refracture.validation.metrics import compute_metrics, metric_names
+from refracture.validation.undefined import Undefined
 
 __all__ = ["per_site_metrics", "per_site_table", "write_per_site"]
 
@@ -31,18 +33,16 @@ __all__ = ["per_site_metrics", "per_site_table", "write_per_site"]
 STREAM_PER_SITE = 7
 
 
-def _harrell_ci(
-    time: np.ndarray, event: np.ndarray, risk: np.ndarray, bootstrap: int, seed: int
+def _cindex_ci(
+    y: np.ndarray, score: np.ndarray, horizon: float, estimand: str, bootstrap: int, seed: int
 ) -> tuple[float, float]:
-    if bootstrap <= 0 or len(time) < 2:
+    if bootstrap <= 0 or len(y) < 2:
         return float("nan"), float("nan")
-    hit = event == EVENT
     values = np.full(bootstrap, np.nan)
     for b, ss in enumerate(replicate_seeds(seed, bootstrap, STREAM_PER_SITE)):
-        idx = np.random.default_rng(ss).integers(0, len(time), len(time))
-        if hit[idx].any():
-            with contextlib.suppress(ValueError):  # no comparable pair in this resample
-                values[b] = concordance_index_censored(hit[idx], time[idx], risk[idx])[0]
+        idx = np.random.default_rng(ss).integers(0, len(y), len(y))
+        with contextlib.suppress(Undefined):  # no comparable pair in this resample
+            values[b] = concordance(y[idx], score[idx], horizon, estimand)
     return percentile_interval(values)
 
 
@@ -68,17 +68,22 @@ def per_site_metrics(validation: Any, *, bootstrap: int = 200, seed: int = 0) ->
                     "n": int(len(g)),
                     "events": int((g["event"] == EVENT).sum()),
                     "events_by_horizon": events_by_horizon(g["time"], g["event"], h),
-                    **compute_metrics(r.y_development, y, g["risk"].to_numpy(), horizon=h),
+                    **compute_metrics(
+                        y,
+                        g["risk"].to_numpy(),
+                        horizon=h,
+                        estimand=r.estimand,
+                        lp=g["lp"].to_numpy(),
+                    )[0],
                 }
             )
         base = pd.DataFrame(rows)
     lo, hi = [], []
     for site in base["site"]:
         g = pred[pred["site"].astype(str) == site]
-        ci = _harrell_ci(
-            g["time"].to_numpy(float), g["event"].to_numpy(), g["risk"].to_numpy(float),
-            bootstrap, seed,
-        )  # fmt: skip
+        y = make_outcome(g["event"].to_numpy(), g["time"].to_numpy(float))
+        score = ranking_score(g["risk"].to_numpy(float), g["lp"].to_numpy(float))
+        ci = _cindex_ci(y, score, h, r.estimand, bootstrap, seed)
         lo.append(ci[0])
         hi.append(ci[1])
     base["cindex_harrell_lo"], base["cindex_harrell_hi"] = lo, hi

@@ -153,7 +153,8 @@ def plot_km_risk_groups(
     reasons: dict[str, str] | None = None,
 ) -> Path | None:
     """Observed cumulative incidence of re-fracture by predicted risk group, with the numbers
-    at risk under the axis. Groups: low < t1 <= intermediate < t2 <= high.
+    at risk under the axis and each group's mean predicted risk marked at the horizon.
+    Groups: low < t1 <= intermediate < t2 <= high.
 
     ``net``: 1 - Kaplan-Meier with deaths censored (lifelines). ``cif``: the Aalen-Johansen
     cumulative incidence with death competing (scikit-survival, which keeps tied times
@@ -192,8 +193,13 @@ def plot_km_risk_groups(
             ax.fill_between(t, low, high, step="post", color=f"C{i}", alpha=0.15, lw=0)
         else:
             kmf.plot_cumulative_density(ax=ax, ci_show=True, color=f"C{i}", ci_alpha=0.15)
+        # the group's mean predicted risk at the horizon, to read against the observed curve
+        ax.plot([horizon], [risk[m].mean()], marker="D", ms=7, color=f"C{i}", mec="black",
+                ls="none")  # fmt: skip
         fitters.append(kmf)
         short.append(g)
+    ax.plot([], [], marker="D", ms=7, color="white", mec="black", ls="none",
+            label="mean predicted risk at the horizon")  # fmt: skip
     ax.axvline(horizon, color="grey", ls=":", lw=1)
     ax.set_xlim(0, t_max)
     ax.set_ylim(0, None)
