@@ -21,7 +21,7 @@ from refracture.files import atomic_path, write_text
 __all__ = ["BUNDLE_VERSION", "CovariateSpec", "ModelBundle", "TrainingSummary"]
 
 #: Bump when the bundle's fields change meaning; older bundles are refused by name.
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 _JSON, _PIPELINE = "bundle.json", "pipeline.joblib"
 
 
@@ -95,7 +95,11 @@ class ModelBundle:
     horizon_days : prediction horizon; risks are ``risk_{horizon}d``.
     estimand : ``net`` or ``cif``.
     covariates : the input columns by kind (:class:`CovariateSpec`).
-    extraction : how images are measured (None for a clinical-only model).
+    extraction : how images are measured (None for a clinical-only model), including which
+        extraction QC findings make a score row an error (``qc_errors``).
+    site_units : per training site and map, the unit the site's maps were read in (e.g.
+        ``{"site_1": {"pdff": "percent", "r2star": "per_s"}}``): a new patient of a known site
+        whose units are not declared is read in them.
     risk_groups : (low, high) thresholds of the risk groups.
     typical : a made-up typical value per input (training medians and modes).
     training_range : per numeric input, the range seen in training (for warnings).
@@ -120,6 +124,7 @@ class ModelBundle:
     registered_model: str = ""
     model_version: str = ""
     training: TrainingSummary = field(default_factory=TrainingSummary)
+    site_units: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -168,6 +173,7 @@ class ModelBundle:
             "registered_model": self.registered_model,
             "model_version": self.model_version,
             "training": dataclasses.asdict(self.training),
+            "site_units": {s: dict(u) for s, u in self.site_units.items()},
         }
 
     @classmethod
@@ -204,6 +210,10 @@ class ModelBundle:
             registered_model=str(data.get("registered_model", "")),
             model_version=str(data.get("model_version", "")),
             training=TrainingSummary(**data.get("training", {})),
+            site_units={
+                str(s): {str(k): str(v) for k, v in u.items()}
+                for s, u in (data.get("site_units") or {}).items()
+            },
         )
 
     def to_dir(self, folder: str | Path) -> Path:

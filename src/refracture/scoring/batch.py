@@ -48,7 +48,7 @@ from refracture.scoring.checkpoint import (
 )
 from refracture.scoring.inputs import ScoreInput, read_input
 from refracture.scoring.model import ScoringModel, load_model
-from refracture.scoring.rows import normalise, qc_warnings, score_rows
+from refracture.scoring.rows import FIELD_STRENGTH, normalise, qc_messages, score_rows
 
 __all__ = ["CHUNK_PATIENTS", "CHUNK_ROWS", "ScoreResult", "score"]
 
@@ -275,8 +275,13 @@ def _image_chunks(
     assert config is not None
     # Patients already known to be errors (no clinical row) need no image work.
     positions = [p for k in todo for p in range(*bounds[k]) if data.pre_error[p] == ""]
+    # Undeclared units of a site the model knows are the units it was trained with.
     stream = iter_extract(
-        [data.manifest[p] for p in positions], config, jobs=jobs, cache_dir=cache_dir
+        [data.manifest[p] for p in positions],
+        config,
+        jobs=jobs,
+        cache_dir=cache_dir,
+        pinned=model.bundle.site_units,
     )
     if progress and positions:
         progress("measuring images", 0, len(positions))  # before the scoring bar
@@ -294,6 +299,8 @@ def _score_measured(
     progress: Progress | None,
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     imaging = list(model.inputs.imaging)
+    config = model.bundle.extraction
+    qc_errors = list(config.qc_errors) if config is not None else []
     prefix = f"{data.manifest_dir}{os.sep}" if data.manifest_dir else None
     n_measured = 0
     for k in todo:
@@ -302,6 +309,7 @@ def _score_measured(
         pre_error = data.pre_error[a:b].copy()
         qc_warn = np.full(b - a, "", dtype=object)
         values = np.full((b - a, len(imaging)), np.nan)
+        tesla = np.full(b - a, np.nan)
         for i in range(b - a):
             if pre_error[i] != "":
                 continue
@@ -318,8 +326,13 @@ def _score_measured(
                 pre_error[i] = f"image {stage} failed: {message}"
                 continue
             values[i] = [result.features.get(c, math.nan) for c in imaging]
-            qc_warn[i] = qc_warnings(result.qc)
+            tesla[i] = result.scanner.get(FIELD_STRENGTH, math.nan)
+            # Extraction QC travels with the row: the model's qc_errors make some of it errors.
+            qc_error, qc_warn[i] = qc_messages(result.qc, qc_errors)
+            if qc_error:
+                pre_error[i] = qc_error
         rows[imaging] = values
+        rows[FIELD_STRENGTH] = tesla
         yield (
             k,
             score_rows(
