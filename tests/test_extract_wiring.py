@@ -118,8 +118,8 @@ def test_a_shifted_label_map_is_found_misregistered(synth_nifti: Path, shift) ->
     assert resampled
     fit = label_fit(on_grid.data, [pdff.data, r2.data], pdff.affine, values)
     assert fit.misregistered, fit
-    # the fit moves the labels back: about minus the shift (within two voxels)
-    assert fit.distance_mm == pytest.approx(np.linalg.norm(shift), abs=4.0)
+    # the fit moves the labels back: about minus the shift (within two voxels; slices are 4.5 mm)
+    assert fit.distance_mm == pytest.approx(np.linalg.norm(shift), abs=2 * max(pdff.spacing))
     assert np.dot(fit.shift_mm, shift) < 0
     assert "label map misregistered" in fit.message
 

@@ -7,8 +7,10 @@ correctly placed vertebral labels run along edges of the maps (marrow against di
 canal and soft tissue), so the alignment is judged by where the labels' borders meet the maps'
 edges:
 
-1. the edge strength of each map is its Gaussian gradient magnitude (``SIGMA_MM``), scaled by
-   its 90th percentile around the labels so PDFF and R2* count alike, and summed;
+1. each map is replaced by the quantiles of its values (so neither its unit nor a monotone
+   transform such as T2* = 1000 / R2* nor a few extreme voxels changes its edges); the edge
+   strength is the Gaussian gradient magnitude of that (``SIGMA_MM``), scaled by its 90th
+   percentile around the labels so PDFF and R2* count alike, and summed over the maps;
 2. the fit of a translation ``t`` is the mean edge strength on the label borders moved by ``t``;
 3. translations up to ``MAX_SHIFT_MM`` along every axis are searched (coarse grid of
    ``COARSE_MM``, then voxel by voxel around the best one).
@@ -139,10 +141,7 @@ def label_fit(
     edges = np.zeros(ids.shape, dtype=np.float32)
     sigma = np.maximum(SIGMA_MM / spacing, 0.5)
     for m in maps:
-        data = np.asarray(m[box], dtype=np.float32)
-        finite = np.isfinite(data)
-        fill = float(np.median(data[finite])) if finite.any() else 0.0
-        grad = ndimage.gaussian_gradient_magnitude(np.where(finite, data, fill), sigma)
+        grad = ndimage.gaussian_gradient_magnitude(_ranks(np.asarray(m[box])), sigma)
         scale = float(np.percentile(grad[near], 90)) if near.any() else 0.0
         if scale > 0:
             edges += grad / scale
@@ -173,6 +172,22 @@ def label_fit(
     gain = top / here if here > 0 else (1.0 if top == 0 else float("inf"))
     shift = np.asarray(affine, dtype=float)[:3, :3] @ best if top > here else np.zeros(3)
     return LabelFit(tuple(float(x) for x in shift), float(gain))  # type: ignore[arg-type]
+
+
+def _ranks(data: np.ndarray, levels: int = 256) -> np.ndarray:
+    """The map's values replaced by their quantile (0-1, in ``levels`` steps; NaN -> median).
+
+    Edges of the ranks do not depend on the map's unit or scale, nor on any monotone transform
+    (a T2* map in ms, 1000 / R2*, has the edges of the R2* map), and a few extreme voxels (CSF in
+    a T2* map, fit failures) cannot outweigh the rest.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.float32)
+    cuts = np.quantile(data[finite], np.linspace(0.0, 1.0, levels + 1)[1:-1])
+    out = np.searchsorted(cuts, np.where(finite, data, np.median(data[finite]))) / levels
+    return out.astype(np.float32)
 
 
 def _grid(axes: list[np.ndarray]) -> np.ndarray:
