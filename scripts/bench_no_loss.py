@@ -159,9 +159,7 @@ def main() -> None:
         bare = undeclared_copy(first, root / f"undeclared_{args.seeds[0]}")
         label = f"undeclared_seed_{args.seeds[0]}"
         report["runs"][label] = run(bare, model, root, cache, args.jobs, label)
-    report["lost"] = sum(
-        r["extract_errors"] + r["score_errors"] for r in report["runs"].values()
-    )
+    report["lost"] = sum(r["extract_errors"] + r["score_errors"] for r in report["runs"].values())
     print(json.dumps(report, indent=2))
 
 

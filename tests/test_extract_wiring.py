@@ -15,7 +15,13 @@ import pandas as pd
 import pytest
 
 from refracture.config import ExtractionConfig, load_config
-from refracture.features import QC_COLUMNS, SCANNER_COLUMNS, extract_cohort, qc_findings
+from refracture.features import (
+    QC_COLUMNS,
+    SCANNER_COLUMNS,
+    extract_cohort,
+    iter_extract,
+    qc_findings,
+)
 from refracture.features.manifest import read_manifest
 from refracture.imaging import align_to, label_fit, load_volume
 from refracture.imaging.label_fit import MIN_GAIN
@@ -250,3 +256,25 @@ def test_one_sided_adjacency_and_untreated_cement_are_recorded(tmp_path: Path) -
     assert any("gap in the label map at L1" in t for t in text)
     assert any("no cement-like voxels in treated L2" in t for t in text)
     assert res.features["pdff_n_adjacent"].iloc[0] == res.features["pdff_n_L3"].iloc[0]
+
+
+def test_scoring_extraction_takes_a_known_sites_units_and_refuses_an_unknown_ambiguous_one(
+    tmp_path: Path,
+) -> None:
+    """iter_extract (what scoring runs): each patient is decided alone, a known site first
+    taking the units the model pinned for it."""
+    levels = ("L1", "L2", "L3")
+    rows = [
+        write_patient(tmp_path, "K1", site="site_1", r2star=_r2(levels, 30.0)),
+        write_patient(tmp_path, "U1", site="site_9", r2star=_r2(levels, 30.0)),
+        write_patient(tmp_path, "U2", site="site_9", r2star=_r2(levels, 70.0)),
+    ]
+    records = read_manifest(write_manifest(tmp_path, rows)).to_dict("records")
+    pinned = {"site_1": {"pdff": "percent", "r2star": "per_s"}}
+    out = list(iter_extract(records, ExtractionConfig(), pinned=pinned))
+    (_, k1, e1), (_, u1, e2), (_, u2, e3) = out
+    assert e1 is None and k1.qc["qc_r2star_units_source"] == "model"
+    assert k1.features["r2star_mean_L2"] == pytest.approx(30.0, abs=0.1)
+    assert u1 is None and e2[0] == "units" and "site site_9" in e2[1]
+    assert e3 is None and u2.qc["qc_r2star_units"] == "per_s"
+    assert u2.qc["qc_r2star_units_source"] == "site"

@@ -154,9 +154,13 @@ def test_pdff_as_a_fraction_in_a_features_file_is_an_error_row(trained, tmp_path
     assert res.exit_code == 1, res.output
     s = pd.read_csv(tmp_path / "bad.csv", keep_default_na=False)
     assert (s["status"] == "error").all()
-    assert s["error"].str.contains(
-        "pdff_mean_normal=0.[0-9]+: PDFF looks like a fraction \\(0-1\\), not percent"
-    ).all()
+    assert (
+        s["error"]
+        .str.contains(
+            "pdff_mean_normal=0.[0-9]+: PDFF looks like a fraction \\(0-1\\), not percent"
+        )
+        .all()
+    )
     # what the model would have said, had it scored the fraction: a different patient
     from refracture.scoring import load_model
 
@@ -186,7 +190,8 @@ def test_the_unit_rule_never_refuses_a_synthetic_patient() -> None:
                 bad = [unit_mistake(col, v, f) for v, f in zip(values, field, strict=True)]
                 assert not any(bad), [b for b in bad if b][:3]
                 if kind == "pdff":
-                    assert all(unit_mistake(col, v / 100, f) for v, f in zip(values, field))
+                    pairs = zip(values, field, strict=True)
+                    assert all(unit_mistake(col, v / 100, f) for v, f in pairs)
                 else:
                     t2 = 1000.0 / values[field == 3.0]
                     refused_t2 += sum(bool(unit_mistake(col, v, 3.0)) for v in t2)

@@ -48,7 +48,13 @@ from refracture.scoring.checkpoint import (
 )
 from refracture.scoring.inputs import ScoreInput, read_input
 from refracture.scoring.model import ScoringModel, load_model
-from refracture.scoring.rows import FIELD_STRENGTH, normalise, qc_messages, score_rows
+from refracture.scoring.rows import (
+    CONTEXT_COLUMNS,
+    FIELD_STRENGTH,
+    normalise,
+    qc_messages,
+    score_rows,
+)
 
 __all__ = ["CHUNK_PATIENTS", "CHUNK_ROWS", "ScoreResult", "score"]
 
@@ -309,7 +315,7 @@ def _score_measured(
         pre_error = data.pre_error[a:b].copy()
         qc_warn = np.full(b - a, "", dtype=object)
         values = np.full((b - a, len(imaging)), np.nan)
-        tesla = np.full(b - a, np.nan)
+        context = {c: np.full(b - a, None, dtype=object) for c in CONTEXT_COLUMNS}
         for i in range(b - a):
             if pre_error[i] != "":
                 continue
@@ -326,13 +332,18 @@ def _score_measured(
                 pre_error[i] = f"image {stage} failed: {message}"
                 continue
             values[i] = [result.features.get(c, math.nan) for c in imaging]
-            tesla[i] = result.scanner.get(FIELD_STRENGTH, math.nan)
+            context["site"][i] = data.manifest[a + i].get("site")
+            for c in CONTEXT_COLUMNS[1:]:
+                context[c][i] = result.scanner.get(c)
             # Extraction QC travels with the row: the model's qc_errors make some of it errors.
             qc_error, qc_warn[i] = qc_messages(result.qc, qc_errors)
             if qc_error:
                 pre_error[i] = qc_error
         rows[imaging] = values
-        rows[FIELD_STRENGTH] = tesla
+        for c, v in context.items():
+            if c not in rows:  # a model input of that name comes from the inputs
+                rows[c] = v
+        rows[FIELD_STRENGTH] = pd.to_numeric(rows[FIELD_STRENGTH], errors="coerce")
         yield (
             k,
             score_rows(

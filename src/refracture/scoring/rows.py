@@ -22,6 +22,8 @@ from refracture.features.findings import qc_findings, split_findings
 from refracture.ids import PATIENT_ID
 
 __all__ = [
+    "CONTEXT_COLUMNS",
+    "FIELD_STRENGTH",
     "TEXT_COLUMNS",
     "check_rows",
     "join_text",
@@ -39,6 +41,10 @@ TEXT_COLUMNS = frozenset(
 )
 #: An optional input column: the scanner's field strength (tesla), for the R2* unit rule.
 FIELD_STRENGTH = "scanner_field_strength_t"
+#: Columns carried beside the model inputs when the input has them (a features file from
+#: extraction, or measured from images): the site and the scanner, for the unit rule and for
+#: steps that work per site or scanner.
+CONTEXT_COLUMNS = ("site", FIELD_STRENGTH, "scanner_vendor", "scanner_id")
 
 
 def risk_column(horizon_days: float) -> str:
