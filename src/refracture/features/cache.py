@@ -131,14 +131,14 @@ def cache_key(
 def read_evidence(path: Path, pid: str, site: str) -> UnitEvidence | None:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return UnitEvidence.from_dict({**raw, "patient_id": pid, "site": site})
+        return UnitEvidence.from_dict({**raw, PATIENT_ID: pid, "site": site})
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable cache entry: measure again
 
 
 def write_evidence(path: Path, evidence: UnitEvidence) -> None:
     data = evidence.to_dict()
-    data.pop("patient_id")  # the key is content-based; the file needs no ID
+    data.pop(PATIENT_ID)  # the key is content-based; the file needs no ID
     data.pop("site")
     write_json(path, data)
 
@@ -165,7 +165,7 @@ def read_cached(path: Path, pid: str) -> PatientResult | None:
 
 def write_cached(path: Path, result: PatientResult) -> None:
     data = asdict(result)
-    data.pop("patient_id")  # the key is content-based; the file needs no ID
+    data.pop(PATIENT_ID)  # the key is content-based; the file needs no ID
     data.pop("cached")
     write_json(path, data)
 
