@@ -287,10 +287,13 @@ def test_label_map_with_non_integer_labels(tmp_path: Path) -> None:
 
 
 def test_pdff_in_unknown_units(tmp_path: Path) -> None:
+    # units are decided once per site: the patient's site (here it alone) is refused
     p, _, _ = spine(pdff={lv: 3.0 for lv in ("L1", "L2", "L3")})
-    bad = write_patient(tmp_path, "B1", pdff=p)
-    msg = assert_patient_error(tmp_path, bad, "units", "pdff.nii.gz", "cannot tell the PDFF units")
-    assert "extraction.pdff_units" in msg
+    bad = write_patient(tmp_path, "B1", pdff=p, site="hospital_B")
+    msg = assert_patient_error(
+        tmp_path, bad, "units", "pdff.nii.gz", "site hospital_B: cannot tell the PDFF unit"
+    )
+    assert "extraction.pdff_units" in msg and "pdff_units" in msg
 
 
 def test_empty_dicom_folder(tmp_path: Path) -> None:
@@ -301,9 +304,9 @@ def test_empty_dicom_folder(tmp_path: Path) -> None:
 
 def test_r2star_in_unknown_units(tmp_path: Path) -> None:
     _, r, _ = spine(r2star={lv: 30.0 for lv in ("L1", "L2", "L3")})
-    bad = write_patient(tmp_path, "B1", r2star=r)
+    bad = write_patient(tmp_path, "B1", r2star=r, site="hospital_B")
     msg = assert_patient_error(
-        tmp_path, bad, "units", "r2star.nii.gz", "R2\\* map in 1/s or a T2\\* map in ms"
+        tmp_path, bad, "units", "r2star.nii.gz", "site hospital_B: cannot tell the R2\\* unit"
     )
     assert "extraction.r2star_units" in msg
 

@@ -136,7 +136,12 @@ def test_registered_version_with_alias_description_and_model(trained, client) ->
     example = json.loads((local / "input_example.json").read_text())
     assert example["data"][0][0] == "example-1"  # made up, not a patient's row
     bundle = json.loads((local / "artifacts" / "bundle" / "bundle.json").read_text())
-    assert bundle["extraction"]["r2star_units"] == "per_s"  # training-time ROI settings inside
+    assert bundle["extraction"]["erosion_mm"] == 2.0  # training-time ROI settings inside
+    assert "misregistration" in bundle["extraction"]["qc_errors"]  # and the QC policy
+    # no unit config: the synthetic cohort declares its units, pinned per training site
+    assert bundle["site_units"] == {
+        s: {"pdff": "percent", "r2star": "per_s"} for s in ("site_1", "site_2")
+    }
     assert bundle["bundle_version"] == 3
     assert (local / "code" / "refracture" / "scoring" / "pyfunc.py").is_file()  # no cloudpickle
 

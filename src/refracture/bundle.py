@@ -107,7 +107,11 @@ class ModelBundle:
     horizon_days : prediction horizon; risks are ``risk_{horizon}d``.
     estimand : ``net`` or ``cif``.
     covariates : the input columns by kind (:class:`CovariateSpec`).
-    extraction : how images are measured (None for a clinical-only model).
+    extraction : how images are measured (None for a clinical-only model), including which
+        extraction QC findings make a score row an error (``qc_errors``).
+    site_units : per training site and map, the unit the site's maps were read in (e.g.
+        ``{"site_1": {"pdff": "percent", "r2star": "per_s"}}``): a new patient of a known site
+        whose units are not declared is read in them.
     risk_groups : (low, high) thresholds of the risk groups.
     typical : a made-up typical value per input (training medians and modes).
     training_range : per numeric input, the range seen in training (for warnings).
@@ -136,6 +140,7 @@ class ModelBundle:
     model_version: str = ""
     training: TrainingSummary = field(default_factory=TrainingSummary)
     harmonisation: Mapping[str, Any] = field(default_factory=dict)
+    site_units: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -187,6 +192,7 @@ class ModelBundle:
             "model_version": self.model_version,
             "training": dataclasses.asdict(self.training),
             "harmonisation": dict(self.harmonisation),
+            "site_units": {s: dict(u) for s, u in self.site_units.items()},
         }
 
     @classmethod
@@ -226,6 +232,10 @@ class ModelBundle:
             model_version=str(data.get("model_version", "")),
             training=TrainingSummary(**data.get("training", {})),
             harmonisation=dict(data.get("harmonisation") or {}),
+            site_units={
+                str(s): {str(k): str(v) for k, v in u.items()}
+                for s, u in (data.get("site_units") or {}).items()
+            },
         )
 
     def to_dir(self, folder: str | Path) -> Path:

@@ -5,14 +5,30 @@ processes (loky, as joblib uses): the pool starts once per process and is reused
 calls, and it does not re-run the caller's script, so the functions work from a plain script,
 a notebook or stdin without an ``if __name__ == "__main__"`` guard. One failing patient
 becomes a row of ``errors`` and never stops the batch.
+
+Units are decided once per site (:mod:`refracture.imaging.site_units`), in two passes that do
+not measure a patient twice when it can be helped:
+
+1. every patient is read and its unit evidence gathered (declared units, detection
+   statistics). A patient whose units follow from itself (declared, configured, pinned by a
+   model, or values that clearly point to one unit) is measured at once in those units;
+   a patient whose values alone are ambiguous returns its evidence only;
+2. :func:`~refracture.imaging.site_units.decide_site_units` decides every site's units from
+   all of its patients. Patients already measured in the decided units keep their features;
+   the others (the ambiguous ones, and the rare patient whose own values pointed elsewhere)
+   are measured now. The patients of a site whose units cannot be decided become ``errors``
+   rows (stage ``units``) naming the site; other sites go on.
+
+The cache keeps both the evidence and the features (keyed by the units), so a second run
+measures nothing again.
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +36,29 @@ import pandas as pd
 
 from refracture import __version__
 from refracture.config import ExtractionConfig
-from refracture.errors import InputError, RefractureError
-from refracture.features.cache import cache_key, input_hashes, read_cached, write_cached
+from refracture.errors import InputError, RefractureError, UnitsError
+from refracture.features.cache import (
+    evidence_key,
+    input_hashes,
+    read_cached,
+    read_evidence,
+    result_key,
+    write_cached,
+    write_evidence,
+)
 from refracture.features.manifest import read_manifest, validate_manifest
-from refracture.features.patient import Stage, extract_patient
+from refracture.features.patient import (
+    Stage,
+    decide_alone,
+    finish_patient,
+    prepare_patient,
+    units_error,
+    units_fields,
+)
 from refracture.features.schema import (
     FEATURE_VERSION,
     QC_COLUMNS,
+    SCANNER_COLUMNS,
     ExtractionResult,
     PatientResult,
     features_frame,
@@ -34,6 +66,8 @@ from refracture.features.schema import (
 )
 from refracture.files import atomic_path, hash_json, write_json, write_table
 from refracture.ids import PATIENT_ID
+from refracture.imaging.metadata import scanner_key_from_env
+from refracture.imaging.site_units import MAPS, PatientUnits, UnitEvidence, decide_site_units
 from refracture.privacy import Pseudonymiser
 from refracture.progress import Progress, stage_ticker
 
@@ -41,8 +75,11 @@ __all__ = ["STAGE", "extract_cohort", "iter_extract"]
 
 #: The progress stage name of extraction.
 STAGE = "extracting features"
+#: The progress stage of patients measured again once their site's units are decided.
+STAGE_UNITS = "extracting features (units decided per site)"
 
 Outcome = tuple[int, PatientResult | None, tuple[str, str] | None]
+Pinned = Mapping[str, Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -52,21 +89,57 @@ class _Task:
     config: ExtractionConfig
     cache_dir: str | None
     qc_png: str | None
+    units: PatientUnits | None = None  # decided; None: decide from the patient alone
+    pinned: Pinned | None = None  # a model's units per site (scoring)
+    defer: bool = False  # pass 1 of a cohort: an ambiguous patient returns its evidence only
+    device_key: bytes | None = field(default=None, repr=False)
 
 
-def _run_task(task: _Task) -> Outcome:
+@dataclass
+class _Done:
+    """What a task returns (it never raises)."""
+
+    index: int
+    result: PatientResult | None = None
+    error: tuple[str, str] | None = None
+    evidence: UnitEvidence | None = None
+
+
+def _run_task(task: _Task) -> _Done:
     """Run one patient; never raises (errors come back as (stage, message))."""
     stage = Stage()
-    pid = str(task.row[PATIENT_ID])
+    row, config = task.row, task.config
+    pid = str(row[PATIENT_ID])
     try:
-        hashes = input_hashes(task.row)
+        hashes = input_hashes(row)
+        cache = Path(task.cache_dir) if task.cache_dir else None
+        ev_key = evidence_key(row, hashes, config)
+        evidence = prep = None
+        if cache is not None:
+            ev_file = cache / f"ev-{ev_key}.json"
+            if ev_file.is_file():
+                evidence = read_evidence(ev_file, pid, str(row.get("site") or ""))
+        if evidence is None:
+            prep = prepare_patient(row, config, hashes=hashes, stage=stage)
+            evidence = prep.evidence
+            if cache is not None:
+                write_evidence(ev_file, evidence)
+        stage.name = "units"
+        units = task.units
+        if units is None:
+            try:
+                units = decide_alone(evidence, config, task.pinned, row=row)
+            except UnitsError:
+                if task.defer:  # the site decides (pass 2)
+                    return _Done(task.index, evidence=evidence)
+                raise
         cache_file = cached_png = None
-        if task.cache_dir:
-            key = cache_key(task.row, hashes, task.config)
-            cache_file = Path(task.cache_dir) / f"{key}.json"
+        if cache is not None:
+            key = result_key(ev_key, row, units, task.device_key)
+            cache_file = cache / f"{key}.json"
             # The QC picture is cached too (titled with the patient's ID, hence the ID in its
             # name), so a run writing pictures into a new folder still reuses the cache.
-            cached_png = Path(task.cache_dir) / f"{key}.{hash_json(pid)[:12]}.png"
+            cached_png = cache / f"{key}.{hash_json(pid)[:12]}.png"
             png_ok = task.qc_png is None or Path(task.qc_png).is_file() or cached_png.is_file()
             if cache_file.is_file() and png_ok:
                 cached = read_cached(cache_file, pid)
@@ -75,26 +148,29 @@ def _run_task(task: _Task) -> Outcome:
                         Path(task.qc_png).parent.mkdir(parents=True, exist_ok=True)
                         with atomic_path(task.qc_png) as tmp:
                             shutil.copyfile(cached_png, tmp)
-                    return task.index, cached, None
-        result = extract_patient(
-            task.row, task.config, hashes=hashes, qc_png=task.qc_png, stage=stage
+                    cached.qc.update(units_fields(units))
+                    return _Done(task.index, cached, None, evidence)
+        if prep is None:
+            prep = prepare_patient(row, config, hashes=hashes, stage=stage)
+        result = finish_patient(
+            prep, units, config, qc_png=task.qc_png, stage=stage, device_key=task.device_key
         )
         if cache_file is not None:
             write_cached(cache_file, result)
             if task.qc_png is not None and cached_png is not None:
                 with atomic_path(cached_png) as tmp:
                     shutil.copyfile(task.qc_png, tmp)
-        return task.index, result, None
+        return _Done(task.index, result, None, evidence)
     except RefractureError as err:
-        return task.index, None, (stage.name, err.one_line())
+        return _Done(task.index, error=(stage.name, err.one_line()))
     except MemoryError:
-        return task.index, None, (stage.name, f"patient {pid}: out of memory")
+        return _Done(task.index, error=(stage.name, f"patient {pid}: out of memory"))
     except Exception as err:  # noqa: BLE001 - one patient's bug must not stop the batch
         msg = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        return task.index, None, (stage.name, f"patient {pid}: internal error: {msg}")
+        return _Done(task.index, error=(stage.name, f"patient {pid}: internal error: {msg}"))
 
 
-def _run_in_worker(task: _Task) -> Outcome:
+def _run_in_worker(task: _Task) -> _Done:
     # One patient per worker process: keep ITK from starting a thread per core in each.
     import SimpleITK as sitk
 
@@ -102,7 +178,7 @@ def _run_in_worker(task: _Task) -> Outcome:
     return _run_task(task)
 
 
-def _ordered(tasks: list[_Task], jobs: int) -> Iterator[Outcome]:
+def _ordered(tasks: list[_Task], jobs: int) -> Iterator[_Done]:
     """Results in task order. With ``jobs > 1`` joblib's loky pool runs them (the pool the
     bootstrap uses too, started once per process); at most ``4 * jobs`` patients are
     dispatched ahead, so memory stays bounded and results come back as they finish in order."""
@@ -128,20 +204,31 @@ def iter_extract(
     *,
     jobs: int = 1,
     cache_dir: str | Path | None = None,
+    pinned: Pinned | None = None,
+    device_key: bytes | None = None,
 ) -> Iterator[Outcome]:
     """Extract validated manifest rows one patient at a time, yielding in input order.
 
     Yields ``(position, result, None)`` or ``(position, None, (stage, message))``; never raises
     for one patient. Unlike :func:`extract_cohort` (which needs the whole batch before it
     returns), a caller can act on each patient as soon as it and all earlier ones are done,
-    e.g. to checkpoint a long scoring run.
+    e.g. to checkpoint a long scoring run. Each patient's units are decided from the patient
+    alone: declared > config > ``pinned`` (a trained model's units per site, for new patients
+    of a known site) > its own values; an ambiguous patient is an error row (stage ``units``).
+    ``device_key``: the site's secret key for keyed-hash scanner IDs (default: from the
+    environment, see :func:`refracture.imaging.metadata.scanner_key_from_env`).
     """
     _check_jobs(jobs)
     cache = str(cache_dir) if cache_dir is not None else None
     if cache is not None:
         Path(cache).mkdir(parents=True, exist_ok=True)
-    tasks = [_Task(i, row, config, cache, None) for i, row in enumerate(rows)]
-    yield from _ordered(tasks, jobs)
+    key = device_key if device_key is not None else scanner_key_from_env()
+    tasks = [
+        _Task(i, row, config, cache, None, pinned=pinned, device_key=key)
+        for i, row in enumerate(rows)
+    ]
+    for done in _ordered(tasks, jobs):
+        yield done.index, done.result, done.error
 
 
 def extract_cohort(
@@ -154,6 +241,8 @@ def extract_cohort(
     qc_png: bool = False,
     progress: Progress | None = None,
     pseudonymiser: Pseudonymiser | None = None,
+    pinned: Pinned | None = None,
+    device_key: bytes | None = None,
 ) -> ExtractionResult:
     """Extract features for every patient of a manifest (a CSV path or a DataFrame).
 
@@ -163,9 +252,11 @@ def extract_cohort(
     cache. ``qc_png`` writes ``out_dir/qc/<patient>.png`` and contact sheets. ``jobs``
     worker processes (1: in this process). ``progress(stage, done, total)`` is called as
     patients finish. ``pseudonymiser`` replaces every patient_id by its keyed pseudonym, in
-    the tables, file names and messages (see :mod:`refracture.privacy`). One patient's
-    failure is a row of ``errors`` (patient_id, stage, message); a bad manifest raises
-    InputError.
+    the tables, file names and messages (see :mod:`refracture.privacy`). Units are decided
+    once per site (module docstring); ``pinned`` gives units per site that undeclared patients
+    of those sites take (a trained model's). ``device_key``: the site's secret key for
+    keyed-hash scanner IDs (default: from the environment). One patient's failure is a row of
+    ``errors`` (patient_id, stage, message); a bad manifest raises InputError.
     """
     config = config or ExtractionConfig()
     if isinstance(manifest, str | Path):
@@ -185,28 +276,64 @@ def extract_cohort(
     cache = Path(cache_dir) if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
+    key = device_key if device_key is not None else scanner_key_from_env()
 
-    tasks = []
-    for i, row in enumerate(df.to_dict("records")):
-        png = str(png_dir / f"{_safe_name(row[PATIENT_ID])}.png") if png_dir else None
-        tasks.append(_Task(i, row, config, str(cache) if cache else None, png))
-
-    results: dict[int, PatientResult] = {}
-    errors: dict[int, tuple[str, str]] = {}
-    tick = stage_ticker(progress, STAGE, len(tasks))
-    for index, result, error in _ordered(tasks, jobs):
-        if result is not None:
-            results[index] = result
-        else:
-            errors[index] = error  # type: ignore[assignment]
-        tick()
-
+    rows = df.to_dict("records")
     ids = list(df[PATIENT_ID])
     sites = list(df["site"])
+
+    def task(i: int, units: PatientUnits | None = None) -> _Task:
+        png = str(png_dir / f"{_safe_name(ids[i])}.png") if png_dir else None
+        return _Task(
+            i, rows[i], config, str(cache) if cache else None, png,
+            units=units, pinned=pinned, defer=units is None, device_key=key,
+        )  # fmt: skip
+
+    # Pass 1: evidence for everyone, features for those whose units follow from themselves.
+    results: dict[int, PatientResult] = {}
+    errors: dict[int, tuple[str, str]] = {}
+    evidence: dict[int, UnitEvidence] = {}
+    tick = stage_ticker(progress, STAGE, len(rows))
+    for done in _ordered([task(i) for i in range(len(rows))], jobs):
+        if done.error is not None:
+            errors[done.index] = done.error
+        else:
+            evidence[done.index] = done.evidence  # type: ignore[assignment]
+            if done.result is not None:
+                results[done.index] = done.result
+        tick()
+
+    # The units of every site, from all of its patients together.
+    decided = decide_site_units([evidence[i] for i in sorted(evidence)], config, pinned=pinned)
+    again: list[_Task] = []
+    for i in sorted(evidence):
+        pid = ids[i]
+        if pid in decided.errors:
+            results.pop(i, None)
+            errors[i] = ("units", units_error(decided.errors[pid], rows[i]).one_line())
+            continue
+        units = decided.decisions[pid]
+        got = results.get(i)
+        if got is not None and all(got.qc[f"qc_{k}_units"] == units[k].unit for k in MAPS):
+            got.qc.update(units_fields(units))  # the site's decision: its source and note
+        else:
+            results.pop(i, None)
+            again.append(task(i, units))
+
+    # Pass 2: patients whose site decided their units.
+    tick = stage_ticker(progress, STAGE_UNITS, len(again)) if again else None
+    for done in _ordered(again, jobs):
+        if done.error is not None:
+            errors[done.index] = done.error
+        else:
+            results[done.index] = done.result  # type: ignore[assignment]
+        if tick:
+            tick()
+
     ok = sorted(results)
     features = features_frame([results[i] for i in ok], [sites[i] for i in ok])
     vertebrae = vertebrae_frame([results[i] for i in ok])
-    qc = features[[PATIENT_ID, "site", *QC_COLUMNS]].copy()
+    qc = features[[PATIENT_ID, "site", *SCANNER_COLUMNS, *QC_COLUMNS]].copy()
 
     def message(text: str) -> str:  # image paths often carry the original ID
         return text if pseudonymiser is None else pseudonymiser.scrub(text, originals)
@@ -226,6 +353,7 @@ def extract_cohort(
         errors=errors_df,
         n_computed=len(results) - n_cached,
         n_cached=n_cached,
+        site_units={s: dict(u) for s, u in sorted(decided.site_units.items())},
     )
     if out is not None:
         result.files = _write_outputs(result, out, config, png_dir, ids)
@@ -265,6 +393,7 @@ def _write_outputs(
             "refracture_version": __version__,
             "feature_version": FEATURE_VERSION,
             "extraction": config.model_dump(mode="json"),
+            "site_units": result.site_units,
             "n_patients": len(ids),
             "n_succeeded": len(result.features),
             "n_failed": len(result.errors),

@@ -48,7 +48,13 @@ from refracture.scoring.checkpoint import (
 )
 from refracture.scoring.inputs import ScoreInput, measured_scanner, read_input
 from refracture.scoring.model import ScoringModel, load_model
-from refracture.scoring.rows import normalise, qc_warnings, score_rows
+from refracture.scoring.rows import (
+    CONTEXT_COLUMNS,
+    FIELD_STRENGTH,
+    normalise,
+    qc_messages,
+    score_rows,
+)
 
 __all__ = ["CHUNK_PATIENTS", "CHUNK_ROWS", "ScoreResult", "score"]
 
@@ -275,8 +281,13 @@ def _image_chunks(
     assert config is not None
     # Patients already known to be errors (no clinical row) need no image work.
     positions = [p for k in todo for p in range(*bounds[k]) if data.pre_error[p] == ""]
+    # Undeclared units of a site the model knows are the units it was trained with.
     stream = iter_extract(
-        [data.manifest[p] for p in positions], config, jobs=jobs, cache_dir=cache_dir
+        [data.manifest[p] for p in positions],
+        config,
+        jobs=jobs,
+        cache_dir=cache_dir,
+        pinned=model.bundle.site_units,
     )
     if progress and positions:
         progress("measuring images", 0, len(positions))  # before the scoring bar
@@ -295,6 +306,8 @@ def _score_measured(
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     imaging = list(model.inputs.imaging)
     scanner = [c for c in model.inputs.batch if c != "site"]
+    config = model.bundle.extraction
+    qc_errors = list(config.qc_errors) if config is not None else []
     prefix = f"{data.manifest_dir}{os.sep}" if data.manifest_dir else None
     n_measured = 0
     for k in todo:
@@ -303,6 +316,7 @@ def _score_measured(
         pre_error = data.pre_error[a:b].copy()
         qc_warn = np.full(b - a, "", dtype=object)
         values = np.full((b - a, len(imaging)), np.nan)
+        context = {c: np.full(b - a, None, dtype=object) for c in CONTEXT_COLUMNS}
         for i in range(b - a):
             if pre_error[i] != "":
                 continue
@@ -319,11 +333,21 @@ def _score_measured(
                 pre_error[i] = f"image {stage} failed: {message}"
                 continue
             values[i] = [result.features.get(c, math.nan) for c in imaging]
-            qc_warn[i] = qc_warnings(result.qc)
+            context["site"][i] = data.manifest[a + i].get("site")
+            for c in CONTEXT_COLUMNS[1:]:
+                context[c][i] = result.scanner.get(c)
+            # Extraction QC travels with the row: the model's qc_errors make some of it errors.
+            qc_error, qc_warn[i] = qc_messages(result.qc, qc_errors)
+            if qc_error:
+                pre_error[i] = qc_error
             if scanner:  # what scanner harmonisation reads
                 found = measured_scanner(data.manifest[a + i], result)
                 rows.loc[rows.index[i], scanner] = [found[c] for c in scanner]
         rows[imaging] = values
+        for c, v in context.items():
+            if c not in rows:  # a model input of that name comes from the inputs
+                rows[c] = v
+        rows[FIELD_STRENGTH] = pd.to_numeric(rows[FIELD_STRENGTH], errors="coerce")
         yield (
             k,
             score_rows(

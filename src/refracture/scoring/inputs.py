@@ -21,6 +21,7 @@ from refracture.files import hash_file
 from refracture.ids import PATIENT_ID, patient_ids
 from refracture.privacy import Pseudonymiser
 from refracture.scoring.model import ScoringModel
+from refracture.scoring.rows import CONTEXT_COLUMNS, FIELD_STRENGTH
 from refracture.tables import read_patient_table
 from refracture.text import name_list
 
@@ -160,6 +161,13 @@ def read_input(
     rows = pd.DataFrame({ID: ids.to_numpy(dtype=object)})
     for c in own:
         rows[c] = table[c].to_numpy()
+    # The site and scanner ride along when the input has them (features.parquet does): the R2*
+    # unit rule is sharper knowing the field strength (refracture.ranges.unit_mistake).
+    for c in CONTEXT_COLUMNS:
+        if c in table.columns and c not in own:
+            rows[c] = table[c].to_numpy()
+    if FIELD_STRENGTH in rows:
+        rows[FIELD_STRENGTH] = pd.to_numeric(rows[FIELD_STRENGTH], errors="coerce")
     pre_error = np.full(len(rows), "", dtype=object)
     if clin is not None and clinical is not None and needed_from_clin:
         found = pd.Index(rows[ID]).isin(clin.index)

@@ -3,8 +3,10 @@
 :func:`predict_frame` turns covariates and imaging features into the score columns.
 ``refracture score`` and the registered pyfunc's ``predict`` both call it, so a batch score and
 a registry consumer get the same risks. Each row is checked on its own
-(:func:`refracture.covariates.check_covariates`): a row with a missing or impossible value gets
-``status = "error"`` and a reason; the other rows are scored in one vectorised call.
+(:func:`refracture.covariates.check_covariates`): a row with a missing or impossible value, or
+an imaging value physics rules out in its unit (a unit mistake), gets ``status = "error"`` and a
+reason; the other rows are scored in one vectorised call. A ``scanner_field_strength_t``
+column, when the input has one, sharpens the R2* unit rule.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import pandas as pd
 
 from refracture.bundle import ModelBundle
 from refracture.covariates import check_covariates
+from refracture.features.findings import qc_findings, split_findings
 from refracture.ids import PATIENT_ID
 
 __all__ = [
+    "CONTEXT_COLUMNS",
+    "FIELD_STRENGTH",
     "TEXT_COLUMNS",
     "check_rows",
     "harmonisation_rows",
@@ -27,6 +32,7 @@ __all__ = [
     "normalise",
     "output_columns",
     "predict_frame",
+    "qc_messages",
     "qc_warnings",
     "risk_column",
     "score_rows",
@@ -35,6 +41,12 @@ __all__ = [
 TEXT_COLUMNS = frozenset(
     {PATIENT_ID, "risk_group", "model_name", "model_version", "status", "error", "warnings"}
 )
+#: An optional input column: the scanner's field strength (tesla), for the R2* unit rule.
+FIELD_STRENGTH = "scanner_field_strength_t"
+#: Columns carried beside the model inputs when the input has them (a features file from
+#: extraction, or measured from images): the site and the scanner, for the unit rule and for
+#: steps that work per site or scanner.
+CONTEXT_COLUMNS = ("site", FIELD_STRENGTH, "scanner_vendor", "scanner_id")
 
 
 def risk_column(horizon_days: float) -> str:
@@ -73,6 +85,7 @@ def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.
         imaging=cov.imaging,
         ranges=cov.ranges,
         training_range=bundle.training_range,
+        field_strength=df[FIELD_STRENGTH].to_numpy() if FIELD_STRENGTH in df else None,
     )
     err, warn = check.row_messages()
     return check.clean, err, warn
@@ -244,17 +257,12 @@ def score_rows(
     return normalise(pd.DataFrame(out), columns)
 
 
+def qc_messages(qc: dict[str, Any], error_kinds: tuple[str, ...] | list[str]) -> tuple[str, str]:
+    """An extraction's QC findings as (error, warnings) of its score row: the kinds listed in
+    ``error_kinds`` (the model's ``extraction.qc_errors``) make the row an error."""
+    return split_findings(qc_findings(qc), error_kinds)
+
+
 def qc_warnings(qc: dict[str, Any]) -> str:
-    """Extraction QC worth a clinician's glance: converted units, resampled grids, small ROIs."""
-    notes = []
-    if qc.get("qc_pdff_converted"):
-        notes.append(f"PDFF converted from {qc.get('qc_pdff_units')} to percent")
-    if qc.get("qc_r2star_converted"):
-        notes.append(f"R2* converted from {qc.get('qc_r2star_units')} to 1/s")
-    if qc.get("qc_labels_resampled"):
-        notes.append("label map resampled to the PDFF grid")
-    if qc.get("qc_r2star_resampled"):
-        notes.append("R2* map resampled to the PDFF grid")
-    if qc.get("qc_small_roi"):
-        notes.append(f"small ROI at {qc['qc_small_roi']}")
-    return "; ".join(notes)
+    """Every QC finding of an extraction as one warnings text (none an error)."""
+    return qc_messages(qc, ())[1]

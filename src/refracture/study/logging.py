@@ -150,12 +150,18 @@ def log_candidate(
         mlflow.log_artifacts(str(folder))
 
 
-def log_selected_model(cand: Candidate, cfg: RunConfig, dataset: Dataset, digest: str) -> Any:
+def log_selected_model(
+    cand: Candidate,
+    cfg: RunConfig,
+    dataset: Dataset,
+    digest: str,
+    site_units: dict[str, dict[str, str]] | None = None,
+) -> Any:
     import mlflow
 
     from refracture.scoring.pyfunc import log_model
 
-    bundle = make_bundle(cand, cfg, dataset, dataset_digest=digest)
+    bundle = make_bundle(cand, cfg, dataset, dataset_digest=digest, site_units=site_units)
     with mlflow.start_run(run_id=cand.run_id, nested=True):
         info = log_model(bundle)
         mlflow.set_tag("refracture.registered", "true")

@@ -33,9 +33,19 @@ def training_ranges(dev: pd.DataFrame, numeric: list[str]) -> dict[str, tuple[fl
 
 
 def make_bundle(
-    cand: Candidate, cfg: RunConfig, dataset: Dataset, *, dataset_digest: str = ""
+    cand: Candidate,
+    cfg: RunConfig,
+    dataset: Dataset,
+    *,
+    dataset_digest: str = "",
+    site_units: dict[str, dict[str, str]] | None = None,
 ) -> ModelBundle:
-    """The registered model of candidate ``cand``."""
+    """The registered model of candidate ``cand``.
+
+    ``site_units``: the units extraction read each training site's maps in
+    (:attr:`refracture.features.ExtractionResult.site_units`); an imaging model pins them for
+    scoring new patients of those sites.
+    """
     r = cand.result
     imaging = cand.feature_set == "clinical+imaging"
     cov = cfg.covariates
@@ -92,6 +102,7 @@ def make_bundle(
             competing_risk=r.competing_risk_note,
         ),
         harmonisation=harmonisation,
+        site_units=dict(site_units or {}) if imaging else {},
     )
 
 

@@ -248,7 +248,13 @@ def train(
             if progress:
                 progress(stage, i, len(candidates) + 1)
 
-        model_info = log.log_selected_model(selected, cfg, dataset, digest)
+        model_info = log.log_selected_model(
+            selected,
+            cfg,
+            dataset,
+            digest,
+            site_units=extraction.site_units if extraction is not None else None,
+        )
         metric = cfg.selection_metric
         value = float(selected.result.metrics[metric])
         decision = registry.register(
