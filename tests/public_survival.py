@@ -196,6 +196,12 @@ def design_matrix(dev: pd.DataFrame, full: pd.DataFrame, cfg) -> pd.DataFrame:
     return X
 
 
+def _same_order(risk: np.ndarray, lp: np.ndarray) -> bool:
+    """Whether sorting by ``lp`` never puts a lower risk after a higher one."""
+    o = np.argsort(lp, kind="mergesort")
+    return bool(np.all(np.diff(risk[o]) >= -1e-12))
+
+
 def agreement(run_dir: Path, clinical: Path, cfg) -> dict[str, float]:
     """Largest differences between refracture's outputs in ``run_dir`` and the libraries:
 
@@ -236,7 +242,10 @@ def agreement(run_dir: Path, clinical: Path, cfg) -> dict[str, float]:
         metrics = pd.read_csv(folder / "metrics.csv").set_index("metric")["value"]
         event = pred["event"].to_numpy() == 1
         time = pred["time"].to_numpy(float)
-        risk = pred["risk"].to_numpy(float)
+        # refracture ranks by the linear predictor where it orders patients as the risk does
+        # (no artificial ties where the risk saturates near 0 or 1): give the library the same
+        lp = pred["lp"].to_numpy(float)
+        risk = lp if _same_order(pred["risk"].to_numpy(float), lp) else pred["risk"].to_numpy()
         c = concordance_index_censored(event, time, risk)[0]
         harrell.append(abs(c - metrics["cindex_harrell"]))
         dev = table[~table.index.isin(set(pred["patient_id"]))]

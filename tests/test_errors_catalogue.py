@@ -827,11 +827,14 @@ def test_train_warns_with_the_events_per_parameter(trained_with_unknown_ids) -> 
     # 3 re-fractures by one year for age and pdff_mean_normal: 1.5 per parameter
     lines = message_lines(trained_with_unknown_ids.result.output)
     warning = [line for line in lines if line.startswith("warning:")]
-    assert warning == [
+    epv = [line for line in warning if "events per model parameter" in line]
+    assert epv == [
         "warning: 1.5 events per model parameter (3 re-fractures by the horizon 365 for 2 "
         "parameters, feature set 'clinical+imaging'): fewer than 10, so the models may over-fit; "
         "read the optimism-corrected metrics"
     ]
+    # the other warnings are the small validation set and sites of this eight-patient study
+    assert all("fewer than 100 patients or 10 events" in w for w in warning if w not in epv)
 
 
 def test_score_bad_patients_get_error_rows(trained_with_unknown_ids, tmp_path: Path) -> None:

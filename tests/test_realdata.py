@@ -33,7 +33,6 @@ from refracture.cli import app
 from refracture.config import load_config
 
 runner = CliRunner()
-NEEDS_METRICS = pytest.mark.xfail(strict=True, reason="needs the metrics fix")
 
 
 @pytest.fixture(scope="module")
@@ -232,9 +231,9 @@ def init_and_train(
 
 BATTERY = [
     # events in the last follow-up week, horizon 52 weeks = the last follow-up (issue 12)
-    pytest.param("rossi", ["cox", "coxnet", "logistic", "rsf"], marks=NEEDS_METRICS),
+    pytest.param("rossi", ["cox", "coxnet", "logistic", "rsf"]),
     # the time-dependent ROC plot at times past the development follow-up
-    pytest.param("veterans", ["cox", "logistic"], marks=NEEDS_METRICS),
+    pytest.param("veterans", ["cox", "logistic"]),
     pytest.param("lung", ["cox", "logistic"]),  # missing values, sex coded 1/2
     pytest.param("gbsg2", ["cox", "logistic"]),  # text categories
 ]
@@ -252,7 +251,6 @@ def test_init_then_train_agrees_with_lifelines_and_sksurv(
     assert agree["uno"] < 1e-9
 
 
-@NEEDS_METRICS
 def test_follow_up_cut_at_the_horizon_trains(
     tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,7 +264,6 @@ def test_follow_up_cut_at_the_horizon_trains(
     assert agree["cox_coef"] < 1e-6 and agree["harrell"] < 1e-9 and agree["uno"] < 1e-9
 
 
-@NEEDS_METRICS
 def test_synthetic_cohort_on_a_one_year_protocol_trains(
     tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

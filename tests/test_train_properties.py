@@ -27,11 +27,6 @@ from refracture.cli import app
 
 runner = CliRunner()
 COVARIATES = {"x_num": "numeric", "x_col": "numeric", "x_bin": "binary", "x_cat": "categorical"}
-NEEDS_METRICS = pytest.mark.xfail(strict=True, reason="needs the metrics fix")
-#: Internal errors of the time-dependent ROC plot that the metrics fix (issue 12, item 1, a
-#: separate change) removes. test_td_roc_with_an_event_and_a_censoring_at_the_last_time
-#: reproduces them and is a strict xfail: when it passes, delete this allowance.
-METRICS_FIX_ERRORS = ("censoring survival function is zero",)
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +141,6 @@ def train(table: pd.DataFrame, settings_: dict, store: Path) -> tuple[int, str]:
 
 def assert_well_behaved(code: int, output: str, table: pd.DataFrame) -> None:
     """Exit 0, 1 or 2; never "internal error"; a failure is one line naming what is wrong."""
-    if "internal error" in output and any(e in output for e in METRICS_FIX_ERRORS):
-        return  # see METRICS_FIX_ERRORS
     assert "internal error" not in output, output
     assert "Traceback" not in output, output
     assert code in (0, 1, 2), output
@@ -289,7 +282,6 @@ def test_all_events_deaths_is_refused_with_the_counts(store: Path) -> None:
     assert f"no event 1 among 60 patients: {n0} censored, {n2} died" in line
 
 
-@NEEDS_METRICS
 def test_td_roc_with_an_event_and_a_censoring_at_the_last_time(store: Path) -> None:
     """scikit-survival's time-dependent ROC (the td_roc plot) meets a censoring survival of 0
     at the last follow-up time, where one patient has the event and one is censored."""
@@ -300,7 +292,6 @@ def test_td_roc_with_an_event_and_a_censoring_at_the_last_time(store: Path) -> N
     assert code == 0, output
 
 
-@NEEDS_METRICS
 def test_horizon_at_the_last_follow_up_trains_the_logistic_model(store: Path) -> None:
     """Everyone event-free is censored at the horizon, which is the last follow-up: they are
     controls of the logistic model (issue 12, item 1)."""

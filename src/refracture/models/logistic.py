@@ -123,9 +123,12 @@ class IPCWLogistic(SurvivalEstimator):
         self.death_coef_, self.death_intercept_ = None, None
         if self.estimand == "cif" and died.any():
             free = used & (status == 0)  # known free of re-fracture at h: dead or alive
-            death_beta, _ = self._fit_binary(Xa[free], died[free].astype(np.int8), w[free])
-            self.death_intercept_ = float(death_beta[0])
-            self.death_coef_ = death_beta[1:].copy()
+            if died[free].all():  # every patient free of re-fracture died: P(death | free) = 1
+                self.death_intercept_, self.death_coef_ = np.inf, np.zeros(Xa.shape[1])
+            else:
+                death_beta, _ = self._fit_binary(Xa[free], died[free].astype(np.int8), w[free])
+                self.death_intercept_ = float(death_beta[0])
+                self.death_coef_ = death_beta[1:].copy()
         return self
 
     def predict_death_risk(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

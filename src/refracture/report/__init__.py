@@ -34,7 +34,7 @@ from refracture.files import write_text
 from refracture.ids import PATIENT_ID
 from refracture.models.outcome import EVENT
 from refracture.report.hazard_tables import univariable_cox
-from refracture.report.nomogram import nomogram_for
+from refracture.report.nomogram import nomogram_for, nomogram_unavailable
 from refracture.report.per_site import per_site_metrics, per_site_table, write_per_site
 from refracture.report.predictors import AS_RECORDED, predictor_kinds, predictors_table, unit_of
 from refracture.report.sample_size import (
@@ -375,6 +375,11 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         reasons["model-spec"] = (
             f"the registered model ({sel.model}) has no coefficients; it is specified by the "
             "fitted model stored in the registry"
+            if not sel.result.final_model.model.has_coefficients
+            else f"the registered model ({sel.model}) combines two cause-specific hazard models "
+            "(re-fracture and death) into the cumulative incidence, so no single formula gives "
+            "the risk; the hazard ratios above are the re-fracture model's, and the fitted "
+            "model stored in the registry specifies it fully"
         )
 
     # Model comparison and per-site metrics
@@ -398,6 +403,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         caution = nomo.caution
         path = nomo.plot(plots_dir / "nomogram.png", title=f"Nomogram: {sel.label}")
         nomogram = {"label": sel.label, "src": _png(path), "caution": caution}
+    nomogram_missing = nomogram_unavailable(sel.result.final_model)
 
     # QC pictures go on their own page
     qc_sheets = _qc_sheets(extraction)
@@ -475,6 +481,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         },
         "risk_groups": list(cfg.risk_groups),
         "nomogram": nomogram,
+        "nomogram_missing": nomogram_missing,
         "qc_pages": len(qc_sheets),
         "qc_page": QC_PAGE if qc_sheets else None,
         "extraction": cfg.extraction.model_dump(mode="json") if cfg.has_imaging else None,

@@ -299,6 +299,20 @@ def correlated_pairs(
     return sorted(out, key=lambda t: -abs(t[2]))
 
 
+def nomogram_unavailable(pipeline: Any) -> str | None:
+    """Why no exact nomogram can be drawn for a fitted pipeline, or None when one can."""
+    model = pipeline.model
+    if not model.supports_contributions:
+        return f"the {model.name} model has no per-term coefficients"
+    if getattr(model, "estimand", "net") == "cif" and not model.cif_from_lp:
+        return (
+            f"the {model.name} model predicts the cumulative incidence from two cause-specific "
+            "hazard models (re-fracture and death), so the risk is not a function of one "
+            "points total; fit finegray or logistic for a nomogram on the cumulative incidence"
+        )
+    return None
+
+
 def nomogram_for(
     validation: Any,
     X: pd.DataFrame,
@@ -309,7 +323,10 @@ def nomogram_for(
     model_input: pd.DataFrame | None = None,
 ) -> Nomogram | None:
     """The nomogram of a validated model (``ValidationResult``), or None when its estimator
-    has no per-term contributions (forests, boosting).
+    has no per-term contributions (forests, boosting) or when, under estimand ``cif``, its risk
+    is not a function of one linear predictor (the cause-specific Cox models, whose cumulative
+    incidence also depends on the death model): a points scale would then not map to the risk
+    exactly (:func:`nomogram_unavailable` says why).
 
     ``X``: the whole modelling table; the development patients are taken from it. A model
     with a harmonisation step needs ``model_input`` (``Dataset.model_input``, which carries
@@ -317,7 +334,7 @@ def nomogram_for(
     coefficients are per.
     """
     pipeline = validation.final_model
-    if not pipeline.model.supports_contributions:
+    if nomogram_unavailable(pipeline) is not None:
         return None
     dev = X.loc[validation.development_ids, list(covariates)]
     if getattr(pipeline, "harmoniser", None) is not None:

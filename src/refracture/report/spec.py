@@ -58,6 +58,8 @@ def model_specification(validation: Any, X: pd.DataFrame) -> ModelSpec | None:
     pipe = validation.final_model
     if coef is None or not pipe.model.has_coefficients:
         return None
+    if getattr(pipe.model, "estimand", "net") == "cif" and not pipe.model.cif_from_lp:
+        return None  # the risk needs the death model's linear predictor too: no one link
     dev = X.loc[validation.development_ids]
     design = pipe.transform_features(dev)[list(coef["term"])].to_numpy(dtype=float)
     beta = coef["coef"].to_numpy(dtype=float)
