@@ -182,6 +182,18 @@ def _print_metrics(console: Console, candidates, horizon, title, selected) -> No
 
 
 def print_train_summary(console: Console, result: TrainResult, horizon: float) -> None:
+    estimand = result.dataset.estimand
+    console.print(
+        f"estimand: {estimand} - risks and metrics are "
+        + (
+            "cumulative incidences of re-fracture, death competing"
+            if estimand == "cif"
+            else "net risks of re-fracture, death censored"
+        ),
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
     _print_metrics(
         console,
         result.candidates,

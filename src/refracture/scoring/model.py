@@ -46,7 +46,7 @@ class ScoringModel:
         return self.bundle.covariates.clinical
 
     def columns(self, explain: bool) -> list[str]:
-        cols = output_columns(self.bundle.horizon_days)
+        cols = output_columns(self.bundle.horizon_days, self.bundle.estimand)
         if explain:
             cols += ["lp_reference", *[f"contrib_{t}" for t in self.bundle.terms]]
         return cols

@@ -134,7 +134,7 @@ def signature_for(bundle: ModelBundle) -> Any:
     }
     outputs = [
         ColSpec(kinds.get(c, "double"), c, required=c != "risk_group")
-        for c in output_columns(bundle.horizon_days)
+        for c in output_columns(bundle.horizon_days, bundle.estimand)
     ]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 

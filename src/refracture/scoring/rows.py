@@ -34,6 +34,7 @@ __all__ = [
     "predict_frame",
     "qc_messages",
     "qc_warnings",
+    "death_risk_column",
     "risk_column",
     "score_rows",
 ]
@@ -53,10 +54,18 @@ def risk_column(horizon_days: float) -> str:
     return f"risk_{int(round(horizon_days))}d"
 
 
-def output_columns(horizon_days: float) -> list[str]:
+def death_risk_column(horizon_days: float) -> str:
+    """The risk of death before re-fracture by the horizon (models of estimand ``cif``)."""
+    return f"risk_death_{int(round(horizon_days))}d"
+
+
+def output_columns(horizon_days: float, estimand: str = "net") -> list[str]:
+    """The score columns; a model of estimand ``cif`` adds the risk of death by the horizon."""
+    death = [death_risk_column(horizon_days)] if estimand == "cif" else []
     return [
         PATIENT_ID,
         risk_column(horizon_days),
+        *death,
         "risk_group",
         "linear_predictor",
         "model_name",
@@ -126,11 +135,16 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = Fals
             "warnings": warn,
         }
     )
+    if bundle.estimand == "cif":
+        out.insert(2, death_risk_column(bundle.horizon_days), np.nan)
     pipeline = bundle.pipeline
     if ok.any():
         x = model_input(bundle, df, clean, ok)
         risk = np.asarray(pipeline.predict_risk(x), dtype=float)
         out.loc[ok, risk_col] = risk
+        if bundle.estimand == "cif":
+            death_col = death_risk_column(bundle.horizon_days)
+            out.loc[ok, death_col] = np.asarray(pipeline.predict_death_risk(x), dtype=float)
         out.loc[ok, "linear_predictor"] = np.asarray(pipeline.linear_predictor(x), dtype=float)
         low, high = bundle.risk_groups
         out.loc[ok, "risk_group"] = np.select(
@@ -227,9 +241,11 @@ def score_rows(
     through :func:`predict_frame` (per-row checks, then one vectorised prediction)."""
     risk_col = risk_column(bundle.horizon_days)
     n = len(rows)
+    death = [death_risk_column(bundle.horizon_days)] if bundle.estimand == "cif" else []
     out: dict[str, np.ndarray] = {
         PATIENT_ID: rows[PATIENT_ID].to_numpy(dtype=object),
         risk_col: np.full(n, np.nan),
+        **{c: np.full(n, np.nan) for c in death},
         "risk_group": np.full(n, None, dtype=object),
         "linear_predictor": np.full(n, np.nan),
         "model_name": np.full(n, bundle.label, dtype=object),
