@@ -24,6 +24,7 @@ from refracture.analysis.mixed import OPTIMIZERS, MixedModelResult, fit_random_i
 from refracture.analysis.roc import AucResult, Direction, delong_auc
 from refracture.errors import InputError
 from refracture.files import write_table
+from refracture.ids import PATIENT_ID
 from refracture.levels import LEVEL_ORDER
 
 __all__ = [
@@ -78,7 +79,7 @@ class AnalysisResult:
         """Distinct (patient, level) pairs with at least one per-vertebra measurement."""
         if self.vertebrae is None:
             return 0
-        return int(len(self.vertebrae[["patient_id", "level"]].drop_duplicates()))
+        return int(len(self.vertebrae[[PATIENT_ID, "level"]].drop_duplicates()))
 
 
 def _level_key(level: str) -> tuple[int, str]:
@@ -171,7 +172,7 @@ def _prepare_patients(
             raise InputError(f"the features table has no column '{missing[0]}' (a marker)")
         chosen = list(markers)
 
-    patients = pd.DataFrame({"patient_id": clin_ids.to_numpy()})
+    patients = pd.DataFrame({PATIENT_ID: clin_ids.to_numpy()})
     patients[tscore] = _numeric(clinical, tscore, "clinical table").to_numpy()
     for role in ("age", "bmi"):
         col = roles[role]
@@ -195,7 +196,7 @@ def _prepare_patients(
             patients[site] = clinical[site].astype("string").to_numpy()
         elif site in features.columns:
             site_by_id = pd.Series(features[site].astype("string").to_numpy(), index=feat_ids)
-            patients[site] = patients["patient_id"].map(site_by_id).to_numpy()
+            patients[site] = patients[PATIENT_ID].map(site_by_id).to_numpy()
         else:
             notes.append(f"neither table has a '{site}' column: no adjustment for site")
             roles["site"] = None
@@ -203,7 +204,7 @@ def _prepare_patients(
     marker_table = features[chosen].apply(pd.to_numeric, errors="coerce")
     marker_table.index = feat_ids.to_numpy()
     n_clin = len(patients)
-    patients = patients.join(marker_table, on="patient_id", how="inner")
+    patients = patients.join(marker_table, on=PATIENT_ID, how="inner")
     if len(patients) < n_clin:
         notes.append(
             f"{n_clin - len(patients)} of {n_clin} patients of the clinical table have no "
@@ -232,7 +233,7 @@ def _prepare_vertebrae(
             raise InputError(f"the per-vertebra table has no '{col}' column")
     v = pd.DataFrame(
         {
-            "patient_id": vertebrae[features_id_column].map(_id_text).to_numpy(),
+            PATIENT_ID: vertebrae[features_id_column].map(_id_text).to_numpy(),
             "level": vertebrae["level"].astype(str).to_numpy(),
             "map": vertebrae["map"].astype(str).to_numpy(),
             "value": pd.to_numeric(vertebrae[stat], errors="coerce").to_numpy(),
@@ -257,7 +258,7 @@ def _prepare_vertebrae(
             )
         v = v[~small]
     cols = [c for c in patients.columns if c in {roles[r] for r in roles if r != "id"}]
-    v = v.merge(patients[["patient_id", *cols]], on="patient_id", how="inner")
+    v = v.merge(patients[[PATIENT_ID, *cols]], on=PATIENT_ID, how="inner")
     v = v[np.isfinite(v["value"].to_numpy(dtype=float))]
     if v.empty:
         notes.append("no per-vertebra measurement matches a patient: no per-vertebra models")
@@ -403,13 +404,13 @@ def _mixed_models(
             c = roles[role]
             if c is not None and intact[c].nunique() > 1:
                 cols[c] = "categorical" if role in ("sex", "site") else "numeric"
-        model_data = intact[["value", "patient_id", *cols]]
-        if intact["patient_id"].nunique() >= 3 and len(levels) >= 1:
+        model_data = intact[["value", PATIENT_ID, *cols]]
+        if intact[PATIENT_ID].nunique() >= 3 and len(levels) >= 1:
             cat = {c: _reference(intact[c]) for c, k in cols.items() if k == "categorical"}
             if "level" in cat:
                 cat["level"] = next(lv for lv in levels if lv in set(intact["level"]))
             model = fit_random_intercept(
-                model_data, "value", group="patient_id",
+                model_data, "value", group=PATIENT_ID,
                 numeric=[c for c, k in cols.items() if k == "numeric"],
                 categorical=cat, level_order={"level": levels},
             )  # fmt: skip
@@ -425,7 +426,7 @@ def _mixed_models(
         has = set(sub[STATUS])
         if has & {TREATED, UNTREATED} and INTACT in has:
             model = fit_random_intercept(
-                sub[["value", "patient_id", "level", STATUS]], "value", group="patient_id",
+                sub[["value", PATIENT_ID, "level", STATUS]], "value", group=PATIENT_ID,
                 categorical={"level": levels[0], STATUS: INTACT},
                 level_order={"level": levels, STATUS: [TREATED, UNTREATED]},
             )  # fmt: skip
@@ -472,7 +473,7 @@ def _paired_rows(sub: pd.DataFrame, marker: str) -> list[Association]:
     (marrow fat rises down the spine) does not pass for a fracture effect."""
     level_mean = sub[sub[STATUS] == INTACT].groupby("level")["value"].mean()
     centred = sub.assign(value=sub["value"] - sub["level"].map(level_mean))
-    means = centred.groupby(["patient_id", STATUS])["value"].mean().unstack(STATUS)
+    means = centred.groupby([PATIENT_ID, STATUS])["value"].mean().unstack(STATUS)
     rows = []
     for status in (TREATED, UNTREATED):
         if status not in means.columns or INTACT not in means.columns:
@@ -499,8 +500,8 @@ def run_analysis(
     features: pd.DataFrame,
     vertebrae: pd.DataFrame | None = None,
     *,
-    id_column: str = "patient_id",
-    features_id_column: str = "patient_id",
+    id_column: str = PATIENT_ID,
+    features_id_column: str = PATIENT_ID,
     tscore: str = "bmd_tscore",
     age: str | None = "age",
     sex: str | None = "sex",

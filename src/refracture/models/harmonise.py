@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from refracture.errors import ConfigError, InputError
+from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import nominal_field
 
 __all__ = [
@@ -143,7 +144,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         Development data without ``reference_batch`` is an error. Validation sets it False:
         a fold that holds out the reference batch's site is then harmonised on the pooled
         scale (``reference_batch_`` is None for that fit).
-    id_column : str, default="patient_id"
+    id_column : str, default :data:`refracture.ids.PATIENT_ID`
         Named in errors when present (else the row index is).
 
     Attributes
@@ -176,7 +177,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         eb: bool = True,
         mean_only: bool = False,
         min_batch_size: int = 2,
-        id_column: str = "patient_id",
+        id_column: str = PATIENT_ID,
         require_reference: bool = True,
     ) -> None:
         self.batch = batch

@@ -244,7 +244,7 @@ def _role_table(result: Any, variables: list[Variable], h: float) -> tuple[Any, 
     ds = result.dataset
     r = result.selected.result
     dev = pd.Index(r.development_ids)
-    val = pd.Index(r.predictions["patient_id"].astype(str))
+    val = pd.Index(r.predictions[PATIENT_ID].astype(str))
     if len(dev.intersection(val)) == 0:
         ids = dev.append(val)
         X = ds.X.loc[ids].copy()
