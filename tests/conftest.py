@@ -46,6 +46,12 @@ validation:
 mlflow:
   tracking_uri: sqlite:///{root}/mlflow.db
   experiment: test
+analysis:
+  tscore: bmd_tscore
+  age: age
+  sex: sex
+  bmi: bmi
+  site: site
 """
 
 

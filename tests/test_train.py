@@ -354,3 +354,31 @@ def test_summary_tables_fit_the_terminal_with_cis_on_one_line(trained, width) ->
     for line in table_lines:  # every opened CI closes on its own line
         assert line.count("[") == line.count("]"), line
     assert ("+img" in text) == (width < 120)
+
+
+def test_the_report_carries_the_marrow_fat_and_bone_mass_analysis(trained, client) -> None:
+    """With ``analysis.tscore`` set, train analyses the patients it measured: associations.csv
+    in the run folder and MLflow, the section in the study report; each Pearson correlation
+    is scipy's on the measured features and the clinical table."""
+    import scipy.stats
+
+    r = trained.result
+    folder = r.run_dir / "biomarkers"
+    assoc = pd.read_csv(folder / "associations.csv")
+    features = pd.read_parquet(r.run_dir / "extraction" / "features.parquet")
+    clinical = pd.read_csv(trained.cohort / "clinical.csv", dtype={"patient_id": str})
+    both = features.merge(clinical, on="patient_id")
+    for marker in ("pdff_mean_normal", "r2star_mean_normal"):
+        row = assoc[
+            (assoc["marker"] == marker)
+            & (assoc["versus"] == "bmd_tscore")
+            & (assoc["method"] == "pearson")
+            & assoc["adjusted_for"].isna()
+        ].iloc[0]
+        expected = scipy.stats.pearsonr(both[marker], both["bmd_tscore"])
+        assert row["estimate"] == pytest.approx(expected.statistic, abs=1e-12)
+        assert row["n"] == len(both)
+    html = r.report.read_text(encoding="utf-8")
+    assert 'id="biomarkers"' in html and 'href="#biomarkers"' in html
+    logged = [f.path for f in client.list_artifacts(r.parent_run_id, "biomarkers")]
+    assert "biomarkers/associations.csv" in logged

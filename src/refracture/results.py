@@ -56,3 +56,6 @@ class TrainResult:
     flow: dict[str, Any]
     report: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    #: The marrow-fat / bone-mass analysis as a report section
+    #: (:func:`refracture.analysis.analysis_section`); None when the run did not do it.
+    biomarkers: dict[str, Any] | None = None

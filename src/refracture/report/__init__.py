@@ -482,6 +482,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "risk_groups": list(cfg.risk_groups),
         "nomogram": nomogram,
         "nomogram_missing": nomogram_missing,
+        "biomarkers": getattr(result, "biomarkers", None),
         "qc_pages": len(qc_sheets),
         "qc_page": QC_PAGE if qc_sheets else None,
         "extraction": cfg.extraction.model_dump(mode="json") if cfg.has_imaging else None,

@@ -74,6 +74,31 @@ def _extract(
 VALIDATION_UNSEEN_BATCH = "pooled"
 
 
+def _biomarkers(
+    clinical: pd.DataFrame, extraction: Any, cfg: RunConfig, run_dir: Path, result: TrainResult
+) -> dict[str, Any] | None:
+    """The study's marrow-fat / bone-mass analysis on the patients just measured, written to
+    ``<run>/biomarkers`` and logged, as a section of the report. A failure is a warning: the
+    models are trained and registered already."""
+    import mlflow
+
+    from refracture.analysis import analysis_section, run_analysis
+
+    a = cfg.analysis
+    out = run_dir / "biomarkers"
+    try:
+        analysis = run_analysis(
+            clinical, extraction.features, extraction.vertebrae,
+            tscore=a.tscore, age=a.age, sex=a.sex, bmi=a.bmi, site=a.site,  # type: ignore[arg-type]
+            osteoporosis_threshold=a.osteoporosis_tscore, out_dir=out,
+        )  # fmt: skip
+    except (InputError, ModelError) as err:
+        result.warnings.append(f"biomarker analysis not done: {err.one_line()}")
+        return None
+    mlflow.log_artifacts(str(out), artifact_path="biomarkers")
+    return analysis_section(analysis)
+
+
 def validate_candidate(
     name: str, feature_set: str, dataset: Dataset, cfg: RunConfig, progress: Progress | None
 ) -> Candidate:
@@ -310,6 +335,8 @@ def train(
         )
         mlflow.log_artifact(str(per_site))
         if report:
+            if extraction is not None and cfg.analysis.tscore is not None:
+                result.biomarkers = _biomarkers(clinical, extraction, cfg, run_dir, result)
             if progress:
                 progress("writing the study report", 0, 1)
             result.report = write_report(result, cfg, extraction=extraction)
