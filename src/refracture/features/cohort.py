@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,16 +37,28 @@ from refracture.ids import PATIENT_ID
 from refracture.privacy import Pseudonymiser
 from refracture.progress import Progress, stage_ticker
 
-__all__ = ["STAGE", "extract_cohort", "iter_extract"]
+__all__ = [
+    "STAGE",
+    "Outcome",
+    "PatientTask",
+    "TaskRunner",
+    "extract_cohort",
+    "iter_extract",
+    "run_task_in_worker",
+]
 
 #: The progress stage name of extraction.
 STAGE = "extracting features"
 
+#: ``(position, result, None)`` or ``(position, None, (stage, message))`` for one patient.
 Outcome = tuple[int, PatientResult | None, tuple[str, str] | None]
 
 
 @dataclass(frozen=True)
 class _Task:
+    """One patient's work: a validated manifest row (absolute image paths) and where the
+    cache and the QC picture go. Plain data, so it can travel to another process or machine."""
+
     index: int
     row: dict[str, Any]
     config: ExtractionConfig
@@ -54,7 +66,7 @@ class _Task:
     qc_png: str | None
 
 
-def _run_task(task: _Task) -> Outcome:
+def _run_task(task: PatientTask) -> Outcome:
     """Run one patient; never raises (errors come back as (stage, message))."""
     stage = Stage()
     pid = str(task.row[PATIENT_ID])
@@ -94,15 +106,23 @@ def _run_task(task: _Task) -> Outcome:
         return task.index, None, (stage.name, f"patient {pid}: internal error: {msg}")
 
 
-def _run_in_worker(task: _Task) -> Outcome:
-    # One patient per worker process: keep ITK from starting a thread per core in each.
+def _run_in_worker(task: PatientTask) -> Outcome:
+    """:func:`_run_task` in a worker process (a pool worker, a Spark executor): one patient per
+    worker, so ITK is kept from starting a thread per core in each."""
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     return _run_task(task)
 
 
-def _ordered(tasks: list[_Task], jobs: int) -> Iterator[Outcome]:
+# Public names of the per-patient work, for engines that run it elsewhere (Spark). The objects
+# keep their private names because pickles name them: a pool worker that loaded a registered
+# model imports the copy of refracture saved with it, which may predate the public names.
+PatientTask = _Task
+run_task_in_worker = _run_in_worker
+
+
+def _ordered(tasks: list[PatientTask], jobs: int) -> Iterator[Outcome]:
     """Results in task order. With ``jobs > 1`` joblib's loky pool runs them (the pool the
     bootstrap uses too, started once per process); at most ``4 * jobs`` patients are
     dispatched ahead, so memory stays bounded and results come back as they finish in order."""
@@ -115,6 +135,11 @@ def _ordered(tasks: list[_Task], jobs: int) -> Iterator[Outcome]:
     workers = min(jobs, len(tasks))
     run = Parallel(n_jobs=workers, backend="loky", return_as="generator", pre_dispatch=4 * workers)
     yield from run(delayed(_run_in_worker)(task) for task in tasks)
+
+
+#: Runs patient tasks and yields every outcome in task order, reporting its own progress
+#: under :data:`STAGE` (e.g. the Spark engine); the default runs them here or in a loky pool.
+TaskRunner = Callable[[list[PatientTask], Progress | None], Iterable[Outcome]]
 
 
 def _check_jobs(jobs: int) -> None:
@@ -140,7 +165,7 @@ def iter_extract(
     cache = str(cache_dir) if cache_dir is not None else None
     if cache is not None:
         Path(cache).mkdir(parents=True, exist_ok=True)
-    tasks = [_Task(i, row, config, cache, None) for i, row in enumerate(rows)]
+    tasks = [PatientTask(i, row, config, cache, None) for i, row in enumerate(rows)]
     yield from _ordered(tasks, jobs)
 
 
@@ -154,6 +179,7 @@ def extract_cohort(
     qc_png: bool = False,
     progress: Progress | None = None,
     pseudonymiser: Pseudonymiser | None = None,
+    runner: TaskRunner | None = None,
 ) -> ExtractionResult:
     """Extract features for every patient of a manifest (a CSV path or a DataFrame).
 
@@ -165,7 +191,8 @@ def extract_cohort(
     patients finish. ``pseudonymiser`` replaces every patient_id by its keyed pseudonym, in
     the tables, file names and messages (see :mod:`refracture.privacy`). One patient's
     failure is a row of ``errors`` (patient_id, stage, message); a bad manifest raises
-    InputError.
+    InputError. ``runner`` runs the patients elsewhere (``jobs`` then does not apply): the
+    tables are assembled from its outcomes exactly as from the local ones.
     """
     config = config or ExtractionConfig()
     if isinstance(manifest, str | Path):
@@ -189,12 +216,16 @@ def extract_cohort(
     tasks = []
     for i, row in enumerate(df.to_dict("records")):
         png = str(png_dir / f"{_safe_name(row[PATIENT_ID])}.png") if png_dir else None
-        tasks.append(_Task(i, row, config, str(cache) if cache else None, png))
+        tasks.append(PatientTask(i, row, config, str(cache) if cache else None, png))
 
     results: dict[int, PatientResult] = {}
     errors: dict[int, tuple[str, str]] = {}
-    tick = stage_ticker(progress, STAGE, len(tasks))
-    for index, result, error in _ordered(tasks, jobs):
+    if runner is None:
+        tick = stage_ticker(progress, STAGE, len(tasks))
+        outcomes: Iterable[Outcome] = _ordered(tasks, jobs)
+    else:
+        tick, outcomes = (lambda: None), runner(tasks, progress)
+    for index, result, error in outcomes:
         if result is not None:
             results[index] = result
         else:

@@ -50,7 +50,7 @@ from refracture.scoring.inputs import ScoreInput, read_input
 from refracture.scoring.model import ScoringModel, load_model
 from refracture.scoring.rows import normalise, qc_warnings, score_rows
 
-__all__ = ["CHUNK_PATIENTS", "CHUNK_ROWS", "ScoreResult", "score"]
+__all__ = ["CHUNK_PATIENTS", "CHUNK_ROWS", "ScoreResult", "check_paths", "measured_row", "score"]
 
 #: Rows per chunk when scoring a features file or a clinical-only model (cheap rows).
 CHUNK_ROWS = 2048
@@ -95,6 +95,48 @@ def _table_suffix(out: Path) -> None:
         raise InputError("the output must end in .csv or .parquet", file=out)
 
 
+def check_paths(
+    out: str | Path,
+    *,
+    manifest: str | Path | None,
+    clinical: str | Path | None,
+    features: str | Path | None,
+) -> Path:
+    """The output path, once the inputs exist and the output overwrites none (InputError)."""
+    out = Path(out)
+    _table_suffix(out)
+    if (manifest is None) == (features is None):
+        raise InputError("give exactly one of --manifest and --features")
+    named = {"manifest": manifest, "clinical table": clinical, "features file": features}
+    for what, path in named.items():  # before the few seconds of loading the model
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{what} not found", file=path)
+    inputs = [Path(p).resolve() for p in named.values() if p is not None]
+    if out.resolve() in inputs:
+        raise InputError("the output would overwrite an input; choose another --out", file=out)
+    return out
+
+
+def measured_row(
+    outcome: tuple[int, Any, tuple[str, str] | None],
+    patient_id: str,
+    imaging: list[str],
+    manifest_dir: Path | None,
+) -> tuple[str, str, list[float]]:
+    """One patient's extraction outcome as (error, QC warnings, imaging feature values).
+
+    The error names neither the patient (the row does) nor the manifest's folder (paths as the
+    manifest wrote them, relative to it)."""
+    _, result, error = outcome
+    if result is None or error is not None:
+        stage, message = error or ("extract", "no result")
+        message = message.removeprefix(f"patient {patient_id}: ")
+        if manifest_dir:
+            message = message.replace(f"{manifest_dir}{os.sep}", "")
+        return f"image {stage} failed: {message}", "", [math.nan] * len(imaging)
+    return "", qc_warnings(result.qc), [result.features.get(c, math.nan) for c in imaging]
+
+
 def score(
     model: str | ScoringModel,
     *,
@@ -118,21 +160,11 @@ def score(
     no single patient can stop the batch. See the module docstring for resume and chunking.
     """
     start = time.perf_counter()
-    out = Path(out)
-    _table_suffix(out)
     if jobs < 1:
         raise InputError(f"jobs must be at least 1 (got {jobs})")
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be at least 1 (got {chunk_size})")
-    if (manifest is None) == (features is None):
-        raise InputError("give exactly one of --manifest and --features")
-    named = {"manifest": manifest, "clinical table": clinical, "features file": features}
-    for what, path in named.items():  # before the few seconds of loading the model
-        if path is not None and not Path(path).is_file():
-            raise InputError(f"{what} not found", file=path)
-    inputs = [Path(p).resolve() for p in named.values() if p is not None]
-    if out.resolve() in inputs:
-        raise InputError("the output would overwrite an input; choose another --out", file=out)
+    out = check_paths(out, manifest=manifest, clinical=clinical, features=features)
     check_not_busy(checkpoint_dir(out), out)
     pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
     if isinstance(model, str):
@@ -294,7 +326,6 @@ def _score_measured(
     progress: Progress | None,
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     imaging = list(model.inputs.imaging)
-    prefix = f"{data.manifest_dir}{os.sep}" if data.manifest_dir else None
     n_measured = 0
     for k in todo:
         a, b = bounds[k]
@@ -305,20 +336,13 @@ def _score_measured(
         for i in range(b - a):
             if pre_error[i] != "":
                 continue
-            _, result, error = next(stream)
+            outcome = next(stream)
             n_measured += 1
             if progress:
                 progress("measuring images", n_measured, n_total)
-            if result is None or error is not None:
-                stage, message = error or ("extract", "no result")
-                # The row names the patient already; paths as the manifest wrote them
-                # (relative to its folder), not the absolute ones.
-                message = message.removeprefix(f"patient {rows[ID].iloc[i]}: ")
-                message = message.replace(prefix, "") if prefix else message
-                pre_error[i] = f"image {stage} failed: {message}"
-                continue
-            values[i] = [result.features.get(c, math.nan) for c in imaging]
-            qc_warn[i] = qc_warnings(result.qc)
+            pre_error[i], qc_warn[i], values[i] = measured_row(
+                outcome, rows[ID].iloc[i], imaging, data.manifest_dir
+            )
         rows[imaging] = values
         yield (
             k,
