@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,19 +151,20 @@ def spark_session(master: str = DEFAULT_MASTER) -> Iterator[SparkHandle]:
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = spark_conf(master)
-    log = Path(tempfile.gettempdir()) / f"refracture-spark-{os.getpid()}.log"
+    log = None  # pyspark keeps one JVM per process: a later session's log is the first's
     try:
         gateway = None
-        if SparkContext._gateway is None:  # pyspark keeps one JVM per process
+        if SparkContext._gateway is None:
             from pyspark.java_gateway import launch_gateway
 
+            log = Path(tempfile.gettempdir()) / f"refracture-spark-{os.getpid()}.log"
             with open(log, "ab") as sink:
                 gateway = launch_gateway(conf, popen_kwargs={"stdout": sink, "stderr": sink})
         context = SparkContext(conf=conf, gateway=gateway)
     except Exception as err:  # noqa: BLE001 - pyspark raises several types for a failed start
+        where = f" (Spark's log: {log})" if log else ""
         raise InputError(
-            f"Spark did not start on master '{master}': {clip(_first_line(err), 200)} "
-            f"(Spark's log: {log})"
+            f"Spark did not start on master '{master}': {clip(_first_line(err), 200)}{where}"
         ) from None
     session = SparkSession(context)
     try:
@@ -171,12 +173,22 @@ def spark_session(master: str = DEFAULT_MASTER) -> Iterator[SparkHandle]:
         session.stop()  # the log stays for a look at what went wrong
         raise
     session.stop()
-    log.unlink(missing_ok=True)
+    if log is not None:
+        log.unlink(missing_ok=True)
 
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
+
+
+def _cause(err: BaseException) -> str:
+    """What went wrong in a failed Spark job: the last exception line of the executor's Python
+    traceback when there is one (pyspark's message starts with "An exception was thrown from
+    the Python worker"), else the first line."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*", line)]
+    return raised[-1] if raised else _first_line(err)
 
 
 def _stage_fraction(tracker: Any, group: str) -> float | None:
@@ -225,7 +237,9 @@ def run_followed(
         progress(stage, 0, total)
         thread.start()
     try:
-        result = action()
+        with warnings.catch_warnings():  # pyspark's advice on Arrow and pandas: not for users
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"pyspark(\.|$)")
+            result = action()
     except KeyboardInterrupt:
         context.cancelJobGroup(group)
         raise
@@ -234,7 +248,7 @@ def run_followed(
     except Exception as err:  # noqa: BLE001 - Py4J and pyspark errors of a failed job
         where = f" (Spark's log: {handle.log})" if handle.log else ""
         raise RefractureError(
-            f"the Spark job ({stage}) failed: {clip(_first_line(err), 300)}{where}"
+            f"the Spark job ({stage}) failed: {clip(_cause(err), 300)}{where}"
         ) from None
     finally:
         stop.set()
