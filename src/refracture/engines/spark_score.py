@@ -67,29 +67,39 @@ def _spark_type(series: pd.Series) -> str:
     return "string"
 
 
+def _missing(v: object) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+
+
 def _text(v: object) -> str | None:
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return None
-    return str(v)
+    return None if _missing(v) else str(v)
+
+
+def _all_numbers(values: np.ndarray) -> bool:
+    """Every value is a number, a boolean or missing (a CSV column of True/False with gaps)."""
+    return all(_missing(v) or isinstance(v, bool | int | float | np.number) for v in values)
 
 
 def spark_frame(rows: pd.DataFrame, categorical: list[str]) -> tuple[pd.DataFrame, str]:
     """The model's input rows typed for Spark, and their Spark schema (DDL).
 
-    Numbers and booleans keep their dtype (Arrow carries float64 bit for bit); any other column
-    becomes text with None for missing. A categorical covariate is sent as its label (what the
-    model's checks turn every value into first), so 1.0 from a numeric column arrives as "1",
-    as the model's signature wants.
+    Numbers and booleans keep their dtype (Arrow carries float64 bit for bit); a text column
+    holding only numbers, booleans and gaps becomes float64 (what the model's checks make of
+    it); any other column becomes text with None for missing. A categorical covariate is sent
+    as its label (what the model's checks turn every value into first), so 1.0 from a numeric
+    column arrives as "1", as the model's signature wants.
     """
     out: dict[str, Any] = {}
     for c in rows.columns:
         col = rows[c]
         if c in categorical:
             out[c] = np.array([_text(category_label(v)) for v in col], dtype=object)
-        elif _spark_type(col) == "string":
-            out[c] = np.array([_text(v) for v in col], dtype=object)
-        else:
+        elif _spark_type(col) != "string":
             out[c] = col.to_numpy()
+        elif c != PATIENT_ID and _all_numbers(col.to_numpy(dtype=object)):
+            out[c] = pd.to_numeric(col, errors="coerce").astype(np.float64).to_numpy()
+        else:
+            out[c] = np.array([_text(v) for v in col], dtype=object)
     frame = pd.DataFrame(out, index=pd.RangeIndex(len(rows)))
     schema = ", ".join(f"`{c}` {_spark_type(frame[c])}" for c in frame.columns)
     return frame, schema
