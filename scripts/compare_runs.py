@@ -58,9 +58,15 @@ def _same(a: float, b: float) -> bool:
 def compare(before: Path, after: Path) -> dict:
     run_a, run_b = _latest_run_dir(before), _latest_run_dir(after)
     report: dict = {"before_run": run_a.name, "after_run": run_b.name, "files": {}}
-    for rel in ("extraction/features.parquet", "extraction/vertebrae.parquet", "summary.csv"):
+    for rel in ("extraction/features.parquet", "extraction/vertebrae.parquet"):
         ha, hb = _sha(run_a / rel), _sha(run_b / rel)
         report["files"][rel] = {"identical": ha is not None and ha == hb, "before": ha, "after": hb}
+    # the summary table holds each run's own MLflow run IDs: compare everything else
+    import pandas as pd
+
+    sa, sb = (pd.read_csv(r / "summary.csv").drop(columns="run_id") for r in (run_a, run_b))
+    same = sa.shape == sb.shape and bool(sa.equals(sb))
+    report["files"]["summary.csv (without run_id)"] = {"identical": same}
     ma = _metrics(before / "mlflow.db", run_a.name)
     mb = _metrics(after / "mlflow.db", run_b.name)
     diffs = []

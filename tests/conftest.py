@@ -36,8 +36,6 @@ covariates:
   categorical: {{sex: F}}
 imaging:
   features: [pdff_mean_normal, r2star_mean_normal]
-extraction:
-  r2star_units: per_s
 models: [cox, logistic]
 feature_sets: [clinical, clinical+imaging]
 validation:

@@ -92,9 +92,14 @@ def config(**overrides: object) -> RunConfig:
 
 
 @functools.lru_cache(maxsize=8)
-def dataset(n: int = 560, seed: int = 0, harmonise_r2star: bool = False) -> Dataset:
+def dataset(
+    n: int = 560, seed: int = 0, harmonise_r2star: bool = False, estimand: str | None = None
+) -> Dataset:
+    """The synthetic cohort assembled as ``refracture train`` would (``estimand`` as the
+    config's ``outcome.estimand``; unset: cif, the cohort has deaths)."""
     c = cohort(n, seed)
-    return assemble(c.clinical, imaging_features(c, harmonise_r2star=harmonise_r2star), config())
+    features = imaging_features(c, harmonise_r2star=harmonise_r2star)
+    return assemble(c.clinical, features, config(outcome__estimand=estimand))
 
 
 def validate_with(name: str, ds: Dataset, feature_set: str, cfg: RunConfig, progress=None):

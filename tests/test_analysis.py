@@ -42,7 +42,7 @@ from refracture.cli import app
 from refracture.errors import InputError
 from refracture.levels import L1L4, TL_LEVELS
 from refracture.synth import write_cohort
-from refracture.synth.cohort import P_FEMALE, R2STAR_3T_FACTOR, Cohort, truth_dict
+from refracture.synth.cohort import P_FEMALE, Cohort, truth_dict
 from survival_cohort import cohort
 
 Z = stats.norm.ppf(0.975)
@@ -58,10 +58,8 @@ def truth_tables(c: Cohort, r2star_15t: bool = False) -> tuple[pd.DataFrame, pd.
     of the generating model).
     """
     truth = c.truth.set_index("patient_id")
-    scale = {
-        s.name: (R2STAR_3T_FACTOR if s.field_strength_t >= 2 else 1.0) * s.r2star_scale
-        for s in c.sites
-    }
+    # each patient's scanner: field strength and scale (a site may change scanner)
+    scale = truth["r2star_scanner_factor"]
     feats, vert = [], []
     for pid in c.clinical["patient_id"]:
         lv = c.levels[pid]
@@ -69,7 +67,7 @@ def truth_tables(c: Cohort, r2star_15t: bool = False) -> tuple[pd.DataFrame, pd.
         t = truth.loc[pid]
         row = {"patient_id": pid, "site": t["site"]}
         for m in ("pdff", "r2star"):
-            div = scale[t["site"]] if (m == "r2star" and r2star_15t) else 1.0
+            div = scale[pid] if (m == "r2star" and r2star_15t) else 1.0
             vals = {x: t[f"{m}_mean_{x}"] / div for x in TL_LEVELS}
             normal = [vals[x] for x in TL_LEVELS if x not in fractured]
             l1l4 = [vals[x] for x in L1L4 if x not in fractured]
@@ -101,15 +99,25 @@ def big() -> tuple[Cohort, pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def merged(big) -> pd.DataFrame:
     c, features, _ = big
-    return c.clinical.merge(features.drop(columns="site"), on="patient_id")
+    truth = c.truth.set_index("patient_id")
+    clinical = c.clinical.assign(
+        scanner_batch=c.clinical["patient_id"].map(truth["site"] + "/" + truth["scanner"])
+    )
+    return clinical.merge(features.drop(columns="site"), on="patient_id")
 
 
 @pytest.fixture(scope="module")
 def analysed(big, tmp_path_factory: pytest.TempPathFactory):
-    """run_analysis on the 560-patient cohort with every output written."""
+    """run_analysis on the 560-patient cohort with every output written, adjusted for the
+    scanner (site 1 changes scanner halfway, so adjusting for the site would leave a 1.5 T /
+    3 T mix inside it)."""
     c, features, vertebrae = big
     out = tmp_path_factory.mktemp("analysis")
-    return run_analysis(c.clinical, features, vertebrae, out_dir=out), out
+    truth = c.truth.set_index("patient_id")
+    clinical = c.clinical.assign(
+        scanner_batch=c.clinical["patient_id"].map(truth["site"] + "/" + truth["scanner"])
+    )
+    return run_analysis(clinical, features, vertebrae, site="scanner_batch", out_dir=out), out
 
 
 def row(a: pd.DataFrame, marker: str, versus: str, method: str) -> pd.Series:
@@ -337,13 +345,11 @@ def implied_bone_relations(c: Cohort) -> dict[str, float]:
         idx = [0, 3, 4]
         return float(np.linalg.solve(cov[np.ix_(idx, idx)], cov[idx, y])[0])
 
-    # R2* pooled over sites scanned at different field strengths: the within-site correlation
-    # is diluted by sum(w c) / sqrt(sum(w c^2)), c the site's R2* scale, w its share
-    share = c.clinical["site"].value_counts(normalize=True)
-    scale = np.array(
-        [(R2STAR_3T_FACTOR if s.field_strength_t >= 2 else 1.0) * s.r2star_scale for s in c.sites]
-    )
-    w = np.array([share[s.name] for s in c.sites])
+    # R2* pooled over scanners at different field strengths: the within-scanner correlation
+    # is diluted by sum(w c) / sqrt(sum(w c^2)), c a scanner's R2* scale, w its share
+    factors = c.truth["r2star_scanner_factor"]
+    share = factors.value_counts(normalize=True)
+    scale, w = share.index.to_numpy(dtype=float), share.to_numpy()
     dilution = float((w * scale).sum() / math.sqrt((w * scale**2).sum()))
     return {
         "r_pdff": cov[0, 1] / math.sqrt(cov[0, 0] * cov[1, 1]),
@@ -388,8 +394,8 @@ def test_run_analysis_rows_equal_the_direct_statistics(merged, analysed):
     r = row(a, "r2star_mean_l1l4", "age", "spearman")
     assert r["estimate"] == pytest.approx(stats.spearmanr(x, y, nan_policy="omit").statistic)
     r = row(a, "pdff_mean_normal", "bmi", "partial_pearson")
-    assert r["adjusted_for"] == "age;sex;site"
-    z, _ = covariate_design(merged[["age", "sex", "site"]], ["sex", "site"])
+    assert r["adjusted_for"] == "age;sex;scanner_batch"
+    z, _ = covariate_design(merged[["age", "sex", "scanner_batch"]], ["sex", "scanner_batch"])
     direct = partial_pearson(merged["bmi"], merged["pdff_mean_normal"], z)
     assert r["estimate"] == pytest.approx(direct.estimate)
     r = row(a, "r2star_mean_normal", "bmd_tscore <= -2.5", "auc_delong_lower")
@@ -424,7 +430,7 @@ def test_outputs_associations_csv_and_a_self_contained_page(analysed):
     assert "DeLong" in html and "Fisher" in html and "Bonett-Wright" in html
     methods = analysis_section(result)["methods"]
     assert "pdff_mean_normal: higher values, r2star_mean_normal: lower values" in methods
-    assert "level T10, sex F, site site_1" in methods
+    assert "level T10, sex F, scanner_batch site_1/MR1" in methods
     for name in ("scatter_tscore.png", "roc_osteoporosis.png", "levels.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     section = analysis_section(result)

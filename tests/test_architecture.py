@@ -34,7 +34,7 @@ ENV = {
 def test_stages_import_one_way_and_only_the_cli_speaks_to_users() -> None:
     """The layers contract of pyproject.toml ([tool.importlinter]), checked by import-linter."""
     run = subprocess.run(
-        [sys.executable, "-m", "importlinter.cli", "--no-cache"],
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
         cwd=ROOT,
         env=ENV,
         capture_output=True,
@@ -143,8 +143,8 @@ def test_a_new_model_is_one_class_and_one_registry_line() -> None:
             ds.y,
             bootstrap=0,
         )
-        shrunk = np.abs(result.coefficients["coef"].to_numpy())
-        assert (shrunk < np.abs(plain.coefficients["coef"].to_numpy())).all()
+        shrunk = np.linalg.norm(result.coefficients["coef"].to_numpy())
+        assert shrunk < np.linalg.norm(plain.coefficients["coef"].to_numpy())
     finally:
         del MODELS["ridgecox"]
 

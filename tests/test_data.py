@@ -13,14 +13,14 @@ from survival_cohort import IMAGING, cohort, config, imaging_features
 
 @pytest.fixture(scope="module")
 def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
-    c = cohort(120, 5)
+    c = cohort(200, 5)  # 36 re-fractures by one year for 18 model parameters
     return c.clinical.copy(), imaging_features(c)
 
 
 def test_assemble_joins_and_types(tables):
     clinical, feats = tables
     ds = assemble(clinical, feats, config())
-    assert len(ds) == 120
+    assert len(ds) == 200
     assert list(ds.X.columns) == [*config().covariates.names, *IMAGING]
     assert ds.X.index.name == "patient_id"
     assert ds.X.index.tolist() == clinical["patient_id"].tolist()
@@ -54,7 +54,7 @@ def test_unmatched_ids_are_excluded_by_name(tables):
     extra = feats.iloc[:1].assign(patient_id="X9999")
     feats = pd.concat([feats, extra], ignore_index=True)
     ds = assemble(clinical, feats, config())
-    assert len(ds) == 118
+    assert len(ds) == 198
     reasons = dict(zip(ds.excluded["patient_id"], ds.excluded["reason"], strict=True))
     assert set(reasons) == {"P0002", "P0007", "X9999"}
     assert "no imaging features" in reasons["P0002"]
@@ -86,7 +86,7 @@ def test_site_taken_from_features_when_clinical_has_none(tables):
     ("column", "value", "message"),
     [
         ("time_days", -3, "time_days"),
-        ("time_days", 0, "time_days"),
+        ("time_days", "soon", "time_days"),
         ("time_days", np.nan, "time_days"),
         ("event", 3, "event"),
         ("event", "x", "event"),
@@ -208,6 +208,105 @@ def test_horizon_past_follow_up_is_a_config_error(tables):
     with pytest.raises(ConfigError) as err:
         assemble(clinical, feats, config(outcome={"horizon_days": 5000}))
     assert err.value.key == "outcome.horizon_days"
+    longest = f"{clinical['time_days'].max():g}"
+    assert f"beyond the longest follow-up ({longest}," in err.value.message
+    assert f"choose a horizon of at most {longest}" in err.value.message
+
+
+def one_year_protocol(clinical: pd.DataFrame) -> pd.DataFrame:
+    """Every patient still followed at day 365 is censored at exactly day 365."""
+    late = clinical["time_days"] > 365
+    return clinical.assign(
+        time_days=np.where(late, 365.0, clinical["time_days"]),
+        event=np.where(late, 0, clinical["event"]),
+    )
+
+
+def test_horizon_equal_to_the_last_follow_up_is_accepted(tables):
+    """A study that follows everyone for one year: the horizon is the last follow-up."""
+    clinical, feats = tables
+    cut = one_year_protocol(clinical)
+    assert cut["time_days"].max() == 365
+    ds = assemble(cut, feats, config(outcome={"horizon_days": 365}))
+    assert ds.y["time"].max() == ds.horizon == 365
+    censored_at_horizon = (ds.y["event"] == 0) & (ds.y["time"] == 365)
+    assert censored_at_horizon.sum() == (clinical["time_days"] > 365).sum()
+    assert ds.n_events_by_horizon == int(
+        ((clinical["event"] == 1) & (clinical["time_days"] <= 365)).sum()
+    )
+    with pytest.raises(ConfigError, match=r"beyond the longest follow-up \(365,"):
+        assemble(cut, feats, config(outcome={"horizon_days": 366}))
+
+
+def test_zero_times_are_times(tables):
+    """An event or a loss on the day of surgery is time 0; a negative time is refused."""
+    clinical, feats = tables
+    zero = clinical.copy()
+    zero.loc[[0, 1], "time_days"] = 0
+    ds = assemble(zero, feats, config())
+    assert (ds.y["time"][:2] == 0).all()
+    zero.loc[2, "time_days"] = -1
+    with pytest.raises(InputError, match="must be a number >= 0") as err:
+        assemble(zero, feats, config())
+    assert err.value.patient_id == zero.loc[2, "patient_id"]
+
+
+def test_empty_clinical_table_is_no_patients(tables):
+    clinical, feats = tables
+    with pytest.raises(InputError, match="no patients"):
+        assemble(clinical.iloc[:0], feats, config())
+
+
+def test_no_event_names_the_counts(tables):
+    clinical, feats = tables
+    censored = clinical.assign(event=np.where(clinical["event"] == 1, 0, clinical["event"]))
+    with pytest.raises(InputError) as err:
+        assemble(censored, feats, config())
+    n0, n2 = int((censored["event"] == 0).sum()), int((censored["event"] == 2).sum())
+    assert f"among {len(censored)} patients: {n0} censored, {n2} died" in err.value.message
+    assert err.value.key == "outcome.event"
+
+
+def test_parameters_count_each_non_reference_level(tables):
+    clinical, feats = tables
+    ds = assemble(clinical, feats, config())
+    cov = config().covariates
+    levels = sum(clinical[c].nunique() - 1 for c in cov.categorical)
+    n_clinical = len(cov.numeric) + len(cov.binary) + levels
+    assert ds.n_parameters("clinical") == n_clinical
+    assert ds.n_parameters("clinical+imaging") == n_clinical + len(IMAGING)
+    events = int(((clinical["event"] == 1) & (clinical["time_days"] <= 365)).sum())
+    assert ds.n_events_by_horizon == events
+    assert ds.epv == {
+        "clinical": events / n_clinical,
+        "clinical+imaging": events / (n_clinical + len(IMAGING)),
+    }
+
+
+def test_fewer_than_ten_events_per_parameter_is_a_warning_with_the_figure(tables):
+    clinical, feats = tables
+    ds = assemble(clinical, feats, config())
+    assert ds.epv["clinical+imaging"] < 10
+    warning = next(w for w in ds.warnings if "'clinical+imaging'" in w)
+    assert warning.startswith(f"{ds.epv['clinical+imaging']:.1f} events per model parameter")
+    few = config(covariates={"numeric": ["age"], "binary": [], "categorical": {}})
+    ds = assemble(clinical, feats.iloc[:, :2].assign(), few.model_copy(
+        update={"feature_sets": ["clinical"]}))  # fmt: skip
+    assert ds.epv["clinical"] >= 10 and ds.warnings == []
+
+
+def test_fewer_events_than_parameters_is_refused_with_the_counts(tables):
+    clinical, feats = tables
+    # keep 16 of the re-fractures by the horizon: enough for the 14 clinical parameters, not
+    # for the 18 with imaging
+    early = np.flatnonzero(((clinical["event"] == 1) & (clinical["time_days"] <= 365)).to_numpy())
+    fewer = clinical.copy()
+    fewer.loc[early[16:], "event"] = 0
+    with pytest.raises(InputError) as err:
+        assemble(fewer, feats, config())
+    msg = err.value.message
+    assert "16 re-fractures by the horizon (365) for 18 model parameters" in msg
+    assert "feature set 'clinical+imaging'" in msg and err.value.key == "covariates"
 
 
 def test_coerce_covariates_types_scoring_input():

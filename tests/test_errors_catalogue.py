@@ -287,10 +287,13 @@ def test_label_map_with_non_integer_labels(tmp_path: Path) -> None:
 
 
 def test_pdff_in_unknown_units(tmp_path: Path) -> None:
+    # units are decided once per site: the patient's site (here it alone) is refused
     p, _, _ = spine(pdff={lv: 3.0 for lv in ("L1", "L2", "L3")})
-    bad = write_patient(tmp_path, "B1", pdff=p)
-    msg = assert_patient_error(tmp_path, bad, "units", "pdff.nii.gz", "cannot tell the PDFF units")
-    assert "extraction.pdff_units" in msg
+    bad = write_patient(tmp_path, "B1", pdff=p, site="hospital_B")
+    msg = assert_patient_error(
+        tmp_path, bad, "units", "pdff.nii.gz", "site hospital_B: cannot tell the PDFF unit"
+    )
+    assert "extraction.pdff_units" in msg and "pdff_units" in msg
 
 
 def test_empty_dicom_folder(tmp_path: Path) -> None:
@@ -301,9 +304,9 @@ def test_empty_dicom_folder(tmp_path: Path) -> None:
 
 def test_r2star_in_unknown_units(tmp_path: Path) -> None:
     _, r, _ = spine(r2star={lv: 30.0 for lv in ("L1", "L2", "L3")})
-    bad = write_patient(tmp_path, "B1", r2star=r)
+    bad = write_patient(tmp_path, "B1", r2star=r, site="hospital_B")
     msg = assert_patient_error(
-        tmp_path, bad, "units", "r2star.nii.gz", "R2\\* map in 1/s or a T2\\* map in ms"
+        tmp_path, bad, "units", "r2star.nii.gz", "site hospital_B: cannot tell the R2\\* unit"
     )
     assert "extraction.r2star_units" in msg
 
@@ -331,7 +334,7 @@ def test_manifest_empty_file(tmp_path: Path) -> None:
     assert_input_error(
         extract_args(tmp_path / "manifest.csv", tmp_path),
         "manifest.csv",
-        says="not a readable CSV manifest",
+        says="cannot read the manifest",
     )
 
 
@@ -463,7 +466,7 @@ def test_clinical_negative_time(tmp_path: Path, store: Path, clinical) -> None:
         "patient P0005",
         "clinical.csv",
         "'time_days'",
-        says="must be a number of days > 0",
+        says="must be a number >= 0",
     )
 
 
@@ -546,12 +549,77 @@ def test_train_when_no_patient_images_can_be_measured(
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     data = f"data:\n  manifest: {tmp_path}/manifest.csv\n  cache_dir: {tmp_path}/cache\n"
     config = CLINICAL_ONLY.replace("data:\n", data) + "imaging:\n  features: [pdff_mean_normal]\n"
+    config = config.replace("numeric: [age, bmd_tscore]", "numeric: [age]")
+    config = config.replace("binary: [prior_fracture]", "binary: []").replace("{{sex: F}}", "{{}}")
     assert_input_error(
         train_args(tmp_path, store, clinical, config=config),
         "patient P0001",
         "pdff.nii.gz",
         says="no patient's images could be measured \\(first error: .*pdff image not found",
         after_progress=True,  # the extraction's progress bar
+    )
+
+
+def test_clinical_table_with_no_rows(tmp_path: Path, store: Path, clinical) -> None:
+    assert_input_error(
+        train_args(tmp_path, store, clinical.iloc[:0]),
+        "clinical.csv",
+        says="^error: file .*: no patients: the clinical table has no rows$",
+    )
+
+
+def test_clinical_table_without_a_re_fracture(tmp_path: Path, store: Path, clinical) -> None:
+    table = clinical.assign(event=0)
+    assert_input_error(
+        train_args(tmp_path, store, table),
+        "config key 'outcome.event'",
+        says="no re-fracture in the outcome \\(no event 1 among 8 patients: 8 censored\\)",
+    )
+
+
+def test_fewer_events_than_model_parameters(tmp_path: Path, store: Path, clinical) -> None:
+    # 8 patients, 3 re-fractures by one year; age, bmd_tscore, prior_fracture, sex: 4 terms
+    table = clinical.assign(sex=["F", "M"] * (len(clinical) // 2))  # no single-patient level
+    assert_input_error(
+        train_args(tmp_path, store, table),
+        "config key 'covariates'",
+        says="too few events to fit the models: 3 re-fractures by the horizon \\(365\\) for 4 "
+        "model parameters \\(feature set 'clinical'",
+    )
+
+
+def test_manifest_with_no_rows(tmp_path: Path, manifest_rows: list[dict]) -> None:
+    manifest = write_manifest(tmp_path, manifest_rows)
+    header = manifest.read_text().splitlines()[0]
+    manifest.write_text(header + "\n")
+    assert_input_error(
+        extract_args(manifest, tmp_path),
+        "manifest.csv",
+        says="no patients: the manifest has no rows",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_analyse_with_a_clinical_table_with_no_rows(
+    tmp_path: Path, synth_nifti: Path, clinical
+) -> None:
+    clinical.iloc[:0].to_csv(tmp_path / "clinical.csv", index=False)
+    (tmp_path / "run.yaml").write_text(
+        f"data:\n  manifest: {synth_nifti}/manifest.csv\n  clinical: {tmp_path}/clinical.csv\n"
+        "covariates:\n  numeric: [age]\nimaging:\n  features: [pdff_mean_normal]\n"
+    )
+    assert_input_error(
+        [
+            "analyse",
+            "--config",
+            tmp_path / "run.yaml",
+            "--out",
+            tmp_path / "out",
+            "--tscore",
+            "bmd_tscore",
+        ],
+        "clinical.csv",
+        says="no patients: the clinical table has no rows",
     )
 
 
@@ -596,7 +664,8 @@ def test_config_horizon_past_the_follow_up(tmp_path: Path, store: Path, clinical
     assert_input_error(
         train_args(tmp_path, store, clinical, config=config),
         "config key 'outcome.horizon_days'",
-        says="horizon \\(5000 days\\) is not inside the follow-up",
+        says="the horizon \\(5000\\) is beyond the longest follow-up \\(\\d+, in the unit of "
+        "'time_days'\\); choose a horizon of at most \\d+",
     )
 
 
@@ -736,6 +805,33 @@ def test_score_input_without_a_model_column(
         args, "pdff_mean_normal", says="model column\\(s\\) missing from the features file"
     )
     assert not (tmp_path / "scores.csv").exists()
+
+
+@pytest.mark.parametrize("kind", ["features", "manifest"])
+def test_score_input_with_no_rows(
+    trained_with_unknown_ids, synth_nifti: Path, tmp_path: Path, kind: str
+) -> None:
+    source = synth_nifti / ("clinical.csv" if kind == "features" else "manifest.csv")
+    header = source.read_text().splitlines()[0]
+    (tmp_path / "empty.csv").write_text(header + "\n")
+    args = score_args(
+        trained_with_unknown_ids.store,
+        *("--model", MODEL, f"--{kind}", tmp_path / "empty.csv", "--out", tmp_path / "s.csv"),
+    )
+    what = "features file" if kind == "features" else "manifest"
+    assert_input_error(args, "empty.csv", says=f"no patients: the {what} has no rows")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_train_warns_with_the_events_per_parameter(trained_with_unknown_ids) -> None:
+    # 3 re-fractures by one year for age and pdff_mean_normal: 1.5 per parameter
+    lines = message_lines(trained_with_unknown_ids.result.output)
+    warning = [line for line in lines if line.startswith("warning:")]
+    assert warning == [
+        "warning: 1.5 events per model parameter (3 re-fractures by the horizon 365 for 2 "
+        "parameters, feature set 'clinical+imaging'): fewer than 10, so the models may over-fit; "
+        "read the optimism-corrected metrics"
+    ]
 
 
 def test_score_bad_patients_get_error_rows(trained_with_unknown_ids, tmp_path: Path) -> None:

@@ -81,7 +81,18 @@ def test_dicom_cohort_gives_the_nifti_features(
     assert dicom.errors.empty
     assert (dicom.qc["qc_pdff_units"] == "per_mille").all()
     assert dicom.qc["qc_pdff_converted"].all()
-    assert (dicom.qc["qc_r2star_units_source"] == "series_description").all()
+    assert (dicom.qc["qc_r2star_units_source"] == "manifest").all()
+    # without the manifest's unit columns, what the DICOM series state decides
+    bare = read_manifest(synth_dicom / "manifest.csv").drop(columns=["pdff_units", "r2star_units"])
+    stated = extract_cohort(bare, jobs=1)
+    assert stated.errors.empty
+    assert (stated.qc["qc_pdff_units_source"] == "dicom").all()
+    assert (stated.qc["qc_r2star_units_source"] == "dicom").all()
+    pd.testing.assert_frame_equal(stated.features.drop(columns=list(QC_COLUMNS)),
+                                  dicom.features.drop(columns=list(QC_COLUMNS)))  # fmt: skip
+    # the scanner comes from the manifest's columns, the DICOM headers agreeing
+    assert dicom.features["scanner_vendor"].isin(["GE", "Siemens", "Philips"]).all()
+    assert dicom.features["scanner_field_strength_t"].isin([1.5, 3.0]).all()
     assert (nifti_features.qc["qc_pdff_units"] == "percent").all()
     assert not nifti_features.qc["qc_pdff_converted"].any()
     err = _untreated_errors(dicom, synth_dicom)
@@ -154,7 +165,7 @@ def test_cache_serves_qc_pictures_to_a_new_output_folder(synth_nifti: Path, tmp_
     first = synth_nifti / "first3.csv"
     pd.read_csv(synth_nifti / "manifest.csv").head(3).to_csv(first, index=False)
     cache = tmp_path / "cache"
-    kw = {"jobs": 1, "cache_dir": cache, "qc_png": True, "progress": False}
+    kw = {"jobs": 1, "cache_dir": cache, "qc_png": True, "progress": None}
     r1 = extract_cohort(first, out_dir=tmp_path / "run1", **kw)
     r2 = extract_cohort(first, out_dir=tmp_path / "run2", **kw)
     assert (r1.n_computed, r2.n_computed, r2.n_cached) == (3, 0, 3)

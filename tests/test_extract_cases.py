@@ -138,9 +138,10 @@ def test_patient_errors_name_patient_and_file(tmp_path: Path) -> None:
     rows.append(write_patient(tmp_path, "E1", levels=LEVELS, labels=np.where(lab > 0, 99, 0)))
     # treated level missing from the label map
     rows.append(write_patient(tmp_path, "E2", levels=LEVELS, treated="L5"))
-    # PDFF in unknown units (p99 about 3)
+    # PDFF in unknown units (p99 about 3), the only patient of its site: units are decided per
+    # site, so the refusal names the site
     p, _, _ = spine(levels=LEVELS, pdff={lv: 3.0 for lv in LEVELS})
-    rows.append(write_patient(tmp_path, "E3", levels=LEVELS, pdff=p))
+    rows.append(write_patient(tmp_path, "E3", levels=LEVELS, pdff=p, site="s3"))
     # a label map on another grid, resampling not allowed
     rows.append(write_patient(tmp_path, "E4", levels=LEVELS))
     _, _, lab = spine(levels=LEVELS)
@@ -159,6 +160,7 @@ def test_patient_errors_name_patient_and_file(tmp_path: Path) -> None:
     assert "label values found: 99" in e.loc["E1", "message"]
     assert "L5 as treated" in e.loc["E2", "message"]
     assert e.loc["E3", "stage"] == "units" and "extraction.pdff_units" in e.loc["E3", "message"]
+    assert "site s3: cannot tell the PDFF unit" in e.loc["E3", "message"]
     assert e.loc["E4", "stage"] == "geometry" and "allow_resample" in e.loc["E4", "message"]
     assert e.loc["E5", "stage"] == "load" and "not found" in e.loc["E5", "message"]
     for pid, msg in e["message"].items():
@@ -203,7 +205,7 @@ def test_manifest_validation(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="manifest not found"):
         read_manifest(tmp_path / "none.csv")
     (tmp_path / "blank.csv").write_text("")
-    with pytest.raises(InputError, match="not a readable CSV"):
+    with pytest.raises(InputError, match="cannot read the manifest"):
         read_manifest(tmp_path / "blank.csv")
 
     path = write_manifest(tmp_path, [{**row, "treated_levels": "l1; T12", "fractured_levels": ""}])

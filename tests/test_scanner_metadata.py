@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from refracture.manifest import read_manifest
 
+from refracture.features.manifest import read_manifest
 from refracture.imaging import load_volume
 from refracture.imaging.metadata import (
     SCANNER_COLUMNS,

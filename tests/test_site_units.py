@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from refracture.manifest import read_manifest
 
 from refracture.config import ExtractionConfig
 from refracture.errors import InputError, UnitsError
+from refracture.features.manifest import read_manifest
 from refracture.imaging import load_volume
 from refracture.imaging.metadata import find_sidecar, parse_unit, read_sidecar, sidecar_for
 from refracture.imaging.site_units import (

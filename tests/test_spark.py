@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -281,3 +282,94 @@ def test_without_java_the_spark_engine_exits_2_saying_java_17_is_required(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "Java 17 or later" in lines[0] and "JAVA_HOME" in lines[0]
+
+
+@pytest.mark.spark
+@needs_spark
+def test_extract_decides_units_per_site_between_two_spark_jobs_as_the_local_engine(
+    spark, tmp_path: Path
+) -> None:
+    """Box phantoms with nothing declared (test_extract_wiring): site A's ambiguous patient is
+    measured in pass 2 once the site decided, site C (one ambiguous patient) is a units error."""
+    from refracture.engines import extract_spark
+    from refracture.features.cohort import STAGE, STAGE_UNITS
+    from test_extract_wiring import _box_cohort
+
+    manifest = _box_cohort(tmp_path / "cohort")
+    local = extract_cohort(manifest, out_dir=tmp_path / "local", jobs=1)
+    calls: list[tuple[str, int, int]] = []
+    spark_run = extract_spark(
+        manifest,
+        out_dir=tmp_path / "spark",
+        handle=spark,
+        progress=lambda *call: calls.append(call),
+    )
+    for name in ("features.parquet", "vertebrae.parquet", "qc.csv", "errors.csv"):
+        a, b = tmp_path / "local" / name, tmp_path / "spark" / name
+        assert a.read_bytes() == b.read_bytes(), name
+    summary = json.loads((tmp_path / "spark" / "extraction.json").read_text())
+    assert summary == json.loads((tmp_path / "local" / "extraction.json").read_text())
+    assert summary["site_units"] == {
+        "A": {"pdff": "percent", "r2star": "per_s"},
+        "B": {"pdff": "percent", "r2star": "t2star_ms"},
+    }
+    assert spark_run.site_units == local.site_units
+    assert spark_run.errors.patient_id.tolist() == ["C0"]
+    assert spark_run.errors.stage.tolist() == ["units"]
+    qc = spark_run.qc.set_index("patient_id")
+    assert qc.loc["A24", "qc_r2star_units_source"] == "site"  # ambiguous alone: pass 2
+    # both passes ran on Spark, each reporting its own stage up to its own total
+    assert (STAGE, 30, 30) in calls
+    second = [c for c in calls if c[0] == STAGE_UNITS]
+    assert second and second[-1][1] == second[-1][2] >= 1
+
+
+@pytest.mark.spark
+@needs_spark
+def test_score_carries_qc_findings_pinned_units_and_the_unit_rule_as_the_local_engine(
+    trained, model, spark, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """New patients with nothing declared (they take the model's units for their site), one
+    T2* map in ms at 3 T (the unit rule, which reads the measured field strength), one label map
+    shifted 30 mm (a QC error: misregistration is in the model's extraction.qc_errors) and one
+    without L1 next to treated L2 (a QC warning): the same rows as the local engine."""
+    from refracture.engines import score_spark
+    from test_extract_wiring import shift_labels
+    from test_score_qc import _patients, undeclared
+
+    seed33 = tmp_path_factory.mktemp("spark_qc")
+    write_cohort(seed33, n=10, n_sites=2, seed=33, id_prefix="N", jobs=2)
+    cohort = undeclared(seed33, tmp_path / "cohort")
+    info = _patients(cohort)
+    l2 = "N0004"  # 3 T, treated at L2
+    t2star, shifted = [p for p in info.index[info.field_strength_t == 3.0] if p != l2][:2]
+    path = cohort / info.loc[t2star, "r2star"]
+    img = nib.load(str(path))
+    r2 = np.asarray(img.dataobj, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        t2 = np.where(r2 > 0, 1000.0 / r2, 0.0).astype(np.float32)
+    nib.save(nib.Nifti1Image(t2, img.affine), str(path))
+    shift_labels(cohort / info.loc[shifted, "labels"], (0.0, 30.0, 0.0))
+    lab_path = cohort / info.loc[l2, "labels"]
+    lab = nib.load(str(lab_path))
+    data = np.asarray(lab.dataobj)
+    nib.save(
+        nib.Nifti1Image(np.where(data == 20, 0, data).astype(np.uint8), lab.affine), str(lab_path)
+    )
+
+    inputs = {"manifest": cohort / "manifest.csv", "clinical": cohort / "clinical.csv"}
+    local = score(model, out=tmp_path / "local.csv", cache_dir=None, jobs=1, **inputs)
+    spark_run = score_spark(
+        model, out=tmp_path / "spark.csv", cache_dir=tmp_path / "cache", handle=spark, **inputs
+    )
+    assert_same_scores(read(local.out), read(spark_run.out))
+    assert_same_scores(local.scores, spark_run.scores)
+    assert spark_run.notes == local.notes
+    s = spark_run.scores.set_index("patient_id")
+    assert set(s.index[s.status == "error"]) == {t2star, shifted}
+    assert "looks like a T2* in ms, not R2* in 1/s" in s.loc[t2star, "error"]
+    assert "at 3 T" in s.loc[t2star, "error"]
+    assert "extraction.qc_errors lists misregistration" in s.loc[shifted, "error"]
+    assert "label map resampled to the PDFF grid" in s.loc[shifted, "warnings"]
+    warn = s.loc[l2, "warnings"]
+    assert "adjacent features of treated L2 from L3 only (L1 not in the label map)" in warn

@@ -253,9 +253,9 @@ def test_same_seed_same_cohort_other_seed_differs(tmp_path, synth_nifti) -> None
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--n", "0"], "--n must be at least 1"),
+        (["--n", "0"], "n must be at least 1"),
         (["--n", "3", "--sites", "4"], "more sites (4) than patients (3)"),
-        (["--n", "3", "--sites", "1", "--format", "png"], "--format must be one of"),
+        (["--n", "3", "--sites", "1", "--format", "png"], "format must be one of"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, args, expected) -> None:

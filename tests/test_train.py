@@ -136,8 +136,13 @@ def test_registered_version_with_alias_description_and_model(trained, client) ->
     example = json.loads((local / "input_example.json").read_text())
     assert example["data"][0][0] == "example-1"  # made up, not a patient's row
     bundle = json.loads((local / "artifacts" / "bundle" / "bundle.json").read_text())
-    assert bundle["extraction"]["r2star_units"] == "per_s"  # training-time ROI settings inside
-    assert bundle["bundle_version"] == 2
+    assert bundle["extraction"]["erosion_mm"] == 2.0  # training-time ROI settings inside
+    assert "misregistration" in bundle["extraction"]["qc_errors"]  # and the QC policy
+    # no unit config: the synthetic cohort declares its units, pinned per training site
+    assert bundle["site_units"] == {
+        s: {"pdff": "percent", "r2star": "per_s"} for s in ("site_1", "site_2")
+    }
+    assert bundle["bundle_version"] == 3
     assert (local / "code" / "refracture" / "scoring" / "pyfunc.py").is_file()  # no cloudpickle
 
 
@@ -327,3 +332,25 @@ def test_selection_on_optimism_corrected_metric_needs_the_bootstrap(trained) -> 
     with pytest.raises(ConfigError) as err:
         train(cfg, report=False)
     assert err.value.key == "selection_metric" and "bootstrap" in err.value.message
+
+
+@pytest.mark.parametrize("width", [80, 140])
+def test_summary_tables_fit_the_terminal_with_cis_on_one_line(trained, width) -> None:
+    """At 80 columns the tables take a compact form; no CI is wrapped or cut."""
+    import io
+
+    from rich.console import Console
+
+    from refracture.terminal import print_train_summary
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=False, color_system=None)
+    print_train_summary(console, trained.result, 365)
+    text = buf.getvalue()
+    table_lines = [ln for ln in text.splitlines() if "[" in ln and "]" in ln]
+    assert table_lines, text
+    assert all(len(ln) <= width for ln in table_lines), text
+    assert "…" not in text
+    for line in table_lines:  # every opened CI closes on its own line
+        assert line.count("[") == line.count("]"), line
+    assert ("+img" in text) == (width < 120)

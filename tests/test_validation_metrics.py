@@ -1,5 +1,6 @@
 """Metrics equal scikit-survival's and lifelines' own functions; the hand-written ones agree
-with their textbook forms where those can be computed directly."""
+with their textbook forms where those can be computed directly (net estimand here; the
+competing-risk estimand and the censoring conventions have their own test files)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from sksurv.metrics import (
     brier_score,
     concordance_index_censored,
     concordance_index_ipcw,
-    cumulative_dynamic_auc,
     integrated_brier_score,
 )
+from sksurv.metrics import cumulative_dynamic_auc as sk_cumulative_dynamic_auc
 
 from refracture.models import horizon_weights, make_outcome, make_pipeline, to_sksurv
 from refracture.validation import (
@@ -27,18 +28,15 @@ from refracture.validation import (
 )
 from refracture.validation.added_value import continuous_nri, idi
 from refracture.validation.curves import calibration_groups, net_benefit, td_roc_points
+from refracture.validation.ipcw_metrics import cumulative_dynamic_auc
 from survival_cohort import config, dataset
 
 H = 365.0
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    """Cox fitted on 400 patients, predictions for the other 160."""
-    ds = dataset()
+def _cox(ds, tr):
     cols = ds.feature_names("clinical+imaging")
-    tr, te = np.arange(400), np.arange(400, 560)
-    pipe = make_pipeline(
+    return make_pipeline(
         "cox",
         config().covariates,
         ds.imaging_features,
@@ -46,38 +44,69 @@ def fitted():
         random_state=0,
         categories=ds.categories,
     ).fit(ds.X[cols].iloc[tr], ds.y[tr])
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """Cox fitted on 400 patients: outcome, risk, survival curve, times and lp of the other 160."""
+    ds = dataset()
+    cols = ds.feature_names("clinical+imaging")
+    pipe = _cox(ds, np.arange(400))
     times = time_grid(H)
-    X_te = ds.X[cols].iloc[te]
-    return ds.y[tr], ds.y[te], pipe.predict_risk(X_te), pipe.predict_survival(X_te, times), times
+    X_te = ds.X[cols].iloc[400:]
+    y_te = ds.y[400:]
+    curve = pipe.predict_survival(X_te, times)
+    return y_te, pipe.predict_risk(X_te), curve, times, pipe.linear_predictor(X_te)
 
 
 def test_metric_names_carry_the_horizon(fitted):
-    y_tr, y_te, risk, surv, times = fitted
-    m = compute_metrics(y_tr, y_te, risk, surv, times, H)
+    y_te, risk, surv, times, lp = fitted
+    m, why = compute_metrics(y_te, risk, surv, times, H, lp=lp)
     assert list(m) == [
         "cindex_harrell", "cindex_uno", "auc_365d", "brier_365d", "ibs_365d",
         "calibration_slope", "calibration_intercept", "oe_ratio_365d",
     ]  # fmt: skip
-    assert all(np.isfinite(v) for v in m.values())
-    m730 = compute_metrics(y_tr, y_te, risk, None, None, 200.0)
-    assert "auc_200d" in m730 and np.isnan(m730["ibs_200d"])
+    assert all(np.isfinite(v) for v in m.values()) and why == {}
+    m200, why200 = compute_metrics(y_te, risk, None, None, 200.0)
+    assert "auc_200d" in m200 and np.isnan(m200["ibs_200d"])
+    assert why200 == {"ibs_200d": "the model predicts the risk at the horizon only, not a curve "
+                      "over time"}  # fmt: skip
 
 
-def test_metrics_equal_scikit_survival(fitted):
-    y_tr, y_te, risk, surv, times = fitted
-    m = compute_metrics(y_tr, y_te, risk, surv, times, H)
-    s_tr, s_te = to_sksurv(y_tr), to_sksurv(y_te)
-    assert m["cindex_harrell"] == concordance_index_censored(s_te["event"], s_te["time"], risk)[0]
-    assert m["cindex_uno"] == concordance_index_ipcw(s_tr, s_te, risk, tau=H)[0]
-    assert m["auc_365d"] == cumulative_dynamic_auc(s_tr, s_te, risk, [H])[0][0]
-    assert m["brier_365d"] == brier_score(s_tr, s_te, 1 - risk, [H])[1][0]
-    assert m["ibs_365d"] == integrated_brier_score(s_tr, s_te, surv, times)
-    # death is censoring for these: only event 1 counts
-    assert s_te["event"].sum() == (y_te["event"] == 1).sum()
+def _continuous_cohort(n=3000, seed=8):
+    """Continuous times (no censoring tied with an event), deaths, follow-up past h: the data
+    on which scikit-survival's IPCW metrics are defined and equal to the hand-written ones."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    t1 = rng.weibull(1.3, n) * 900 * np.exp(-0.8 * x / 1.3)
+    t2 = rng.exponential(3000, n)
+    c = rng.uniform(100, 900, n)
+    time = np.minimum.reduce([t1, t2, c])
+    event = np.select([time == t1, time == t2], [1, 2], 0)
+    lp = 0.8 * x
+    base = (np.arange(1, 21) * H / 20 / 900) ** 1.3
+    surv = np.exp(-np.exp(lp)[:, None] * base[None, :])
+    return make_outcome(event, time), 1 - surv[:, -1], surv, time_grid(H), lp
+
+
+def test_hand_written_ipcw_metrics_equal_scikit_survival():
+    y, risk, surv, times, lp = _continuous_cohort()
+    m, _ = compute_metrics(y, risk, surv, times, H, lp=lp)
+    s = to_sksurv(y)
+    # censoring distribution estimated on the evaluated data, as these metrics do
+    assert m["cindex_harrell"] == concordance_index_censored(s["event"], s["time"], lp)[0]
+    assert m["cindex_uno"] == concordance_index_ipcw(s, s, lp, tau=H)[0]
+    assert m["auc_365d"] == pytest.approx(
+        sk_cumulative_dynamic_auc(s, s, risk, [H])[0][0], abs=1e-12
+    )
+    assert m["brier_365d"] == pytest.approx(brier_score(s, s, 1 - risk, [H])[1][0], abs=1e-12)
+    assert m["ibs_365d"] == pytest.approx(integrated_brier_score(s, s, surv, times), abs=1e-12)
+    # the Cox risk is a monotone function of lp: the same ranking
+    assert concordance_index_censored(s["event"], s["time"], risk)[0] == m["cindex_harrell"]
 
 
 def test_observed_risk_equals_lifelines(fitted):
-    _, y_te, risk, surv, times = fitted
+    y_te, risk, surv, times, _ = fitted
     assert (y_te["event"] == 2).any()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -85,12 +114,16 @@ def test_observed_risk_equals_lifelines(fitted):
             y_te["time"], y_te["event"], event_of_interest=1
         )
     ref = float(aj.cumulative_density_.loc[:H].iloc[-1, 0])
-    assert observed_risk(y_te, H) == pytest.approx(ref, abs=2e-3)  # lifelines jitters ties
-    no_deaths = make_outcome(np.where(y_te["event"] == 2, 0, y_te["event"]), y_te["time"])
-    km = KaplanMeierFitter().fit(no_deaths["time"], no_deaths["event"] == 1)
-    assert observed_risk(no_deaths, H) == pytest.approx(1 - float(km.predict(H)), abs=1e-12)
-    m = compute_metrics(fitted[0], y_te, risk, surv, times, H)
-    assert m["oe_ratio_365d"] == pytest.approx(observed_risk(y_te, H) / risk.mean())
+    cif = observed_risk(y_te, H, "cif")
+    assert cif == pytest.approx(ref, abs=2e-3)  # lifelines jitters ties
+    # net: deaths censor, 1 - Kaplan-Meier; at least the cumulative incidence
+    km = KaplanMeierFitter().fit(y_te["time"], y_te["event"] == 1)
+    assert observed_risk(y_te, H, "net") == pytest.approx(1 - float(km.predict(H)), abs=1e-12)
+    assert observed_risk(y_te, H, "net") > cif
+    for estimand in ("net", "cif"):
+        m, _ = compute_metrics(y_te, risk, surv, times, H, estimand=estimand)
+        expected = observed_risk(y_te, H, estimand) / risk.mean()
+        assert m["oe_ratio_365d"] == pytest.approx(expected)
 
 
 def _simulated(n=6000, seed=3, censor=True):
@@ -128,15 +161,23 @@ def test_calibration_slope_equals_weighted_logistic_regression():
     assert slope == pytest.approx(lr.coef_[0, 0], rel=1e-6)
 
 
-def test_td_roc_area_equals_scikit_survival(fitted):
-    y_tr, y_te, risk, _, _ = fitted
-    fpr, tpr = td_roc_points(y_tr, y_te, risk, H)
-    assert (
-        fpr[0] == 0 and tpr[0] == 0 and fpr[-1] == pytest.approx(1) and tpr[-1] == pytest.approx(1)
+@pytest.mark.parametrize("estimand", ["net", "cif"])
+def test_td_roc_area_is_the_auc(fitted, estimand):
+    y_te, risk, _, _, _ = fitted
+    # rounded risks make ties: the trapezoid gives them half credit, as the AUC does
+    for score in (risk, np.round(risk, 2)):
+        fpr, tpr = td_roc_points(y_te, score, H, estimand)
+        assert fpr[0] == 0 and tpr[0] == 0
+        assert fpr[-1] == pytest.approx(1) and tpr[-1] == pytest.approx(1)
+        assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+        auc = cumulative_dynamic_auc(y_te, score, H, estimand)
+        assert np.trapezoid(tpr, fpr) == pytest.approx(auc, abs=1e-12)
+    y, risk_c, *_ = _continuous_cohort(800, 2)
+    s = to_sksurv(y)
+    fpr, tpr = td_roc_points(y, risk_c, H)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(
+        sk_cumulative_dynamic_auc(s, s, risk_c, [H])[0][0], abs=1e-12
     )
-    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
-    auc = cumulative_dynamic_auc(to_sksurv(y_tr), to_sksurv(y_te), risk, [H])[0][0]
-    assert np.trapezoid(tpr, fpr) == pytest.approx(auc, abs=1e-12)
 
 
 def test_net_benefit_without_censoring_is_the_binary_formula():
@@ -174,16 +215,32 @@ def test_nri_and_idi_without_censoring_match_the_binary_forms():
 
 
 def test_calibration_groups(fitted):
-    _, y_te, risk, _, _ = fitted
+    y_te, risk, _, _, _ = fitted
     g = calibration_groups(y_te, risk, H, 4)
     assert len(g) == 4 and g["n"].sum() == len(y_te)
     assert np.all(np.diff(g["predicted"]) > 0)
     assert np.all((g["lower"] <= g["observed"]) & (g["observed"] <= g["upper"]))
 
 
-def test_metrics_are_nan_not_errors_when_data_cannot_support_them(fitted):
-    y_tr, y_te, risk, surv, times = fitted
+def test_metrics_are_nan_with_a_reason_when_data_cannot_support_them(fitted):
+    y_te, risk, surv, times, lp = fitted
     no_events = make_outcome(np.zeros(len(y_te), dtype=int), y_te["time"])
-    m = compute_metrics(y_tr, no_events, risk, surv, times, H)
-    assert np.isnan(m["cindex_harrell"]) and np.isnan(m["auc_365d"])
-    assert m["oe_ratio_365d"] == 0.0
+    for estimand in ("net", "cif"):
+        m, why = compute_metrics(no_events, risk, surv, times, H, estimand=estimand, lp=lp)
+        assert m["oe_ratio_365d"] == 0.0 and np.isfinite(m["brier_365d"])
+        nan = {k for k, v in m.items() if np.isnan(v)}
+        assert nan == set(why) == {
+            "cindex_harrell", "cindex_uno", "auc_365d", "calibration_slope",
+            "calibration_intercept",
+        }  # fmt: skip
+        assert "no re-fracture" in why["auc_365d"] and "no re-fracture" in why["cindex_uno"]
+    # nobody followed to the horizon: nothing at the horizon can be estimated
+    short = make_outcome(y_te["event"], np.minimum(y_te["time"], 200.0))
+    m, why = compute_metrics(short, risk, surv, times, H, lp=lp)
+    assert "followed" in why["auc_365d"] and "followed" in why["brier_365d"]
+    assert "followed" in why["oe_ratio_365d"] and np.isnan(m["oe_ratio_365d"])
+    # predictions that are not numbers make every metric NaN, with the reason
+    bad = risk.copy()
+    bad[0] = np.nan
+    m, why = compute_metrics(y_te, bad, surv, times, H)
+    assert all(np.isnan(v) for v in m.values()) and set(why) == set(m)

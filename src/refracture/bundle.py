@@ -21,7 +21,7 @@ from refracture.files import atomic_path, write_text
 __all__ = ["BUNDLE_VERSION", "CovariateSpec", "ModelBundle", "TrainingSummary"]
 
 #: Bump when the bundle's fields change meaning; older bundles are refused by name.
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 _JSON, _PIPELINE = "bundle.json", "pipeline.joblib"
 
 
@@ -32,6 +32,11 @@ class CovariateSpec:
     ``categorical`` maps each categorical covariate to its levels, reference level first;
     ``imaging`` lists the imaging features (numbers measured on the images); ``ranges`` are
     the study's plausible ranges for its own column names (``covariates.ranges``).
+
+    A model with scanner harmonisation also reads, without making them model terms,
+    ``batch`` (the columns that say which scanner measured the images, e.g. ``site`` and
+    ``scanner_id``) and ``preserved`` (covariates whose effect harmonisation keeps that are
+    not model covariates, from the clinical data).
     """
 
     numeric: tuple[str, ...] = ()
@@ -39,6 +44,8 @@ class CovariateSpec:
     categorical: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     imaging: tuple[str, ...] = ()
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    batch: tuple[str, ...] = ()
+    preserved: tuple[str, ...] = ()
 
     @property
     def numbers(self) -> list[str]:
@@ -53,7 +60,12 @@ class CovariateSpec:
     @property
     def clinical(self) -> list[str]:
         """Inputs that come from the clinical data (not measured on the images)."""
-        return [*self.numeric, *self.binary, *self.categorical]
+        return [*self.numeric, *self.binary, *self.categorical, *self.preserved]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """Every column scoring needs: the model's inputs, then what harmonisation reads."""
+        return [*self.names, *self.preserved, *self.batch]
 
     @property
     def reference_levels(self) -> dict[str, str]:
@@ -63,7 +75,7 @@ class CovariateSpec:
         """Model inputs absent from ``columns``, and columns the model does not use."""
         from refracture.ids import PATIENT_ID
 
-        needed = self.names
+        needed = self.input_columns
         missing = [c for c in needed if c not in columns]
         ignorable = {PATIENT_ID, "site"}
         unexpected = [c for c in columns if c not in needed and c not in ignorable]
@@ -95,13 +107,20 @@ class ModelBundle:
     horizon_days : prediction horizon; risks are ``risk_{horizon}d``.
     estimand : ``net`` or ``cif``.
     covariates : the input columns by kind (:class:`CovariateSpec`).
-    extraction : how images are measured (None for a clinical-only model).
+    extraction : how images are measured (None for a clinical-only model), including which
+        extraction QC findings make a score row an error (``qc_errors``).
+    site_units : per training site and map, the unit the site's maps were read in (e.g.
+        ``{"site_1": {"pdff": "percent", "r2star": "per_s"}}``): a new patient of a known site
+        whose units are not declared is read in them.
     risk_groups : (low, high) thresholds of the risk groups.
     typical : a made-up typical value per input (training medians and modes).
     training_range : per numeric input, the range seen in training (for warnings).
     terms : the model's terms after encoding (``age``, ``sex[M]``).
     registered_model, model_version : registry name, and the version (or run ID).
     training : :class:`TrainingSummary`.
+    harmonisation : the ``harmonisation:`` settings the pipeline's ComBat step was fitted with
+        and its known ``batches`` (empty without harmonisation); for readers of the bundle,
+        the step itself is in ``pipeline``.
     """
 
     VERSION: ClassVar[int] = BUNDLE_VERSION
@@ -120,6 +139,8 @@ class ModelBundle:
     registered_model: str = ""
     model_version: str = ""
     training: TrainingSummary = field(default_factory=TrainingSummary)
+    harmonisation: Mapping[str, Any] = field(default_factory=dict)
+    site_units: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -155,6 +176,8 @@ class ModelBundle:
                 "categorical": {k: list(v) for k, v in cov.categorical.items()},
                 "imaging": list(cov.imaging),
                 "ranges": {k: [float(a), float(b)] for k, (a, b) in cov.ranges.items()},
+                "batch": list(cov.batch),
+                "preserved": list(cov.preserved),
             },
             "extraction": None
             if self.extraction is None
@@ -168,6 +191,8 @@ class ModelBundle:
             "registered_model": self.registered_model,
             "model_version": self.model_version,
             "training": dataclasses.asdict(self.training),
+            "harmonisation": dict(self.harmonisation),
+            "site_units": {s: dict(u) for s, u in self.site_units.items()},
         }
 
     @classmethod
@@ -193,6 +218,8 @@ class ModelBundle:
                 categorical={k: tuple(v) for k, v in cov["categorical"].items()},
                 imaging=tuple(cov["imaging"]),
                 ranges={k: (float(a), float(b)) for k, (a, b) in cov["ranges"].items()},
+                batch=tuple(cov.get("batch", ())),
+                preserved=tuple(cov.get("preserved", ())),
             ),
             extraction=None if extraction is None else ExtractionConfig(**extraction),
             risk_groups=(float(data["risk_groups"][0]), float(data["risk_groups"][1])),
@@ -204,6 +231,11 @@ class ModelBundle:
             registered_model=str(data.get("registered_model", "")),
             model_version=str(data.get("model_version", "")),
             training=TrainingSummary(**data.get("training", {})),
+            harmonisation=dict(data.get("harmonisation") or {}),
+            site_units={
+                str(s): {str(k): str(v) for k, v in u.items()}
+                for s, u in (data.get("site_units") or {}).items()
+            },
         )
 
     def to_dir(self, folder: str | Path) -> Path:

@@ -126,10 +126,8 @@ def handle_errors(fn: F) -> F:
 @handle_errors
 def synth(
     out_dir: Path = typer.Option(..., "--out", help="Folder to write the cohort into."),
-    n: int = typer.Option(560, "--n", min=1, help="Number of patients."),
-    sites: int = typer.Option(
-        4, "--sites", min=1, help="Number of hospitals (site 1 scans at 1.5 T)."
-    ),
+    n: int = typer.Option(560, "--n", help="Number of patients."),
+    sites: int = typer.Option(4, "--sites", help="Number of hospitals (site 1 scans at 1.5 T)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same cohort."),
     fmt: str = typer.Option("nifti", "--format", help="Image format: nifti or dicom."),
     id_prefix: str = typer.Option("P", "--id-prefix", help="Prefix of the patient IDs."),
@@ -139,7 +137,7 @@ def synth(
         help="How DICOM PDFF pixels are stored: per_mille (0-1000, GE style) or percent "
         "(x10 integers with RescaleSlope 0.1).",
     ),
-    jobs: int = typer.Option(2, "--jobs", min=1, help="Worker processes for writing images."),
+    jobs: int = typer.Option(2, "--jobs", help="Worker processes for writing images."),
 ) -> None:
     """Write a synthetic multi-centre IDEAL-IQ cohort.
 
@@ -289,6 +287,66 @@ def train(
             f"serve the model:  {serve}",
         ):
             out.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command()
+@handle_errors
+def init(
+    clinical: Path = typer.Option(
+        ..., "--clinical", help="The study's clinical table (CSV or Parquet), one row per patient."
+    ),
+    manifest: Path | None = typer.Option(
+        None, "--manifest", help="The image manifest, if the study has images."
+    ),
+    out_file: Path = typer.Option(
+        Path("study.yaml"), "--out", help="The config to write (never overwritten)."
+    ),
+    id_column: str | None = typer.Option(
+        None, "--id-column", help="The patient ID column (default: detected from the names)."
+    ),
+    time: str | None = typer.Option(
+        None, "--time", help="The follow-up time column (default: detected from the names)."
+    ),
+    event: str | None = typer.Option(
+        None, "--event", help="The event column, 0/1(/2) (default: detected from the names)."
+    ),
+) -> None:
+    """Draft a commented run config from the study's own clinical table.
+
+    Detects the ID and outcome columns, guesses each other column's kind (numeric, binary,
+    categorical with its most frequent level as reference) from its values, and chooses a
+    horizon the follow-up reaches. Each guess is a commented line of the config: check them,
+    then run `refracture train --config study.yaml`. See docs/training.md.
+    """
+    from refracture.study.drafting import draft_config, write_draft
+
+    draft = draft_config(clinical, manifest, id_column=id_column, time=time, event=event)
+    path = write_draft(draft, out_file)
+    show = [
+        ("patient ID", draft.id_column),
+        ("time", draft.time),
+        ("event", draft.event),
+        ("horizon", f"{draft.horizon:g} ({draft.horizon_why})"),
+    ]
+    for kind in ("numeric", "binary", "categorical", "site", "left_out"):
+        names = [
+            c.name + (f" (reference {c.reference})" if c.reference is not None else "")
+            for c in draft.of_kind(kind)
+        ]
+        if names:
+            show.append((kind.replace("_", " "), ", ".join(names)))
+    out.print(
+        f"drafted {path} from {draft.clinical} ({draft.n_patients} patients, "
+        f"{draft.n_events_by_horizon} events by the horizon, {draft.n_parameters} model "
+        "parameters)\n"
+        + "\n".join(f"  {k + ':':<12} {v}" for k, v in show)
+        + f"\ncheck every guessed line of {path}, then: refracture train --config {path}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    for note in draft.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -100,6 +100,44 @@ class HarmonisationConfig(_Strict):
     )
 
 
+#: Extraction QC findings a score row can carry (refracture.features.findings words them).
+QC_KINDS = (
+    "missing_levels",
+    "resampled",
+    "small_roi",
+    "adjacent_one_sided",
+    "no_cement",
+    "misregistration",
+    "label_order",
+    "label_gap",
+    "label_duplicate",
+    "label_size",
+    "transitional",
+    "morphometry",
+    "units_converted",
+    "units_disagree",
+)
+QCKind = Literal[
+    "missing_levels",
+    "resampled",
+    "small_roi",
+    "adjacent_one_sided",
+    "no_cement",
+    "misregistration",
+    "label_order",
+    "label_gap",
+    "label_duplicate",
+    "label_size",
+    "transitional",
+    "morphometry",
+    "units_converted",
+    "units_disagree",
+]
+#: Findings that make a score row an error unless the config says otherwise: measurements that
+#: certainly sit on the wrong tissue or the wrong level.
+DEFAULT_QC_ERRORS = ("misregistration", "label_order", "label_duplicate")
+
+
 class ExtractionConfig(_Strict):
     """How ROIs are built and features computed; stored inside every trained model."""
 
@@ -116,6 +154,11 @@ class ExtractionConfig(_Strict):
         "warn",
         description="label-map QC (levels out of order, gaps, a label used twice, implausible "
         "body size, transitional anatomy): warn in qc_* columns, or fail the patient",
+    )
+    qc_errors: list[QCKind] = Field(
+        list(DEFAULT_QC_ERRORS),
+        description="extraction QC findings that make a score row an error (status=error) "
+        "instead of a warning: " + ", ".join(QC_KINDS),
     )
     pdff_range: tuple[float, float] = (0.0, 100.0)
     r2star_range: tuple[float, float] = (0.0, 1000.0)

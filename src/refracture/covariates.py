@@ -7,9 +7,11 @@ column. Training and scoring apply the same rules and differ only in what stops 
   values other than 0/1 and values outside the plausible range (an age of 400 is a typo); a
   missing value is imputed inside the model pipeline;
 * scoring (:meth:`CovariateCheck.row_messages`) makes a row an error for a missing covariate,
-  a non-number, a binary value other than 0/1 or a category the model never saw, and only
-  warns for values outside the plausible or training range and for an imaging feature that
-  could not be measured (imputed with the training median, as in training).
+  a non-number, a binary value other than 0/1, a category the model never saw, or an imaging
+  feature that the physics of marrow rules out in its unit (a unit mistake:
+  :func:`refracture.ranges.unit_mistake`), and only warns for values outside the plausible or
+  training range and for an imaging feature that could not be measured (imputed with the
+  training median, as in training).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from refracture.errors import InputError
-from refracture.ranges import plausible_range
+from refracture.ranges import plausible_range, unit_mistake
 from refracture.text import name_list
 
 __all__ = [
@@ -43,9 +45,10 @@ MISSING = "missing"
 UNMEASURED = "unmeasured"  # an imaging feature with no value
 UNKNOWN_CATEGORY = "unknown_category"
 OUTSIDE_TRAINING = "outside_training"
+UNIT_MISTAKE = "unit_mistake"  # an imaging feature physics rules out in its unit
 
 TRAINING_ERRORS = (NOT_NUMBER, IMPLAUSIBLE, NOT_BINARY)
-SCORING_ERRORS = (MISSING, NOT_NUMBER, NOT_BINARY, UNKNOWN_CATEGORY)
+SCORING_ERRORS = (MISSING, NOT_NUMBER, NOT_BINARY, UNKNOWN_CATEGORY, UNIT_MISTAKE)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class Finding:
         if self.kind == UNKNOWN_CATEGORY:
             known = ", ".join(self.detail or ())  # type: ignore[arg-type]
             return f"{c} '{v}' was not seen in training (known: {known})"
+        if self.kind == UNIT_MISTAKE:
+            return str(v)  # the rule's own sentence, naming the column and value
         return f"{c}: {self.kind}"  # pragma: no cover - every kind is listed above
 
     def table_message(self) -> str:
@@ -181,6 +186,7 @@ def check_covariates(
     imaging: Sequence[str] = (),
     ranges: Mapping[str, Sequence[float]] | None = None,
     training_range: Mapping[str, Sequence[float]] | None = None,
+    field_strength: Sequence[float] | np.ndarray | None = None,
 ) -> CovariateCheck:
     """Type ``table``'s model columns and find every problem (see the module docstring).
 
@@ -188,8 +194,11 @@ def check_covariates(
     text; a value that breaks a rule is NaN (numbers) or the first known level (unknown
     categories) in ``clean``. ``categorical`` maps each name to its known levels (training's)
     or None (not checked). ``ranges`` overrides the plausible ranges of
-    :mod:`refracture.ranges`; ``training_range`` gives the range seen in training. The table
-    must hold every column (check with :func:`columns_hint` first).
+    :mod:`refracture.ranges`; ``training_range`` gives the range seen in training.
+    ``field_strength`` (tesla per row, NaN when unknown) sharpens the R2* unit rule; imaging
+    values physics rules out in their unit are ``unit_mistake`` findings (not also reported as
+    implausible or outside training). The table must hold every column (check with
+    :func:`columns_hint` first).
     """
     categorical = dict(categorical or {})
     index = table.index
@@ -197,6 +206,11 @@ def check_covariates(
     findings: list[Finding] = []
     imaging_set = set(imaging)
     training_range = training_range or {}
+    tesla = (
+        np.full(len(table), np.nan)
+        if field_strength is None
+        else pd.to_numeric(pd.Series(np.asarray(field_strength)), errors="coerce").to_numpy(float)
+    )
 
     def add(kind: str, column: str, mask: np.ndarray, values: object, detail=None) -> None:
         rows = np.flatnonzero(mask)
@@ -216,6 +230,16 @@ def check_covariates(
         add(UNMEASURED if col in imaging_set else MISSING, col, missing, raw_values)
         add(NOT_NUMBER, col, bad, raw_values)
         values = np.where(bad, np.nan, values)
+        if col in imaging_set:
+            why = np.array(
+                [
+                    unit_mistake(col, float(v), float(t)) or ""
+                    for v, t in zip(values, tesla, strict=True)
+                ],
+                dtype=object,
+            )
+            add(UNIT_MISTAKE, col, why != "", why)
+            values = np.where(why != "", np.nan, values)  # reported once, as a unit mistake
         if col in binary:
             add(NOT_BINARY, col, ~np.isnan(values) & ~np.isin(values, (0.0, 1.0)), values)
         else:

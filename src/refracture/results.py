@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from refracture.dataset import Dataset
 from refracture.registry import AliasDecision
 from refracture.validation import ValidationResult
@@ -25,6 +27,12 @@ class Candidate:
     run_id: str | None = None
     folder: Path | None = None
     plots: dict[str, Path] = field(default_factory=dict)
+    #: Leave-one-site-out metrics without and with scanner harmonisation, side by side
+    #: (:func:`refracture.study.harmonisation.per_site_harmonisation`); None when not run.
+    per_site_harmonisation: pd.DataFrame | None = None
+    #: Why each added-value measure or figure that is missing could not be computed
+    #: (the metrics' own reasons are in ``result.reasons``).
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -47,3 +55,4 @@ class TrainResult:
     dataset: Dataset
     flow: dict[str, Any]
     report: Path | None = None
+    warnings: list[str] = field(default_factory=list)

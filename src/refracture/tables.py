@@ -35,7 +35,8 @@ def read_patient_table(
     ``what`` names the table in errors ("clinical table", "features file"). The study's own
     ``id_column`` is renamed to :data:`~refracture.ids.PATIENT_ID`. ``all_text`` reads every
     CSV cell as text with empty cells as "" (a manifest). A missing file, another extension or
-    an unparsable file is an :class:`~refracture.errors.InputError` naming the resolved path.
+    an unparsable file or a table with no rows is an :class:`~refracture.errors.InputError`
+    naming the path.
     """
     path = Path(path)
     if not path.is_file():
@@ -54,6 +55,9 @@ def read_patient_table(
     except Exception as err:  # noqa: BLE001 - any parser error means an unreadable input
         raise InputError(f"cannot read the {what} ({clip(err, 200)})", file=path) from None
     table.columns = [str(c).strip() for c in table.columns]
+    if len(table) == 0:
+        # A header and no rows: nothing to do is an input error, not an empty result.
+        raise InputError(f"no patients: the {what} has no rows", file=path)
     if id_column != PATIENT_ID and id_column in table.columns:
         if PATIENT_ID in table.columns:
             raise InputError(

@@ -124,38 +124,49 @@ def metrics_tables(
     return tables
 
 
-def added_value_table(
+def added_value_tables(
     candidates: list[Candidate], horizon: float, width: int = WIDE
-) -> Table | None:
-    """What imaging adds (delta C, NRI, IDI with 95% CIs, LRT p) per model."""
+) -> list[Table]:
+    """What imaging adds (delta C, NRI, IDI with 95% CIs, LRT p) per model: one table, or two
+    narrower ones below ``WIDE`` columns so every CI stays on one line."""
     rows = [c for c in candidates if c.added]
     if not rows:
-        return None
+        return []
     h = float(horizon)
     compact = width < WIDE
-    table = Table(
-        title=f"Added value of imaging (clinical -> clinical+imaging, {int(round(h))} d)",
-        title_justify="left",
-        header_style="bold",
-        box=None if compact else box.HEAVY_HEAD,
-        pad_edge=False,
-    )
-    table.add_column("model", justify="left", no_wrap=True)
-    for spec in ADDED_VALUE:
-        table.add_column(spec.label_at(h), justify="right", no_wrap=True)
-    for c in rows:
-        a = c.added or {}
-        cells = []
-        for spec in ADDED_VALUE:
-            if spec.headline:
-                cells.append(_cell(a, spec.name(h), 2 if spec.key.startswith("nri") else 3))
-            else:
-                p = a.get(spec.name(h), math.nan)
-                cells.append(
-                    "n/a" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
-                )
-        table.add_row(c.model, *cells)
-    return table
+    specs = list(ADDED_VALUE)
+    groups = [specs[:2], specs[2:]] if compact else [specs]
+    tables = []
+    for k, group in enumerate(groups):
+        table = Table(
+            title=(
+                f"Added value of imaging (clinical -> clinical+imaging, {int(round(h))} d)"
+                if k == 0
+                else None
+            ),
+            title_justify="left",
+            header_style="bold",
+            box=None if compact else box.HEAVY_HEAD,
+            pad_edge=False,
+        )
+        table.add_column("model", justify="left", no_wrap=True)
+        for spec in group:
+            table.add_column(spec.label_at(h), justify="right", no_wrap=True)
+        for c in rows:
+            a = c.added or {}
+            cells = []
+            for spec in group:
+                if spec.headline:
+                    digits = 2 if spec.key.startswith("nri") else 3
+                    cells.append(_cell(a, spec.name(h), digits))
+                else:
+                    p = a.get(spec.name(h), math.nan)
+                    cells.append(
+                        "n/a" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+                    )
+            table.add_row(c.model, *cells)
+        tables.append(table)
+    return tables
 
 
 def _print_metrics(console: Console, candidates, horizon, title, selected) -> None:
@@ -178,15 +189,18 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
         "Validation at the horizon (95% CI)",
         result.selected,
     )
-    added = added_value_table(result.candidates, horizon, console.width)
-    if added is not None:
-        console.print(added)
+    for table in added_value_tables(result.candidates, horizon, console.width):
+        console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     d = result.decision
     console.print(
         f"registered [bold]{escape(d.model_name)}[/] version {d.version} "
         f"({escape(result.selected.label)}, {result.selection_metric} {d.value:.4f}): "
         f"{escape(d.reason)}"
     )
+    for warning in result.dataset.warnings:  # e.g. fewer than 10 events per model parameter
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     excluded = result.flow["excluded"]
     if len(excluded):
         ids = ", ".join(map(str, excluded[PATIENT_ID].head(5)))
@@ -213,9 +227,8 @@ def print_demo_summary(console: Console, demo: DemoResult) -> None:
     _print_metrics(
         console, t.candidates, h, f"Validation at {int(round(h))} days (95% CI)", t.selected
     )
-    added = added_value_table(t.candidates, h, console.width)
-    if added is not None:
-        console.print(added)
+    for table in added_value_tables(t.candidates, h, console.width):
+        console.print(table)
     d = t.decision
     console.print(
         f"champion: {d.model_name} version {d.version} ({t.selected.label}); {d.reason}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-__all__ = ["ci_text", "clip", "name_list"]
+__all__ = ["ci_parts", "ci_text", "clip", "name_list"]
 
 
 def ci_text(
@@ -26,6 +26,14 @@ def ci_text(
     if brackets:
         return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
     return f"{v:.{digits}f} ({lo:.{digits}f} to {hi:.{digits}f})"
+
+
+def ci_parts(values: Mapping[str, float], name: str, digits: int = 3) -> tuple[str, str]:
+    """(value, "[lo, hi]") as :func:`ci_text` writes them, for a CI on its own line; the CI
+    part is "" when the value or its interval is missing."""
+    text = ci_text(values, name, digits, brackets=True)
+    value, _, ci = text.partition(" ")
+    return value, ci
 
 
 def name_list(items: Iterable[object], limit: int = 10) -> str:

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 
 from refracture.analysis.association import Estimate  # noqa: E402
 from refracture.analysis.roc import AucResult, roc_points  # noqa: E402
-from refracture.files import atomic_path  # noqa: E402
+from refracture.validation.plots import save_png
 
 __all__ = ["marker_label", "plot_levels", "plot_roc", "plot_scatter"]
 
@@ -38,14 +38,6 @@ def marker_label(name: str) -> str:
     if name.endswith("_deg_index") or name.endswith("_deg"):
         return f"{name} (degrees)"
     return name
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def _grid(n: int, max_cols: int = 3) -> tuple[plt.Figure, np.ndarray]:
@@ -97,7 +89,7 @@ def plot_scatter(
     if group and len(groups) > 1:
         axes[0].legend(fontsize=7, title=group, title_fontsize=7, markerscale=1.5)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_roc(
@@ -126,7 +118,7 @@ def plot_roc(
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_levels(
@@ -164,4 +156,4 @@ def plot_levels(
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)

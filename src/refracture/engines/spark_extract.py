@@ -4,9 +4,12 @@ The driver reads and validates the manifest as the local engine does (image path
 absolute, so an executor finds them wherever its working folder is). Each patient becomes a
 task, the tasks are spread over partitions, and an executor runs them with the local engine's
 own per-patient function (:func:`refracture.features.cohort.run_task_in_worker`: reading the
-images, measuring, caching), in ``mapInPandas``. The outcomes come back to the driver, which
-assembles and writes the tables with the local engine's code, in manifest order. One code path
-computes the numbers, so the files equal the local engine's.
+images, gathering the unit evidence, measuring, caching), in ``mapInPandas``. What they return
+comes back to the driver, which runs the local engine's own code in between and after: units
+are decided per site on the driver from the evidence of every patient, the patients whose
+site's units were still open are measured on the executors in a second Spark job, and the
+tables are assembled and written in manifest order. One code path computes the numbers and
+decides the units, so the files equal the local engine's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,9 +33,9 @@ from refracture.engines.session import (
 )
 from refracture.errors import RefractureError
 from refracture.features.cohort import (
-    STAGE,
-    Outcome,
     PatientTask,
+    Pinned,
+    TaskDone,
     TaskRunner,
     extract_cohort,
     run_task_in_worker,
@@ -65,7 +68,7 @@ def _absolute(task: PatientTask) -> PatientTask:
 
 
 def _run_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """On an executor: run each pickled task, return each pickled outcome."""
+    """On an executor: run each pickled task, return what each returned, pickled."""
     for batch in batches:
         outcomes = [pickle.dumps(run_task_in_worker(pickle.loads(b))) for b in batch["_task"]]
         yield pd.DataFrame({"_pos": batch["_pos"].to_numpy(), "_outcome": outcomes})
@@ -73,8 +76,8 @@ def _run_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
 
 def run_tasks(
     handle: SparkHandle, tasks: list[PatientTask], progress: Progress | None, stage: str
-) -> list[Outcome]:
-    """Run patient tasks on Spark; their outcomes in task order."""
+) -> list[TaskDone]:
+    """Run patient tasks on Spark; what each returned, in task order."""
     if not tasks:
         return []
     frame = pd.DataFrame(
@@ -97,11 +100,12 @@ def run_tasks(
 
 def spark_runner(handle: SparkHandle | None = None, master: str = DEFAULT_MASTER) -> TaskRunner:
     """A task runner for :func:`~refracture.features.extract_cohort` that runs the patients on
-    ``handle``'s session, or on a session started on ``master`` for the run and stopped after."""
+    ``handle``'s session, or on a session started on ``master`` for each call and stopped
+    after (:func:`extract_spark` keeps one session for both passes)."""
 
-    def run(tasks: list[PatientTask], progress: Progress | None) -> Iterable[Outcome]:
+    def run(tasks: list[PatientTask], progress: Progress | None, stage: str) -> Iterable[TaskDone]:
         with nullcontext(handle) if handle is not None else spark_session(master) as spark:
-            return run_tasks(spark, tasks, progress, STAGE)
+            return run_tasks(spark, tasks, progress, stage)
 
     return run
 
@@ -115,25 +119,38 @@ def extract_spark(
     qc_png: bool = False,
     progress: Progress | None = None,
     pseudonymiser: Pseudonymiser | None = None,
+    pinned: Pinned | None = None,
+    device_key: bytes | None = None,
     master: str = DEFAULT_MASTER,
     handle: SparkHandle | None = None,
 ) -> ExtractionResult:
     """:func:`~refracture.features.extract_cohort` with the patients measured on Spark.
 
-    Same arguments and result (``jobs`` is Spark's: the cores of ``master``). ``handle`` reuses
-    a running session; otherwise one is started on ``master`` once the manifest is validated
-    and stopped at the end. Paths (images, cache, QC pictures) must be readable and writable
-    at the same place by every executor: on one machine they are; on a cluster use a shared
-    file system.
+    Same arguments and result (``jobs`` is Spark's: the cores of ``master``). Units are
+    decided per site on the driver between the two passes, as the local engine does.
+    ``handle`` reuses a running session; otherwise one is started on ``master`` once the
+    manifest is validated, serves both passes, and is stopped at the end. Paths (images,
+    cache, QC pictures) must be readable and writable at the same place by every executor: on
+    one machine they are; on a cluster use a shared file system.
     """
     require_spark()
-    return extract_cohort(
-        manifest,
-        config,
-        out_dir=out_dir,
-        cache_dir=cache_dir,
-        qc_png=qc_png,
-        progress=progress,
-        pseudonymiser=pseudonymiser,
-        runner=spark_runner(handle, master),
-    )
+    with ExitStack() as stack:
+        started: list[SparkHandle] = [] if handle is None else [handle]
+
+        def run(tasks: list[PatientTask], progress: Progress | None, stage: str) -> list[TaskDone]:
+            if not started:  # the first pass: the manifest is valid
+                started.append(stack.enter_context(spark_session(master)))
+            return run_tasks(started[0], tasks, progress, stage)
+
+        return extract_cohort(
+            manifest,
+            config,
+            out_dir=out_dir,
+            cache_dir=cache_dir,
+            qc_png=qc_png,
+            progress=progress,
+            pseudonymiser=pseudonymiser,
+            pinned=pinned,
+            device_key=device_key,
+            runner=run,
+        )

@@ -9,7 +9,11 @@ the inputs (:func:`refracture.scoring.inputs.read_input`: the same exit-2 errors
   ``predict`` is the function the local engine calls per chunk;
 * from a manifest with images, first through ``mapInPandas``: an executor measures each of its
   patients with the local engine's per-patient function, reading the images from their
-  absolute paths, and fills in the imaging features; then through the same UDF.
+  absolute paths (units decided from the patient alone or pinned by the model for its site,
+  as the local engine scores), and fills in the imaging features, the site and scanner, and
+  the QC findings (those the model's ``extraction.qc_errors`` names make the row an error)
+  with the local engine's code (:func:`refracture.scoring.batch.measured_row`,
+  :func:`~refracture.scoring.batch.fill_measured`); then through the same UDF.
 
 The driver collects the rows, puts them back in input order and assembles the output rows
 with the local engine's code (:func:`refracture.scoring.rows.assemble_scores`). Predictions
@@ -44,13 +48,26 @@ from refracture.errors import RefractureError
 from refracture.features.cohort import PatientTask, run_task_in_worker
 from refracture.files import write_table
 from refracture.ids import PATIENT_ID
+from refracture.imaging.metadata import scanner_key_from_env
 from refracture.privacy import Pseudonymiser
 from refracture.progress import Progress
-from refracture.scoring.batch import ScoreResult, check_paths, measured_row
+from refracture.scoring.batch import (
+    MeasuredRow,
+    ScoreResult,
+    check_paths,
+    fill_measured,
+    measured_row,
+)
 from refracture.scoring.checkpoint import check_not_busy, checkpoint_dir
 from refracture.scoring.inputs import ScoreInput, read_input
 from refracture.scoring.model import ScoringModel, load_model
-from refracture.scoring.rows import TEXT_COLUMNS, assemble_scores, output_columns
+from refracture.scoring.rows import (
+    CONTEXT_COLUMNS,
+    FIELD_STRENGTH,
+    TEXT_COLUMNS,
+    assemble_scores,
+    output_columns,
+)
 
 __all__ = ["model_udf", "score_spark", "spark_frame"]
 
@@ -80,23 +97,29 @@ def _all_numbers(values: np.ndarray) -> bool:
     return all(_missing(v) or isinstance(v, bool | int | float | np.number) for v in values)
 
 
-def spark_frame(rows: pd.DataFrame, categorical: list[str]) -> tuple[pd.DataFrame, str]:
+def spark_frame(
+    rows: pd.DataFrame, categorical: list[str], text: tuple[str, ...] | list[str] = ()
+) -> tuple[pd.DataFrame, str]:
     """The model's input rows typed for Spark, and their Spark schema (DDL).
 
     Numbers and booleans keep their dtype (Arrow carries float64 bit for bit); a text column
     holding only numbers, booleans and gaps becomes float64 (what the model's checks make of
-    it); any other column becomes text with None for missing. A categorical covariate is sent
-    as its label (what the model's checks turn every value into first), so 1.0 from a numeric
-    column arrives as "1", as the model's signature wants.
+    it), except the ``text`` columns (scanner harmonisation's batch columns, which it reads as
+    text: site "1" must not arrive as 1.0); any other column becomes text with None for
+    missing. A categorical covariate is sent as its label (what the model's checks turn every
+    value into first), so 1.0 from a numeric column arrives as "1", as the model's signature
+    wants. The field strength is a number (the R2* unit rule reads it so).
     """
     out: dict[str, Any] = {}
     for c in rows.columns:
         col = rows[c]
         if c in categorical:
             out[c] = np.array([_text(category_label(v)) for v in col], dtype=object)
+        elif c == FIELD_STRENGTH:
+            out[c] = pd.to_numeric(col, errors="coerce").astype(np.float64).to_numpy()
         elif _spark_type(col) != "string":
             out[c] = col.to_numpy()
-        elif c != PATIENT_ID and _all_numbers(col.to_numpy(dtype=object)):
+        elif c != PATIENT_ID and c not in text and _all_numbers(col.to_numpy(dtype=object)):
             out[c] = pd.to_numeric(col, errors="coerce").astype(np.float64).to_numpy()
         else:
             out[c] = np.array([_text(v) for v in col], dtype=object)
@@ -134,43 +157,59 @@ def model_udf(handle: SparkHandle, model: ScoringModel) -> Any:
 
 
 def _measure_partition(
-    batches: Iterator[pd.DataFrame], imaging: list[str], manifest_dir: Path | None
+    batches: Iterator[pd.DataFrame],
+    imaging: list[str],
+    scanner: list[str],
+    qc_errors: list[str],
+    manifest_dir: Path | None,
 ) -> Iterator[pd.DataFrame]:
     """On an executor: measure the patients that have a task, fill in their imaging features,
-    error and QC warnings (as the local engine does per patient)."""
+    site and scanner, error and QC warnings (as the local engine does per patient)."""
     for batch in batches:
         n = len(batch)
         pre_error = batch[PRE_ERROR].to_numpy(dtype=object).copy()
         qc_warn = np.full(n, "", dtype=object)
-        values = np.full((n, len(imaging)), np.nan)
-        ids = batch[PATIENT_ID].to_numpy(dtype=object)
+        measured: list[MeasuredRow | None] = [None] * n
         for i, blob in enumerate(batch[TASK]):
             if blob is None:
                 continue
-            outcome = run_task_in_worker(pickle.loads(blob))
-            pre_error[i], qc_warn[i], values[i] = measured_row(
-                outcome, ids[i], imaging, manifest_dir
+            task = pickle.loads(blob)
+            done = run_task_in_worker(task)
+            measured[i] = measured_row(
+                (done.index, done.result, done.error),
+                task.row,
+                imaging,
+                scanner=scanner,
+                qc_errors=qc_errors,
+                manifest_dir=manifest_dir,
             )
-        out = batch.drop(columns=[TASK])
-        out[imaging] = values
+            pre_error[i], qc_warn[i] = measured[i].error, measured[i].warnings
+        out = fill_measured(batch.drop(columns=[TASK]), measured, imaging, scanner)
         out[PRE_ERROR] = pre_error
         out[QC_WARN] = qc_warn
         yield out
 
 
 def _tasks(data: ScoreInput, model: ScoringModel, cache_dir: str | Path | None) -> list[Any]:
-    """One pickled task per patient to measure (None for rows already known to be errors)."""
+    """One pickled task per patient to measure (None for rows already known to be errors).
+
+    As the local engine scores: each patient's units from itself, or the units the model was
+    trained with for its site; the scanner key read here, on the driver."""
     assert data.manifest is not None and model.bundle.extraction is not None
     cache = None
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         cache = str(Path(cache_dir).resolve())
-    return [
-        None
-        if data.pre_error[p] != ""
-        else pickle.dumps(PatientTask(p, data.manifest[p], model.bundle.extraction, cache, None))
-        for p in range(len(data.rows))
-    ]
+    key = scanner_key_from_env()
+    pinned = model.bundle.site_units
+
+    def task(p: int) -> PatientTask:
+        config = model.bundle.extraction
+        assert data.manifest is not None and config is not None
+        return PatientTask(p, data.manifest[p], config, cache, None, pinned=pinned, device_key=key)
+
+    todo = data.pre_error == ""
+    return [pickle.dumps(task(p)) if todo[p] else None for p in range(len(data.rows))]
 
 
 def _run(
@@ -184,7 +223,8 @@ def _run(
     """The collected rows in input order: position, pre-error, QC warnings, predictions."""
     session = handle.session
     n = len(data.rows)
-    rows, schema = spark_frame(data.rows, list(model.inputs.categorical))
+    batch = [c for c in model.inputs.batch if c != FIELD_STRENGTH]
+    rows, schema = spark_frame(data.rows, list(model.inputs.categorical), batch)
     inputs = list(rows.columns)
     rows[POS] = np.arange(n, dtype=np.int64)
     rows[PRE_ERROR] = data.pre_error.astype(object)
@@ -196,12 +236,20 @@ def _run(
         frame = session.createDataFrame(rows, f"{schema}, {TASK} binary")
         frame = frame.repartition(partitions_for(n, handle.parallelism))
         imaging = list(model.inputs.imaging)
+        scanner = [c for c in model.inputs.batch if c != "site"]
+        config = model.bundle.extraction
+        qc_errors = list(config.qc_errors) if config is not None else []
         manifest_dir = data.manifest_dir
 
         def measure(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-            return _measure_partition(batches, imaging, manifest_dir)
+            return _measure_partition(batches, imaging, scanner, qc_errors, manifest_dir)
 
-        frame = frame.mapInPandas(measure, f"{schema}, {QC_WARN} string")
+        # The site and scanner the local engine adds beside the inputs once the images are read.
+        added = [c for c in CONTEXT_COLUMNS if c not in inputs]
+        types = {c: "double" if c == FIELD_STRENGTH else "string" for c in added}
+        measured = "".join(f", `{c}` {t}" for c, t in types.items())
+        frame = frame.mapInPandas(measure, f"{schema}, {QC_WARN} string{measured}")
+        inputs += [FIELD_STRENGTH] if FIELD_STRENGTH in added else []
         stage, total = "measuring images", n_tasks
     else:
         frame = session.createDataFrame(rows, schema)

@@ -1,14 +1,25 @@
 """Features of one patient: read the three images, build ROIs, settle units, measure.
 
-Bring the label map and R2* map onto the PDFF grid, build eroded vertebral ROIs, settle the
-units, drop cement-like, non-finite and out-of-range voxels (counting them), then compute IBSI
-first-order statistics for every vertebra and every patient-level group in one vectorised pass
-per map.
+Two steps, so a cohort can decide units once per site between them
+(:mod:`refracture.imaging.site_units`):
+
+1. :func:`prepare_patient`: read the maps and the label map, check the label map (label QC on
+   its own grid), bring the label map and R2* map onto the PDFF grid, build eroded vertebral
+   ROIs, and gather the unit evidence (units declared for each map, detection statistics);
+2. :func:`finish_patient`: with the decided units, convert the maps, drop cement-like,
+   non-finite and out-of-range voxels (counting them), compute IBSI first-order statistics for
+   every vertebra and patient-level group in one vectorised pass per map, measure the vertebral
+   bodies on the native label grid (morphometry), check that the labels sit on the maps'
+   vertebrae, and read the scanner.
+
+:func:`extract_patient` runs both, deciding the units from the patient alone (or from the
+units a model pinned for its site).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +27,51 @@ import numpy as np
 import pandas as pd
 
 from refracture.config import ExtractionConfig
-from refracture.errors import ImageError
+from refracture.errors import ImageError, UnitsError
 from refracture.features.schema import GROUPS, MAPS, PatientResult
 from refracture.ids import PATIENT_ID
 from refracture.imaging.geometry import align_to
 from refracture.imaging.io import load_volume
+from refracture.imaging.label_fit import label_fit
+from refracture.imaging.label_qc import LabelQC, check_labels, enforce_label_policy
+from refracture.imaging.metadata import (
+    dicom_device_id,
+    row_sidecars,
+    scanner_metadata,
+    sidecar_for,
+)
+from refracture.imaging.morphometry import measure_vertebrae
 from refracture.imaging.roi import Rois, build_rois
+from refracture.imaging.site_units import (
+    PatientUnits,
+    UnitEvidence,
+    decide_site_units,
+    declared_unit,
+    unit_evidence,
+)
 from refracture.imaging.stats import PRODUCT_STATS, grouped_stats
-from refracture.imaging.units import resolve_pdff, resolve_r2star
-from refracture.levels import L1L4, TL_LEVELS, adjacent_levels, convention, level_list, sort_levels
+from refracture.imaging.units import apply_units
+from refracture.imaging.volume import Volume
+from refracture.levels import (
+    L1L4,
+    LEVEL_ORDER,
+    TL_LEVELS,
+    adjacent_levels,
+    convention,
+    level_list,
+    sort_levels,
+)
 
-__all__ = ["Stage", "extract_patient", "image_path"]
+__all__ = [
+    "Prepared",
+    "Stage",
+    "decide_alone",
+    "extract_patient",
+    "finish_patient",
+    "image_path",
+    "prepare_patient",
+    "units_error",
+]
 
 # Fraction of non-finite ROI voxels above which a map is unusable rather than noisy.
 _MAX_NONFINITE_FRACTION = 0.5
@@ -41,19 +86,42 @@ class Stage:
     name = "load"
 
 
-def extract_patient(
+@dataclass
+class Prepared:
+    """A patient after step 1: volumes on the PDFF grid (maps in their stored units), ROIs,
+    the label QC and the unit evidence."""
+
+    patient_id: str
+    row: Mapping[str, Any]
+    treated: list[str]
+    fractured: list[str]
+    pdff: Volume
+    r2star: Volume
+    labels_native: Volume
+    labels: Volume
+    labels_resampled: bool
+    r2star_resampled: bool
+    conv: dict[int, str]
+    rois: Rois
+    is_treated: np.ndarray
+    sidecars: dict[str, dict | None]
+    label_qc: LabelQC
+    evidence: UnitEvidence
+
+
+def prepare_patient(
     row: Mapping[str, Any] | pd.Series,
     config: ExtractionConfig,
     *,
     hashes: Mapping[str, str] | None = None,
-    qc_png: str | Path | None = None,
     stage: Stage | None = None,
-) -> PatientResult:
-    """Features of one manifest row (as :func:`~refracture.features.manifest.read_manifest`
-    returns them).
+) -> Prepared:
+    """Step 1 for one manifest row (as :func:`~refracture.features.manifest.read_manifest`
+    returns them): everything that does not depend on the maps' units.
 
     Raises an :class:`~refracture.errors.InputError` subclass naming the patient and file
-    when this patient cannot be extracted. ``qc_png``: where to write the QC picture.
+    when this patient cannot be extracted (including a label map with problems under
+    ``extraction.on_label_problem: fail``).
     """
     stage = stage or Stage()
     pid = str(row[PATIENT_ID])
@@ -73,6 +141,14 @@ def extract_patient(
             content_hash=hashes.get(kind),
         )
     pdff = vols["pdff"]
+    conv = convention(config.label_convention, config.label_map)
+
+    # Label QC on the label map's own grid, before any measurement is keyed to a level.
+    stage.name = "labels"
+    label_qc = check_labels(vols["labels"], conv, [*treated, *fractured])
+    enforce_label_policy(
+        label_qc, config.on_label_problem, patient_id=pid, file=vols["labels"].path
+    )
 
     stage.name = "geometry"
     labels, labels_resampled = align_to(
@@ -83,7 +159,6 @@ def extract_patient(
     )
 
     stage.name = "roi"
-    conv = convention(config.label_convention, config.label_map)
     rois = build_rois(labels.data, pdff.spacing, conv, config.erosion_mm)
     if not rois.levels:
         found = ", ".join(str(v) for v in rois.unknown_labels[:10]) or "none"
@@ -116,17 +191,88 @@ def extract_patient(
             )
 
     stage.name = "units"
+    sidecars = row_sidecars(row, pid)
+    declared = {
+        kind: declared_unit(
+            kind,
+            row,
+            sidecar=sidecars[kind],
+            sidecar_name=sidecar_for(str(row[kind])).name,
+            metadata=vol.metadata,
+            patient_id=pid,
+        )
+        for kind, vol in (("pdff", pdff), ("r2star", r2star))
+    }
+    # Units are detected from the untreated vertebrae (cement and oedema change the values).
     sample = ~is_treated if (~is_treated).any() else np.ones_like(is_treated)
-    pdff, pdff_units = resolve_pdff(
-        pdff, pdff.data[rois.coords][sample], config.pdff_units, patient_id=pid
+    evidence = unit_evidence(
+        pid,
+        _site(row),
+        declared,
+        {"pdff": pdff.data[rois.coords][sample], "r2star": r2star.data[rois.coords][sample]},
     )
-    r2star, r2star_units = resolve_r2star(
-        r2star, r2star.data[rois.coords][sample], config.r2star_units, patient_id=pid
+    return Prepared(
+        pid,
+        row,
+        treated,
+        fractured,
+        pdff,
+        r2star,
+        vols["labels"],
+        labels,
+        labels_resampled,
+        r2star_resampled,
+        conv,
+        rois,
+        is_treated,
+        sidecars,
+        label_qc,
+        evidence,
     )
+
+
+def decide_alone(
+    evidence: UnitEvidence,
+    config: ExtractionConfig,
+    pinned: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    row: Mapping[str, Any] | None = None,
+) -> PatientUnits:
+    """The patient's units decided from its own declarations and values (or the units a model
+    pinned for its site); an ambiguous patient raises the :class:`UnitsError` naming it."""
+    out = decide_site_units([evidence], config, pinned=pinned)
+    if evidence.patient_id in out.errors:
+        raise units_error(out.errors[evidence.patient_id], row)
+    return out.decisions[evidence.patient_id]
+
+
+def units_error(err: UnitsError, row: Mapping[str, Any] | None) -> UnitsError:
+    """A per-site units refusal, naming the patient's map file too (the key says which map)."""
+    kind = "r2star" if err.key and "r2star" in err.key else "pdff"
+    file = None if row is None else (str(row.get(kind) or "") or None)
+    return UnitsError(err.message, patient_id=err.patient_id, file=file, key=err.key)
+
+
+def finish_patient(
+    prep: Prepared,
+    units: PatientUnits,
+    config: ExtractionConfig,
+    *,
+    qc_png: str | Path | None = None,
+    stage: Stage | None = None,
+    device_key: bytes | None = None,
+) -> PatientResult:
+    """Step 2: the features of a prepared patient whose map units are ``units``."""
+    stage = stage or Stage()
+    pid, rois, treated, fractured = prep.patient_id, prep.rois, prep.treated, prep.fractured
+
+    stage.name = "units"
+    pdff = apply_units(prep.pdff, units.pdff)
+    r2star = apply_units(prep.r2star, units.r2star)
 
     stage.name = "features"
     values = {"pdff": pdff.data[rois.coords], "r2star": r2star.data[rois.coords]}
-    cement = is_treated & (
+    cement = prep.is_treated & (
         (values["r2star"] > config.cement_r2star_per_s)
         | (_void(values["pdff"], _VOID_PDFF) & _void(values["r2star"], _VOID_R2STAR))
     )
@@ -157,8 +303,30 @@ def extract_patient(
             dropped = {k: dropped[k] + rec[k] for k in dropped}
         vertebrae.extend(rows)
 
+    # Morphometry on the label map's own grid: resampling would cost the heights their
+    # sub-voxel precision.
+    stage.name = "morphometry"
+    morph = measure_vertebrae(prep.labels_native, prep.conv, treated, fractured)
+    features.update(morph.features)
+
+    stage.name = "registration"
+    fit = label_fit(prep.labels.data, [pdff.data, r2star.data], pdff.affine, prep.conv)
+
+    stage.name = "scanner"
+    device_id = None
+    pdff_path = Path(str(prep.row.get("pdff") or ""))
+    if device_key is not None and pdff_path.is_dir():
+        device_id = dicom_device_id(pdff_path, device_key)
+    scanner = scanner_metadata(
+        prep.row,
+        {"pdff": prep.pdff.metadata, "r2star": prep.r2star.metadata},
+        prep.sidecars,
+        device_key=device_key,
+        device_id=device_id,
+    )
+
     order = {name: i for i, name in enumerate([*rois.levels, *GROUPS])}
-    qc = {
+    qc: dict[str, Any] = {
         "qc_levels": ";".join(rois.levels),
         "qc_n_levels": len(rois.levels),
         "qc_missing_levels": ";".join(
@@ -166,21 +334,21 @@ def extract_patient(
         ),
         "qc_unknown_labels": ";".join(str(v) for v in rois.unknown_labels),
         "qc_small_roi": ";".join(sorted(small, key=order.__getitem__)),
-        "qc_labels_resampled": labels_resampled,
-        "qc_r2star_resampled": r2star_resampled,
-        "qc_pdff_units": pdff_units.unit,
-        "qc_pdff_units_source": pdff_units.source,
-        "qc_pdff_converted": pdff_units.converted,
-        "qc_r2star_units": r2star_units.unit,
-        "qc_r2star_units_source": r2star_units.source,
-        "qc_r2star_converted": r2star_units.converted,
+        "qc_labels_resampled": prep.labels_resampled,
+        "qc_r2star_resampled": prep.r2star_resampled,
+        **units_fields(units),
         "qc_cement_voxels_excluded": int(cement.sum()),
         "qc_cement_levels": ";".join(lv for lv, c in zip(rois.levels, n_cement, strict=True) if c),
+        "qc_treated_no_cement": ";".join(
+            lv for lv in treated if n_cement[rois.levels.index(lv)] == 0
+        ),
+        "qc_adjacent_one_sided": _one_sided(rois.levels, treated, fractured),
         "qc_nonfinite_voxels": dropped["n_nonfinite"],
         "qc_out_of_range_voxels": dropped["n_out_of_range"],
         "qc_roi_voxels": rois.n_voxels,
-        "qc_vendor": pdff.metadata.get("vendor") or "",
-        "qc_field_strength_t": _float_or_nan(pdff.metadata.get("field_strength_t")),
+        **fit.fields,
+        **prep.label_qc.fields,
+        **morph.qc,
     }
 
     if qc_png is not None:
@@ -189,9 +357,59 @@ def extract_patient(
 
         cement_mask = np.zeros(pdff.shape, dtype=bool)
         cement_mask[tuple(c[cement] for c in rois.coords)] = True
-        render_patient_png(qc_png, pdff, rois, title=pid, cement_mask=cement_mask)
+        problems = [p.message for p in prep.label_qc.problems]
+        problems += [fit.message] if fit.message else []
+        render_patient_png(
+            qc_png,
+            pdff,
+            rois,
+            title=pid,
+            cement_mask=cement_mask,
+            morphometry=morph,
+            label_problems=problems,
+        )
 
-    return PatientResult(pid, features, vertebrae, qc)
+    return PatientResult(pid, features, vertebrae, qc, scanner=scanner)
+
+
+def units_fields(units: PatientUnits) -> dict[str, Any]:
+    """The ``qc_*`` fields of the maps' units: unit, source, converted, note."""
+    out: dict[str, Any] = {}
+    for kind in MAPS:
+        d = units[kind]
+        out[f"qc_{kind}_units"] = d.unit
+        out[f"qc_{kind}_units_source"] = d.source
+        out[f"qc_{kind}_converted"] = bool(d.converted)
+        out[f"qc_{kind}_units_note"] = d.note
+    return out
+
+
+def extract_patient(
+    row: Mapping[str, Any] | pd.Series,
+    config: ExtractionConfig,
+    *,
+    units: PatientUnits | None = None,
+    pinned: Mapping[str, Mapping[str, str]] | None = None,
+    hashes: Mapping[str, str] | None = None,
+    qc_png: str | Path | None = None,
+    stage: Stage | None = None,
+    device_key: bytes | None = None,
+) -> PatientResult:
+    """Features of one manifest row (as :func:`~refracture.features.manifest.read_manifest`
+    returns them).
+
+    ``units``: the decided units of the maps; None decides them from this patient alone
+    (declared > config > ``pinned``, the units a model was trained with per site > the
+    patient's own values). Raises an :class:`~refracture.errors.InputError` subclass naming the
+    patient and file when this patient cannot be extracted. ``qc_png``: where to write the QC
+    picture. ``device_key``: the site's secret key for keyed-hash scanner IDs.
+    """
+    stage = stage or Stage()
+    prep = prepare_patient(row, config, hashes=hashes, stage=stage)
+    if units is None:
+        stage.name = "units"
+        units = decide_alone(prep.evidence, config, pinned, row=row)
+    return finish_patient(prep, units, config, qc_png=qc_png, stage=stage, device_key=device_key)
 
 
 def _map_features(
@@ -252,7 +470,7 @@ def _void(v: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _groups(levels: list[str], treated: list[str], fractured: list[str]) -> dict[str, list[int]]:
-    """Level positions of each patient-level group (PRODUCT.md section 4)."""
+    """Level positions of each patient-level group (docs/data.md)."""
     excluded = set(treated) | set(fractured)
     adjacent = {nb for lv in treated for nb in adjacent_levels(lv, levels)} - excluded
     members = {
@@ -262,6 +480,23 @@ def _groups(levels: list[str], treated: list[str], fractured: list[str]) -> dict
         "normal": [lv for lv in levels if lv not in excluded],
     }
     return {g: [levels.index(lv) for lv in members[g]] for g in GROUPS}
+
+
+def _one_sided(levels: list[str], treated: list[str], fractured: list[str]) -> str:
+    """Treated levels with an anatomical neighbour missing from the label map, and where their
+    adjacent features come from: ``"L2: L3 (no L1)"``; '' when every neighbour is labelled."""
+    present = set(levels)
+    order = [lv for lv in LEVEL_ORDER if lv not in ("T13", "L6") or lv in present]
+    excluded = set(treated) | set(fractured)
+    out = []
+    for lv in treated:
+        i = order.index(lv)
+        neighbours = [order[j] for j in (i - 1, i + 1) if 0 <= j < len(order)]
+        missing = [nb for nb in neighbours if nb not in present]
+        if missing:
+            used = [nb for nb in adjacent_levels(lv, levels) if nb not in excluded]
+            out.append(f"{lv}: {'+'.join(used) or 'none'} (no {'+'.join(missing)})")
+    return "; ".join(out)
 
 
 def _level_and_group_stats(
@@ -288,8 +523,8 @@ def image_path(row: Mapping[str, Any], kind: str, pid: str) -> Path:
     return Path(str(text))
 
 
-def _float_or_nan(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+def _site(row: Mapping[str, Any]) -> str:
+    site = row.get("site")
+    if site is None or (isinstance(site, float) and np.isnan(site)):
+        return ""
+    return str(site).strip()

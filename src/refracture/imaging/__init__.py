@@ -1,13 +1,14 @@
 """Reading IDEAL-IQ maps and label maps, building vertebral ROIs, first-order statistics,
-vertebral morphometry and label-map QC.
+vertebral morphometry, label-map QC and the label/map registration check.
 
 Public entry points: :func:`load_volume` (any supported format -> :class:`Volume`),
 :func:`align_to` (onto the PDFF grid), :func:`build_rois`, :func:`grouped_stats`,
-:func:`measure_vertebrae`, :func:`check_labels`.
+:func:`measure_vertebrae`, :func:`check_labels`, :func:`label_fit`.
 """
 
 from refracture.imaging.geometry import align_to, same_grid
 from refracture.imaging.io import load_volume
+from refracture.imaging.label_fit import LabelFit, label_fit
 from refracture.imaging.label_qc import LabelQC, check_labels, enforce_label_policy
 from refracture.imaging.morphometry import MorphometryResult, measure_vertebrae
 from refracture.imaging.roi import Rois, build_rois, erosion_footprint
@@ -17,6 +18,7 @@ from refracture.imaging.volume import Volume
 
 __all__ = [
     "IBSI_STATS",
+    "LabelFit",
     "LabelQC",
     "MorphometryResult",
     "PRODUCT_STATS",
@@ -29,6 +31,7 @@ __all__ = [
     "enforce_label_policy",
     "erosion_footprint",
     "grouped_stats",
+    "label_fit",
     "load_volume",
     "measure_vertebrae",
     "region_stats",

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from refracture.ids import PATIENT_ID
 from refracture.imaging.anatomy import NOT_A_BODY, typical_height_mm
 from refracture.imaging.volume import Volume
 from refracture.levels import LEVEL_ORDER, sort_levels
@@ -168,7 +169,7 @@ class MorphometryResult:
     def records(self, patient_id: str) -> list[dict[str, object]]:
         """``per_level`` as long-table rows (``patient_id``, ``level``, measures...)."""
         table = self.per_level.reset_index()
-        table.insert(0, "patient_id", patient_id)
+        table.insert(0, PATIENT_ID, patient_id)
         return table.to_dict("records")
 
 

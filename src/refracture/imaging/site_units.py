@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from refracture.errors import UnitsError
+from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import parse_unit
 from refracture.imaging.units import (
     UnitsDecision,
@@ -98,7 +99,7 @@ class UnitEvidence:
     maps: Mapping[str, MapEvidence]
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"patient_id": self.patient_id, "site": self.site}
+        out: dict[str, Any] = {PATIENT_ID: self.patient_id, "site": self.site}
         for kind, ev in self.maps.items():
             d = ev.declared
             out[kind] = {
@@ -124,7 +125,7 @@ class UnitEvidence:
                 n=int(item["n"]),
                 statistic=float("nan") if stat is None else float(stat),
             )
-        return cls(str(data["patient_id"]), str(data["site"]), maps)
+        return cls(str(data[PATIENT_ID]), str(data["site"]), maps)
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ def collect_unit_evidence(row: Mapping[str, Any], config: Any) -> UnitEvidence:
     from refracture.imaging.roi import build_rois
     from refracture.levels import convention, parse_level_list
 
-    pid = str(row["patient_id"])
+    pid = str(row[PATIENT_ID])
     vols = {
         kind: load_volume(str(row[kind]), kind, max_voxels=config.max_voxels, patient_id=pid)
         for kind in ("pdff", "r2star", "labels")

@@ -25,6 +25,7 @@ from lifelines.exceptions import ConvergenceError
 from refracture.errors import ModelError
 from refracture.models.base import SurvivalEstimator
 from refracture.models.competing import CauseSpecificHazardsMixin
+from refracture.models.design import design_problem
 from refracture.models.outcome import EVENT
 
 _T, _E = "__time__", "__event__"
@@ -79,6 +80,9 @@ class CoxPH(CauseSpecificHazardsMixin, SurvivalEstimator):
     def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> CoxPH:
         """Fit on X (n, p) and the outcome y (n,); ``groups`` is accepted and unused."""
         X, y = self._validate_fit(X, y)
+        problem = design_problem(X)
+        if problem:
+            raise ModelError(f"the Cox model cannot be fitted: {problem}")
         data = X.astype(float).reset_index(drop=True)
         data[_T] = y["time"]
         data[_E] = (y["event"] == EVENT).astype(int)

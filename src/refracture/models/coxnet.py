@@ -54,6 +54,7 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
 
     name = "coxnet"
     needs_scaling = True
+    supports_contributions = True
     estimands = ("net", "cif")
     cif_from_lp = False
 
@@ -121,6 +122,8 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
         self.alpha_ = float(alphas[best])
         self.coef_ = final.coef_[:, -1].copy()
         self.offset_ = float(final.offset_[-1])
+        self.means_ = Xa.mean(axis=0)
+        self.contribution_baseline_ = float(self.means_ @ self.coef_ - self.offset_)
         self.net_ = final
         # H0(t) of scikit-survival's Breslow estimator, for lp = X @ coef - offset: recovered
         # from one patient's cumulative hazard so only public API is used.
@@ -165,3 +168,10 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
 
     def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return self._design(X) @ self.coef_ - self.offset_
+
+    def contributions(self, X: pd.DataFrame | np.ndarray) -> pd.DataFrame:
+        """beta_j (z_j - mean_j) per term on the standardised inputs the penalty sees;
+        ``contribution_baseline_`` + row sum = lp (for nomograms and ``--explain``)."""
+        values = (self._design(X) - self.means_) * self.coef_
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(values, columns=list(self.feature_names_in_), index=index)

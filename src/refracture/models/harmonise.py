@@ -139,6 +139,10 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         Adjust only the batch means, not the variances.
     min_batch_size : int, default=2
         Fewer development patients in a batch is an error (a variance needs two).
+    require_reference : bool, default=True
+        Development data without ``reference_batch`` is an error. Validation sets it False:
+        a fold that holds out the reference batch's site is then harmonised on the pooled
+        scale (``reference_batch_`` is None for that fit).
     id_column : str, default="patient_id"
         Named in errors when present (else the row index is).
 
@@ -155,6 +159,8 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         Location/scale batch effects before shrinkage (standardised scale).
     gamma_star_, delta_star_ : ndarray of shape (n_batches, n_features)
         After empirical Bayes; the reference batch's are 0 and 1.
+    reference_batch_ : str or None
+        The reference batch of this fit.
     """
 
     #: The config's name for this method (``harmonisation.method``).
@@ -171,6 +177,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         mean_only: bool = False,
         min_batch_size: int = 2,
         id_column: str = "patient_id",
+        require_reference: bool = True,
     ) -> None:
         self.batch = batch
         self.features = features
@@ -181,6 +188,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         self.mean_only = mean_only
         self.min_batch_size = min_batch_size
         self.id_column = id_column
+        self.require_reference = require_reference
 
     # --- fit -------------------------------------------------------------------------------
 
@@ -219,14 +227,18 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
                 "harmonisation.batch)",
                 key="harmonisation.batch",
             )
-        if self.reference_batch is not None and self.reference_batch not in self.batches_:
+        reference = self.reference_batch
+        if reference is not None and reference not in self.batches_ and not self.require_reference:
+            reference = None
+        if reference is not None and reference not in self.batches_:
             raise ConfigError(
                 f"reference batch {self.reference_batch!r} is not among the development "
                 f"batches ({', '.join(self.batches_)})",
                 key="harmonisation.reference_batch",
             )
         self.n_per_batch_ = counts.astype(int)
-        ref = self.batches_.index(self.reference_batch) if self.reference_batch else None
+        self.reference_batch_ = reference
+        ref = self.batches_.index(reference) if reference else None
 
         Y = X[self.features_].to_numpy(dtype=np.float64)
         onehot = np.eye(len(batches))[codes]
@@ -338,8 +350,8 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         Z, stand = self._standardise(Y, self._design(X))
         sd = np.sqrt(self.var_pooled_)[None, :]
         adjusted = (Z - gamma) / np.sqrt(delta) * sd + stand
-        if self.reference_batch is not None:
-            keep = (codes == index[self.reference_batch]).to_numpy()
+        if self.reference_batch_ is not None:
+            keep = (codes == index[self.reference_batch_]).to_numpy()
             if self.unseen_batch == "reference":
                 keep |= unseen
             adjusted[keep] = Y[keep]  # the reference batch is left exactly as measured
@@ -371,11 +383,11 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         labels = batch_labels(self._check_frame(X), self.batch)
         unseen = self.unseen_mask(X)
         what = {
-            "refuse": "it is refused (harmonisation.unseen_batch: refuse)",
+            "refuse": "the patient is not scored (harmonisation.unseen_batch: refuse)",
             "reference": "its imaging features were used as measured, as if from the "
             + (
-                f"reference batch {self.reference_batch}"
-                if self.reference_batch
+                f"reference batch {self.reference_batch_}"
+                if self.reference_batch_
                 else "harmonised scale"
             ),  # fmt: skip
             "pooled": "its imaging features were adjusted by the average of the known batches",

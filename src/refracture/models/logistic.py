@@ -27,6 +27,7 @@ from sklearn.linear_model import LogisticRegression
 
 from refracture.errors import ModelError
 from refracture.models.base import SurvivalEstimator
+from refracture.models.design import design_problem
 from refracture.models.ipcw import horizon_weights
 from refracture.models.outcome import DEATH
 
@@ -92,10 +93,16 @@ class IPCWLogistic(SurvivalEstimator):
         deaths = "competing" if self.estimand == "cif" else "censor"
         status, w = horizon_weights(y, self.horizon, deaths=deaths)
         used = w > 0
-        if status[used].sum() == 0 or status[used].sum() == used.sum():
+        cases = int(status[used].sum())
+        if cases == 0 or cases == used.sum():
             raise ModelError(
-                "the logistic model needs patients with and without the event by the horizon"
+                "the logistic model needs patients with and without the event by the horizon "
+                f"({cases} with, {int(used.sum()) - cases} without, among the {int(used.sum())} "
+                f"of {len(y)} patients whose status at the horizon is known)"
             )
+        problem = design_problem(X[used])
+        if problem:
+            raise ModelError(f"the logistic model cannot be fitted: {problem}")
         beta, n_iter = self._fit_binary(Xa[used], status[used], w[used])
         self.intercept_ = float(beta[0])
         self.coef_ = beta[1:].copy()

@@ -1,23 +1,25 @@
-"""The outcome array shared by models and metrics, and the two estimands.
+"""The outcome array shared by models and metrics, and the estimand it is read in.
 
 A numpy structured array with fields ``event`` (int8: 0 censored, 1 re-fracture, 2 death
 before re-fracture) and ``time`` (float64, days from surgery). Keeping the three-valued event
-lets a model estimate either estimand:
+lets every metric read the outcome in either estimand:
 
-- ``"cif"``: the cumulative incidence of re-fracture by the horizon with death as a competing
-  event (a patient who died without re-fracture is known never to have had one);
-- ``"net"``: the net risk, with death treated as censoring (the risk in a world without death).
+* ``net``: death censors the re-fracture time (the net risk, 1 - Kaplan-Meier);
+* ``cif``: death is a competing event, after which re-fracture can no longer happen (the
+  cumulative incidence, Aalen-Johansen).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 
 OUTCOME_DTYPE = np.dtype([("event", np.int8), ("time", np.float64)])
 CENSORED, EVENT, DEATH = 0, 1, 2
 
-#: The estimands a model can be fitted for (config ``outcome.estimand``).
-ESTIMANDS = ("net", "cif")
+Estimand = Literal["net", "cif"]
+ESTIMANDS: tuple[str, ...] = ("net", "cif")
 #: What each estimand's risk is, in words (error messages, model cards).
 ESTIMAND_TEXT = {
     "net": "the net risk of re-fracture with death censored",
@@ -27,25 +29,46 @@ ESTIMAND_TEXT = {
 # Tagged on every training run so a reader of the results knows the estimand.
 #: The note for estimand ``net`` (kept under its historical name).
 COMPETING_RISK_NOTE = (
-    "Death before re-fracture (event 2) is a competing event. The models estimate the net "
-    "risk of re-fracture by the horizon, treating death as censoring (Kaplan-Meier / Cox "
-    "cause-specific hazard); discrimination and Brier metrics do the same. Calibration "
-    "(slope, intercept, O/E ratio and plots) compares predictions with the observed "
-    "cumulative incidence (Aalen-Johansen when deaths are present), in which a death is a "
-    "known non-event, so a net-risk model over-predicts slightly where deaths are common."
+    "Estimand: net risk. Death before re-fracture (event 2) censors the re-fracture time: "
+    "risks are net risks of re-fracture by the horizon (as if death were prevented), and every "
+    "metric reads the outcome the same way (observed risk 1 - Kaplan-Meier, deaths counted as "
+    "censoring in the IPC weights). The net risk exceeds the cumulative incidence where deaths "
+    "are common."
 )
+#: The same statement for the competing-risk estimand.
 CIF_NOTE = (
-    "Death before re-fracture (event 2) is a competing event. The models estimate the "
-    "cumulative incidence of re-fracture by the horizon (the chance of a re-fracture within "
-    "that time, allowing that a patient may die first), so a death is a known non-event; the "
-    "risk of death by the horizon is estimated alongside."
+    "Estimand: cumulative incidence. Death before re-fracture (event 2) is a competing event. "
+    "Risks are cumulative incidences "
+    "of re-fracture by the horizon (a patient who dies first never has the re-fracture); every "
+    "metric reads the outcome the same way: discrimination counts deaths as controls "
+    "(Wolbers 2009, Blanche 2013), Brier and calibration compare with the Aalen-Johansen "
+    "cumulative incidence, and only event 0 is censoring in the IPC weights."
 )
 #: The note tagged on a run of each estimand.
 ESTIMAND_NOTES = {"net": COMPETING_RISK_NOTE, "cif": CIF_NOTE}
 
 
+def estimand_note(estimand: str) -> str:
+    """What a reader of the results needs to know about the estimand (tagged on runs)."""
+    return CIF_NOTE if check_estimand(estimand) == "cif" else COMPETING_RISK_NOTE
+
+
+def check_estimand(estimand: str) -> Estimand:
+    if estimand not in ESTIMANDS:
+        raise ValueError(f"estimand must be 'net' or 'cif', not {estimand!r}")
+    return estimand  # type: ignore[return-value]
+
+
+def resolve_estimand(requested: str | None, y: np.ndarray) -> Estimand:
+    """The run's estimand: the configured one, else ``cif`` when the outcome has deaths."""
+    if requested is not None:
+        return check_estimand(requested)
+    return "cif" if bool(np.any(check_outcome(y)["event"] == DEATH)) else "net"
+
+
 def make_outcome(event: object, time: object) -> np.ndarray:
-    """Build the structured outcome array from event codes (0/1/2) and times (> 0)."""
+    """Build the structured outcome array from event codes (0/1/2) and times (>= 0: an event
+    or a loss on the day of surgery is time 0)."""
     ev = np.asarray(event)
     t = np.asarray(time, dtype=np.float64)
     if ev.ndim != 1 or t.ndim != 1 or ev.shape != t.shape:
@@ -56,8 +79,8 @@ def make_outcome(event: object, time: object) -> np.ndarray:
         raise ValueError("event codes must be the integers 0, 1 or 2")
     if not np.isin(ev, (CENSORED, EVENT, DEATH)).all():
         raise ValueError("event codes must be 0 (censored), 1 (event) or 2 (competing death)")
-    if not np.all(np.isfinite(t)) or np.any(t <= 0):
-        raise ValueError("times must be finite and > 0")
+    if not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise ValueError("times must be finite and >= 0")
     y = np.empty(ev.shape[0], dtype=OUTCOME_DTYPE)
     y["event"] = ev.astype(np.int8)
     y["time"] = t
@@ -73,18 +96,6 @@ def check_outcome(y: np.ndarray) -> np.ndarray:
     if y.dtype != OUTCOME_DTYPE:
         y = make_outcome(y["event"], y["time"])
     return y
-
-
-def resolve_estimand(configured: str | None, y: np.ndarray) -> str:
-    """The estimand of a run: the configured one, else ``cif`` when any death (code 2) occurs.
-
-    ``outcome.estimand`` left unset means "cif when the event column holds code 2, else net".
-    """
-    if configured is not None:
-        if configured not in ESTIMANDS:
-            raise ValueError(f"estimand must be one of {', '.join(ESTIMANDS)}, not {configured!r}")
-        return configured
-    return "cif" if np.any(check_outcome(y)["event"] == DEATH) else "net"
 
 
 def cause_outcome(y: np.ndarray, cause: int) -> np.ndarray:
@@ -108,13 +119,22 @@ def to_sksurv(y: np.ndarray) -> np.ndarray:
     return out
 
 
-def status_at(y: np.ndarray, horizon: float) -> np.ndarray:
+def status_at(y: np.ndarray, horizon: float, estimand: str = "net") -> np.ndarray:
     """Status by the horizon: 1 re-fracture, 0 known free of it, -1 unknown.
 
-    A death before the horizon counts as unknown here (net risk, death censored); the
-    competing-risk view used in calibration lives in :mod:`refracture.models.ipcw`.
+    Re-fracture at or before the horizon is 1. A patient followed to the horizon without it
+    is 0, including one censored at exactly the horizon (a 1-year protocol ends follow-up on
+    day 365: the patient was seen event-free at the horizon). Censored before the horizon:
+    -1. A death before the horizon is -1 for ``net`` (it censors the re-fracture time) and 0
+    for ``cif`` (the patient will never have the re-fracture).
     """
     y = check_outcome(y)
-    out = np.where(y["time"] > horizon, 0, -1)
-    out[(y["event"] == EVENT) & (y["time"] <= horizon)] = 1
-    return out.astype(np.int8)
+    t, ev = y["time"], y["event"]
+    case = (ev == EVENT) & (t <= horizon)
+    free = ~case & (t >= horizon)
+    if check_estimand(estimand) == "cif":
+        free |= ev == DEATH
+    out = np.full(len(y), -1, dtype=np.int8)
+    out[free] = 0
+    out[case] = 1
+    return out

@@ -1,5 +1,12 @@
 """Preprocessing + model in one scikit-learn ``Pipeline``.
 
+With scanner harmonisation on (``harmonisation.method: combat``) a ``harmonise`` step
+(:class:`~refracture.models.harmonise.ComBatHarmoniser`) comes first, on the raw imaging
+features before imputation; it reads the batch columns (``site``, ``scanner_id``,
+``scanner_field_strength_t``) and the preserved covariates from the same table, and the
+``prep`` step drops them afterwards. Cloning the pipeline clones the harmoniser, so every CV
+fold and bootstrap replicate refits it on its own development data.
+
 Missing values are imputed inside the pipeline, so imputation is learned on the training data
 of each fit (never on the patients it is validated on). Scaling happens only where the model
 needs it (the elastic net's penalty); the Cox and logistic models see the covariates in their
@@ -21,12 +28,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from refracture.config import CovariatesConfig
+from refracture.config import CovariatesConfig, HarmonisationConfig
 from refracture.errors import ConfigError, ModelError
 from refracture.models.base import SurvivalEstimator, estimand_refusal
 from refracture.models.cox import CoxPH
 from refracture.models.coxnet import CoxNet
 from refracture.models.finegray import FineGray
+from refracture.models.harmonise import ComBatHarmoniser, make_harmoniser
 from refracture.models.logistic import IPCWLogistic
 from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
 
@@ -106,7 +114,8 @@ def make_preprocessor(
 
 
 class RiskPipeline(Pipeline):
-    """A fitted ``prep`` -> ``model`` pipeline that predicts absolute risk by the horizon.
+    """A fitted ``[harmonise] -> prep -> model`` pipeline that predicts absolute risk by the
+    horizon.
 
     Every method transforms with the preprocessing steps then calls the model, so it takes the
     raw covariate table (columns named as in the config; extra columns are ignored).
@@ -115,6 +124,12 @@ class RiskPipeline(Pipeline):
     @property
     def model(self) -> SurvivalEstimator:
         return self.steps[-1][1]
+
+    @property
+    def harmoniser(self) -> ComBatHarmoniser | None:
+        """The scanner harmonisation step, or None when the pipeline has none."""
+        step = dict(self.steps).get("harmonise")
+        return step if isinstance(step, ComBatHarmoniser) else None
 
     @property
     def model_name(self) -> str:
@@ -216,6 +231,7 @@ def make_pipeline(
     numeric: Sequence[str] = (),
     binary: Sequence[str] = (),
     categorical: Mapping[str, str] | None = None,
+    harmonisation: HarmonisationConfig | None = None,
     **model_params: object,
 ) -> RiskPipeline:
     """An unfitted pipeline for model ``name`` (cox, coxnet, rsf, gbsa, logistic, finegray).
@@ -225,6 +241,10 @@ def make_pipeline(
     the numeric covariates (empty for the clinical set); ``model_params`` override the
     estimator's defaults, e.g. ``estimand="cif"``. A model that cannot be fitted for the
     estimand is refused here, before any data is read.
+
+    ``harmonisation`` (the config's ``harmonisation:`` section): with ``method: combat`` and
+    imaging features, a ComBat step harmonises those features first; the table given to the
+    pipeline must then also hold the batch columns and the preserved covariates.
     """
     if cfg_covariates is None:
         cfg_covariates = CovariatesConfig(
@@ -242,7 +262,11 @@ def make_pipeline(
         categories=categories,
     )
     model = MODELS[name](horizon=float(horizon), random_state=int(random_state), **model_params)
-    return RiskPipeline([("prep", prep), ("model", model)])
+    harmoniser = None
+    if harmonisation is not None:
+        harmoniser = make_harmoniser(harmonisation, list(imaging_features))
+    first = [("harmonise", harmoniser)] if harmoniser is not None else []
+    return RiskPipeline([*first, ("prep", prep), ("model", model)])
 
 
 def fix_categories(pipeline: RiskPipeline, X: pd.DataFrame) -> RiskPipeline:

@@ -12,7 +12,8 @@ import jinja2
 import refracture
 from refracture.config import RunConfig
 from refracture.files import shipped_file
-from refracture.report.tripod import ITEMS
+from refracture.report.predictors import binary_coding, predictor_kinds, unit_of
+from refracture.report.sample_size import MIN_EPV, events_per_parameter
 from refracture.text import ci_text
 from refracture.validation.metrics import metric_names
 
@@ -73,7 +74,7 @@ def render_model_card(
             {"name": "likelihood-ratio test p (nested Cox)", "value": lrt},
         ]
     missing = {k: v for k, v in dataset.n_missing.items() if v}
-    n_terms = len(r.final_model.term_names)
+    epv = events_per_parameter([cand], r.horizon).iloc[0]
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     template = env.from_string(template_path("model_card.md.j2").read_text(encoding="utf-8"))
     sha = git_commit()
@@ -98,11 +99,28 @@ def render_model_card(
         split=r.split,
         competing_note=r.competing_risk_note,
         missing=", ".join(f"{k} {v}" for k, v in missing.items()) or "none",
-        predictors=list(dataset.covariate_kinds(cand.feature_set).items()),
+        predictors=_predictors(dataset, cand.feature_set),
         metrics=metrics,
         added=added,
-        n_terms=n_terms,
-        epp=f"{r.events_train / max(n_terms, 1):.1f}",
+        n_terms=int(epv["model terms"]),
+        epv_events=int(epv["events counted"]),
+        events_counted=str(epv["counted from"]),
+        epp=f"{epv['events per term']:.1f}",
+        epv_low=bool(epv["below 10"]),
+        min_epv=int(MIN_EPV),
         notes=list(r.notes),
-        tripod=[i for i in ITEMS if i.answered],
     )
+
+
+def _predictors(dataset: Any, feature_set: str) -> list[str]:
+    """``name (kind, unit or coding)`` per predictor of the feature set."""
+    out = []
+    for name, kind in predictor_kinds(dataset, feature_set).items():
+        if kind == "numeric":
+            detail = unit_of(name)
+        elif kind == "binary":
+            detail = binary_coding(name)
+        else:
+            detail = f"reference level {dataset.covariates.categorical.get(name)}"
+        out.append(f"`{name}` ({kind}; {detail})")
+    return out

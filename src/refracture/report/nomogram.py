@@ -1,4 +1,4 @@
-"""Nomograms for the cox and logistic models: points per covariate value, total points to risk.
+"""Nomograms for every model with coefficients: points per covariate value, total points to risk.
 
 The construction is the classic one (Harrell's rms::nomogram): each covariate's contribution to
 the linear predictor, beta * (x - x_min_contribution), is scaled so that the covariate with the
@@ -8,11 +8,20 @@ lp = lp_min + total * (range_max / 100), and the model's own link gives the risk
 lifelines/scikit-learn models, so this is written here.
 
 It relies only on the fitted pipeline's ``contributions`` (per model term), ``linear_predictor``
-and ``risk_from_lp``, so the points of a patient add up exactly to the model's prediction.
+and ``risk_from_lp``, so the points of a patient add up exactly to the model's prediction, for
+any model whose estimator ``supports_contributions`` (cox, coxnet, logistic, ...).
+
+Binary covariates are labelled by their coded values ("0" / "1", or the study's own labels
+when given), never "no" / "yes", which would say more than the data do. Two imaging terms that
+correlate strongly (|Pearson r| > 0.7 in the development data) can earn points in opposite
+directions although together they describe one property of the marrow; the nomogram then
+carries a caution naming them.
 """
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +33,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+__all__ = ["Axis", "CORRELATION_CAUTION", "Nomogram", "correlated_pairs", "nomogram_for"]
+
 POINTS_MAX = 100.0
+CORRELATION_CAUTION = 0.7
 
 
 @dataclass
@@ -35,6 +47,7 @@ class Axis:
     values: list[Any]
     points: np.ndarray
     kind: str  # numeric | binary | categorical
+    labels: list[str] = field(default_factory=list)  # tick labels, one per value
 
 
 @dataclass
@@ -48,6 +61,20 @@ class Nomogram:
     _pipeline: Any = field(repr=False, default=None)
     _offsets: dict[str, float] = field(repr=False, default_factory=dict)
     _scale: float = 1.0
+    #: Pairs of imaging terms with |Pearson r| above CORRELATION_CAUTION: (a, b, r).
+    correlated: list[tuple[str, str, float]] = field(default_factory=list)
+
+    @property
+    def caution(self) -> str:
+        """A sentence naming the strongly correlated imaging terms ("" when there are none)."""
+        if not self.correlated:
+            return ""
+        pairs = "; ".join(f"{a} and {b} (r = {r:.2f})" for a, b, r in self.correlated)
+        return (
+            f"Caution: strongly correlated imaging terms ({pairs}). Their points are adjusted "
+            "for each other and may run in opposite directions; read them together, not one "
+            "by one."
+        )
 
     @classmethod
     def from_pipeline(
@@ -57,11 +84,16 @@ class Nomogram:
         covariates: dict[str, str],
         horizon_days: float,
         n_grid: int = 6,
+        *,
+        imaging: Sequence[str] = (),
+        binary_levels: Mapping[str, Sequence[str]] | None = None,
     ) -> Nomogram:
-        """Build from a fitted cox/logistic pipeline and the data it was developed on.
+        """Build from a fitted pipeline with coefficients and the data it was developed on.
 
         ``covariates`` maps each input column to numeric | binary | categorical. Numeric axes
-        run from the 1st to the 99th percentile of ``X``.
+        run from the 1st to the 99th percentile of ``X``. ``imaging``: the imaging columns
+        checked for strong pairwise correlation (the caution). ``binary_levels``: the study's
+        own labels of a binary covariate's values 0 and 1 (default "0", "1").
         """
         typical = _typical_row(X, covariates)
         contrib = {}
@@ -86,8 +118,16 @@ class Nomogram:
         widest = max(ranges.values()) or 1.0
         scale = POINTS_MAX / widest
         offsets = {c: float(np.min(v)) for c, v in contrib.items()}
+        levels = dict(binary_levels or {})
         axes = [
-            Axis(c, values[c], (contrib[c] - offsets[c]) * scale, covariates[c]) for c in covariates
+            Axis(
+                c,
+                values[c],
+                (contrib[c] - offsets[c]) * scale,
+                covariates[c],
+                [_fmt_value(v, covariates[c], levels.get(c)) for v in values[c]],
+            )
+            for c in covariates
         ]
         # lp of a patient = lp(typical) - sum of typical contributions + sum of own contributions
         lp_typ = float(np.asarray(pipeline.linear_predictor(typical))[0])
@@ -106,6 +146,7 @@ class Nomogram:
             _pipeline=pipeline,
             _offsets=offsets,
             _scale=scale,
+            correlated=correlated_pairs(X, [c for c in imaging if c in covariates]),
         )
 
     def points(self, row: pd.Series) -> dict[str, float]:
@@ -126,10 +167,12 @@ class Nomogram:
         return np.asarray(self.risk_from_lp(np.atleast_1d(lp)), dtype=float)
 
     def plot(self, path: str | Path, title: str = "") -> Path:
-        """Draw the nomogram: one axis per covariate, total points, and the risk scale."""
+        """Draw the nomogram: one axis per covariate, total points, and the risk scale (and the
+        correlation caution under it, when there is one)."""
         path = Path(path)
         n = len(self.axes) + 3
-        fig, ax = plt.subplots(figsize=(9, 0.55 * n + 1.2))
+        extra = 0.5 if self.caution else 0.0
+        fig, ax = plt.subplots(figsize=(9, 0.55 * n + 1.2 + extra))
         y = n
         ax.set_xlim(-38, 112)
         _scale_line(
@@ -137,7 +180,7 @@ class Nomogram:
         )
         for a in self.axes:
             y -= 1
-            labels = [_fmt_value(v, a.kind) for v in a.values]
+            labels = a.labels or [_fmt_value(v, a.kind) for v in a.values]
             _scale_line(ax, y, a.points, labels, a.covariate, every_label=a.kind != "numeric")
         total_max = sum(float(np.max(a.points)) for a in self.axes)
         y -= 1
@@ -163,7 +206,10 @@ class Nomogram:
         ax.axis("off")
         if title:
             ax.set_title(title, fontsize=11)
-        fig.tight_layout()
+        if self.caution:
+            fig.text(0.02, 0.01, textwrap.fill(self.caution, 120), fontsize=7, color="#a33",
+                     ha="left", va="bottom")  # fmt: skip
+        fig.tight_layout(rect=(0, 0.06 if self.caution else 0, 1, 1))
         fig.savefig(path, dpi=150)
         plt.close(fig)
         return path
@@ -198,9 +244,10 @@ def _decimals(lo: float, hi: float) -> int:
     return 0 if span >= 10 else 1 if span >= 1 else 2
 
 
-def _fmt_value(v: Any, kind: str) -> str:
+def _fmt_value(v: Any, kind: str, levels: Sequence[str] | None = None) -> str:
     if kind == "binary":
-        return "yes" if float(v) == 1.0 else "no"
+        code = int(float(v))
+        return str(levels[code]) if levels else str(code)
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
@@ -232,3 +279,62 @@ def _scale_line(
                 ax.text(p, y + dy, lab, ha="center", va=va, fontsize=7)
                 row.append(p)
                 break
+
+
+def correlated_pairs(
+    X: pd.DataFrame, columns: Sequence[str], threshold: float = CORRELATION_CAUTION
+) -> list[tuple[str, str, float]]:
+    """Pairs of ``columns`` whose |Pearson r| in ``X`` exceeds ``threshold`` (pairwise complete
+    observations), strongest first."""
+    cols = [c for c in columns if c in X]
+    if len(cols) < 2:
+        return []
+    r = X[cols].apply(pd.to_numeric, errors="coerce").corr(method="pearson")
+    out = []
+    for i, a in enumerate(cols):
+        for b in cols[i + 1 :]:
+            v = float(r.loc[a, b])
+            if np.isfinite(v) and abs(v) > threshold:
+                out.append((a, b, v))
+    return sorted(out, key=lambda t: -abs(t[2]))
+
+
+def nomogram_for(
+    validation: Any,
+    X: pd.DataFrame,
+    covariates: dict[str, str],
+    imaging: Sequence[str],
+    horizon_days: float,
+    binary_levels: Mapping[str, Sequence[str]] | None = None,
+    model_input: pd.DataFrame | None = None,
+) -> Nomogram | None:
+    """The nomogram of a validated model (``ValidationResult``), or None when its estimator
+    has no per-term contributions (forests, boosting) or, under the cif estimand, its risk is
+    not a function of its own linear predictor (cause-specific Cox: the death model counts).
+
+    ``X``: the whole modelling table; the development patients are taken from it. A model
+    with a harmonisation step needs ``model_input`` (``Dataset.model_input``, which carries
+    the batch columns): its imaging axes are then on the harmonised scale, the scale its
+    coefficients are per.
+    """
+    pipeline = validation.final_model
+    if not pipeline.model.supports_contributions:
+        return None
+    if getattr(pipeline.model, "estimand", None) == "cif" and not pipeline.model.cif_from_lp:
+        # Its risk needs the death model's linear predictor too: no single points-to-risk scale.
+        return None
+    dev = X.loc[validation.development_ids, list(covariates)]
+    if getattr(pipeline, "harmoniser", None) is not None:
+        if model_input is None:
+            raise ValueError("a harmonised model's nomogram needs model_input")
+        full = model_input.loc[validation.development_ids]
+        dev = pipeline.harmoniser.transform(full)[list(covariates)]
+        pipeline = pipeline[1:]
+    return Nomogram.from_pipeline(
+        pipeline,
+        dev,
+        covariates,
+        horizon_days,
+        imaging=imaging,
+        binary_levels=binary_levels,
+    )

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +46,26 @@ from refracture.scoring.checkpoint import (
     chunk_bounds,
     read_previous_output,
 )
-from refracture.scoring.inputs import ScoreInput, read_input
+from refracture.scoring.inputs import ScoreInput, measured_scanner, read_input
 from refracture.scoring.model import ScoringModel, load_model
-from refracture.scoring.rows import normalise, qc_warnings, score_rows
+from refracture.scoring.rows import (
+    CONTEXT_COLUMNS,
+    FIELD_STRENGTH,
+    normalise,
+    qc_messages,
+    score_rows,
+)
 
-__all__ = ["CHUNK_PATIENTS", "CHUNK_ROWS", "ScoreResult", "check_paths", "measured_row", "score"]
+__all__ = [
+    "CHUNK_PATIENTS",
+    "CHUNK_ROWS",
+    "MeasuredRow",
+    "ScoreResult",
+    "check_paths",
+    "fill_measured",
+    "measured_row",
+    "score",
+]
 
 #: Rows per chunk when scoring a features file or a clinical-only model (cheap rows).
 CHUNK_ROWS = 2048
@@ -117,24 +132,86 @@ def check_paths(
     return out
 
 
+@dataclass
+class MeasuredRow:
+    """What one patient's images gave its score row.
+
+    ``error``: why the row is not scored ('' when it is): the extraction failed, or a QC
+    finding the model's ``extraction.qc_errors`` makes an error; ``warnings``: the other QC
+    findings; ``values``: the imaging features, in the model's order; ``context``: the site
+    and scanner (:data:`~refracture.scoring.rows.CONTEXT_COLUMNS`); ``scanner``: the scanner
+    batch columns as training found them (what scanner harmonisation reads).
+    """
+
+    error: str
+    warnings: str
+    values: list[float]
+    context: dict[str, Any] = field(default_factory=dict)
+    scanner: dict[str, Any] = field(default_factory=dict)
+
+
 def measured_row(
     outcome: tuple[int, Any, tuple[str, str] | None],
-    patient_id: str,
+    record: dict[str, Any],
     imaging: list[str],
+    *,
+    scanner: list[str],
+    qc_errors: list[str],
     manifest_dir: Path | None,
-) -> tuple[str, str, list[float]]:
-    """One patient's extraction outcome as (error, QC warnings, imaging feature values).
+) -> MeasuredRow:
+    """One patient's extraction outcome (``record``: its manifest row) for its score row.
 
-    The error names neither the patient (the row does) nor the manifest's folder (paths as the
-    manifest wrote them, relative to it)."""
+    An extraction error names neither the patient (the row does) nor the manifest's folder
+    (paths as the manifest wrote them, relative to it); the row then keeps its inputs' site
+    and scanner."""
     _, result, error = outcome
     if result is None or error is not None:
         stage, message = error or ("extract", "no result")
-        message = message.removeprefix(f"patient {patient_id}: ")
+        message = message.removeprefix(f"patient {record[ID]}: ")
         if manifest_dir:
             message = message.replace(f"{manifest_dir}{os.sep}", "")
-        return f"image {stage} failed: {message}", "", [math.nan] * len(imaging)
-    return "", qc_warnings(result.qc), [result.features.get(c, math.nan) for c in imaging]
+        return MeasuredRow(f"image {stage} failed: {message}", "", [math.nan] * len(imaging))
+    context = {"site": record.get("site")}
+    context.update({c: result.scanner.get(c) for c in CONTEXT_COLUMNS[1:]})
+    # Extraction QC travels with the row: the model's qc_errors make some of it errors.
+    qc_error, qc_warn = qc_messages(result.qc, qc_errors)
+    found = measured_scanner(record, result) if scanner else {}
+    return MeasuredRow(
+        qc_error,
+        qc_warn,
+        [result.features.get(c, math.nan) for c in imaging],
+        context,
+        {c: found[c] for c in scanner},
+    )
+
+
+def fill_measured(
+    rows: pd.DataFrame,
+    measured: list[MeasuredRow | None],
+    imaging: list[str],
+    scanner: list[str],
+) -> pd.DataFrame:
+    """``rows`` (a chunk of the input rows, one ``measured`` entry each, None for a row whose
+    images were not read) with the imaging features, the scanner batch columns and the site
+    and scanner context filled in; the field strength as a number (the R2* unit rule)."""
+    rows = rows.copy()
+    n = len(rows)
+    values = np.full((n, len(imaging)), np.nan)
+    context = {c: np.full(n, None, dtype=object) for c in CONTEXT_COLUMNS}
+    for i, m in enumerate(measured):
+        if m is None:
+            continue
+        values[i] = m.values
+        for c, v in m.context.items():
+            context[c][i] = v
+        if scanner and m.scanner:  # what scanner harmonisation reads
+            rows.loc[rows.index[i], scanner] = [m.scanner[c] for c in scanner]
+    rows[imaging] = values
+    for c, v in context.items():
+        if c not in rows:  # a model input of that name comes from the inputs
+            rows[c] = v
+    rows[FIELD_STRENGTH] = pd.to_numeric(rows[FIELD_STRENGTH], errors="coerce")
+    return rows
 
 
 def score(
@@ -307,8 +384,13 @@ def _image_chunks(
     assert config is not None
     # Patients already known to be errors (no clinical row) need no image work.
     positions = [p for k in todo for p in range(*bounds[k]) if data.pre_error[p] == ""]
+    # Undeclared units of a site the model knows are the units it was trained with.
     stream = iter_extract(
-        [data.manifest[p] for p in positions], config, jobs=jobs, cache_dir=cache_dir
+        [data.manifest[p] for p in positions],
+        config,
+        jobs=jobs,
+        cache_dir=cache_dir,
+        pinned=model.bundle.site_units,
     )
     if progress and positions:
         progress("measuring images", 0, len(positions))  # before the scoring bar
@@ -326,13 +408,16 @@ def _score_measured(
     progress: Progress | None,
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     imaging = list(model.inputs.imaging)
+    scanner = [c for c in model.inputs.batch if c != "site"]
+    config = model.bundle.extraction
+    qc_errors = list(config.qc_errors) if config is not None else []
     n_measured = 0
     for k in todo:
         a, b = bounds[k]
         rows = data.rows.iloc[a:b].copy()
         pre_error = data.pre_error[a:b].copy()
         qc_warn = np.full(b - a, "", dtype=object)
-        values = np.full((b - a, len(imaging)), np.nan)
+        measured: list[MeasuredRow | None] = [None] * (b - a)
         for i in range(b - a):
             if pre_error[i] != "":
                 continue
@@ -340,10 +425,16 @@ def _score_measured(
             n_measured += 1
             if progress:
                 progress("measuring images", n_measured, n_total)
-            pre_error[i], qc_warn[i], values[i] = measured_row(
-                outcome, rows[ID].iloc[i], imaging, data.manifest_dir
+            measured[i] = measured_row(
+                outcome,
+                data.manifest[a + i],
+                imaging,
+                scanner=scanner,
+                qc_errors=qc_errors,
+                manifest_dir=data.manifest_dir,
             )
-        rows[imaging] = values
+            pre_error[i], qc_warn[i] = measured[i].error, measured[i].warnings
+        rows = fill_measured(rows, measured, imaging, scanner)
         yield (
             k,
             score_rows(

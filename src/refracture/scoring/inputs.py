@@ -15,15 +15,17 @@ import numpy as np
 import pandas as pd
 
 from refracture.covariates import columns_hint, near_namesakes
+from refracture.dataset import scanner_columns
 from refracture.errors import InputError
 from refracture.files import hash_file
 from refracture.ids import PATIENT_ID, patient_ids
 from refracture.privacy import Pseudonymiser
 from refracture.scoring.model import ScoringModel
+from refracture.scoring.rows import CONTEXT_COLUMNS, FIELD_STRENGTH
 from refracture.tables import read_patient_table
 from refracture.text import name_list
 
-__all__ = ["ScoreInput", "columns_message", "read_input"]
+__all__ = ["ScoreInput", "columns_message", "measured_scanner", "read_input"]
 
 ID = PATIENT_ID
 
@@ -110,8 +112,12 @@ def read_input(
             originals = list(ids.astype(str))
             ids = ids.map(pseudonymiser)
         table = table.reset_index(drop=True)
+        if set(model.inputs.batch) - {"site"}:
+            # The scanner as training found it: scanner_* columns, else what the PDFF map's
+            # header said (a features file made before extraction recorded the scanner).
+            table = table.assign(**scanner_columns(table).to_dict("series"))
         # Imaging features come from the features file; covariates from --clinical if given.
-        own = [c for c in model.inputs.names if c in table.columns]
+        own = [c for c in model.inputs.input_columns if c in table.columns]
         needed_from_clin = [] if clin is None else [c for c in model.covariates if c in clin]
         own = [c for c in own if c not in needed_from_clin]
         what = "features file and clinical table" if clin is not None else "features file"
@@ -140,6 +146,7 @@ def read_input(
     available = [*own, *needed_from_clin]
     if kind == "manifest" and model.uses_images:
         available += list(model.inputs.imaging)  # measured on the images
+        available += list(model.inputs.batch)  # the manifest's site; the scanner as measured
     pool = [*pool, *([] if clin is None else list(clin.columns))]
     missing, unexpected = model.inputs.missing_and_unexpected(available)
     if missing:
@@ -154,6 +161,13 @@ def read_input(
     rows = pd.DataFrame({ID: ids.to_numpy(dtype=object)})
     for c in own:
         rows[c] = table[c].to_numpy()
+    # The site and scanner ride along when the input has them (features.parquet does): the R2*
+    # unit rule is sharper knowing the field strength (refracture.ranges.unit_mistake).
+    for c in CONTEXT_COLUMNS:
+        if c in table.columns and c not in own:
+            rows[c] = table[c].to_numpy()
+    if FIELD_STRENGTH in rows:
+        rows[FIELD_STRENGTH] = pd.to_numeric(rows[FIELD_STRENGTH], errors="coerce")
     pre_error = np.full(len(rows), "", dtype=object)
     if clin is not None and clinical is not None and needed_from_clin:
         found = pd.Index(rows[ID]).isin(clin.index)
@@ -169,7 +183,18 @@ def read_input(
     if kind == "manifest" and model.uses_images:
         for c in model.inputs.imaging:
             rows[c] = np.nan
+        for c in model.inputs.batch:  # the scanner is filled in once the images are read
+            blank = np.nan if c == "scanner_field_strength_t" else ""
+            rows[c] = table[c].to_numpy() if c == "site" else np.full(len(rows), blank, object)
     digest = _digest(kind, path, None if clinical is None else Path(clinical))
     if pseudonymiser is not None:
         digest = _digest(digest, "pseudonymised")
     return ScoreInput(kind, rows, pre_error, digest, records, base_dir, notes, originals)
+
+
+def measured_scanner(record: dict[str, Any], result: Any) -> dict[str, Any]:
+    """The scanner columns of a patient whose images were just measured, by the rule training
+    used (:func:`refracture.dataset.scanner_columns`: the extraction's scanner columns, else
+    the manifest row, else the PDFF map's header)."""
+    one = pd.DataFrame([{**result.features, **result.qc, ID: record[ID]}])
+    return scanner_columns(one, pd.DataFrame([record])).iloc[0].to_dict()

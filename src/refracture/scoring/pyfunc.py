@@ -20,7 +20,7 @@ from refracture.bundle import ModelBundle
 from refracture.errors import ModelError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
-from refracture.scoring.rows import output_columns, predict_frame
+from refracture.scoring.rows import FIELD_STRENGTH, output_columns, predict_frame
 
 __all__ = [
     "RUNTIME_PACKAGES",
@@ -119,6 +119,14 @@ def signature_for(bundle: ModelBundle) -> Any:
     inputs = [ColSpec("string", PATIENT_ID, required=False)]
     inputs += [ColSpec(AnyType(), c) for c in [*cov.numbers, *cov.binary]]
     inputs += [ColSpec("string", c) for c in cov.categorical]
+    # What scanner harmonisation reads: the batch columns (a site may be written as a number)
+    # and preserved covariates outside the model; the harmonisation step reads them as text
+    # or numbers itself.
+    inputs += [ColSpec(AnyType(), c) for c in [*cov.batch, *cov.preserved]]
+    # Optional: the scanner's field strength sharpens the R2* unit rule (an input without it is
+    # checked by the wider rule), so a consumer that has it gets the checks `score` makes.
+    if FIELD_STRENGTH not in cov.batch:
+        inputs += [ColSpec(AnyType(), FIELD_STRENGTH, required=False)]
     kinds = {
         PATIENT_ID: "string",
         "risk_group": "string",
@@ -142,6 +150,7 @@ def input_example(bundle: ModelBundle) -> pd.DataFrame:
     row: dict[str, Any] = {PATIENT_ID: "example-1"}
     row.update({c: float(typical[c]) for c in [*cov.numbers, *cov.binary]})
     row.update({c: str(typical[c]) for c in cov.categorical})
+    row.update({c: typical[c] for c in [*cov.batch, *cov.preserved] if c in typical})
     return pd.DataFrame([row])
 
 

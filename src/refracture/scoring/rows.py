@@ -3,8 +3,10 @@
 :func:`predict_frame` turns covariates and imaging features into the score columns.
 ``refracture score`` and the registered pyfunc's ``predict`` both call it, so a batch score and
 a registry consumer get the same risks. Each row is checked on its own
-(:func:`refracture.covariates.check_covariates`): a row with a missing or impossible value gets
-``status = "error"`` and a reason; the other rows are scored in one vectorised call.
+(:func:`refracture.covariates.check_covariates`): a row with a missing or impossible value, or
+an imaging value physics rules out in its unit (a unit mistake), gets ``status = "error"`` and a
+reason; the other rows are scored in one vectorised call. A ``scanner_field_strength_t``
+column, when the input has one, sharpens the R2* unit rule.
 """
 
 from __future__ import annotations
@@ -16,16 +18,22 @@ import pandas as pd
 
 from refracture.bundle import ModelBundle
 from refracture.covariates import check_covariates
+from refracture.features.findings import qc_findings, split_findings
 from refracture.ids import PATIENT_ID
 
 __all__ = [
+    "CONTEXT_COLUMNS",
+    "FIELD_STRENGTH",
     "TEXT_COLUMNS",
     "assemble_scores",
     "check_rows",
+    "harmonisation_rows",
     "join_text",
+    "model_input",
     "normalise",
     "output_columns",
     "predict_frame",
+    "qc_messages",
     "qc_warnings",
     "risk_column",
     "score_rows",
@@ -34,6 +42,12 @@ __all__ = [
 TEXT_COLUMNS = frozenset(
     {PATIENT_ID, "risk_group", "model_name", "model_version", "status", "error", "warnings"}
 )
+#: An optional input column: the scanner's field strength (tesla), for the R2* unit rule.
+FIELD_STRENGTH = "scanner_field_strength_t"
+#: Columns carried beside the model inputs when the input has them (a features file from
+#: extraction, or measured from images): the site and the scanner, for the unit rule and for
+#: steps that work per site or scanner.
+CONTEXT_COLUMNS = ("site", FIELD_STRENGTH, "scanner_vendor", "scanner_id")
 
 
 def risk_column(horizon_days: float) -> str:
@@ -72,6 +86,7 @@ def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.
         imaging=cov.imaging,
         ranges=cov.ranges,
         training_range=bundle.training_range,
+        field_strength=df[FIELD_STRENGTH].to_numpy() if FIELD_STRENGTH in df else None,
     )
     err, warn = check.row_messages()
     return check.clean, err, warn
@@ -93,6 +108,7 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = Fals
         raise ValueError(f"the {bundle.model} model has no per-term contributions")
     df = df.reset_index(drop=True)
     clean, err, warn = check_rows(df, bundle)
+    err, warn = harmonisation_rows(bundle, df, clean, err, warn)
     ok = (err == "").to_numpy()
     out = pd.DataFrame(
         {
@@ -113,7 +129,7 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = Fals
     )
     pipeline = bundle.pipeline
     if ok.any():
-        x = clean.loc[ok, bundle.covariates.names]
+        x = model_input(bundle, df, clean, ok)
         risk = np.asarray(pipeline.predict_risk(x), dtype=float)
         out.loc[ok, risk_col] = risk
         out.loc[ok, "linear_predictor"] = np.asarray(pipeline.linear_predictor(x), dtype=float)
@@ -129,6 +145,44 @@ def predict_frame(bundle: ModelBundle, df: pd.DataFrame, *, explain: bool = Fals
         for term in bundle.terms:
             out[f"contrib_{term}"] = np.nan
     return out
+
+
+def model_input(
+    bundle: ModelBundle, df: pd.DataFrame, clean: pd.DataFrame, rows: np.ndarray
+) -> pd.DataFrame:
+    """The pipeline's input for ``rows``: the checked model inputs, plus the columns scanner
+    harmonisation reads as given (batch columns, preserved covariates outside the model)."""
+    cov = bundle.covariates
+    x = clean.loc[rows, cov.names]
+    extra = [c for c in [*cov.preserved, *cov.batch] if c not in x.columns]
+    return x.join(df.loc[rows, extra]) if extra else x
+
+
+def harmonisation_rows(
+    bundle: ModelBundle, df: pd.DataFrame, clean: pd.DataFrame, err: pd.Series, warn: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """A row whose scanner batch the model's development data did not contain (or whose batch
+    is unknown) follows the model's ``harmonisation.unseen_batch``: ``refuse`` makes it an error
+    naming the batch and the key; ``reference`` and ``pooled`` score it with a warning saying
+    what was assumed. Models without harmonisation: unchanged."""
+    harmoniser = getattr(bundle.pipeline, "harmoniser", None)
+    rows = (err == "").to_numpy()
+    if harmoniser is None or not rows.any():
+        return err, warn
+    messages = pd.Series(
+        harmoniser.row_warnings(model_input(bundle, df, clean, rows)), index=err.index[rows]
+    )
+    hit = messages.index[messages != ""]
+    if not len(hit):
+        return err, warn
+    err, warn = err.copy(), warn.copy()
+    if harmoniser.unseen_batch == "refuse":
+        err[hit] = messages[hit]
+    else:
+        warn[hit] = join_text(
+            warn[hit].to_numpy(dtype=object), messages[hit].to_numpy(dtype=object)
+        )
+    return err, warn
 
 
 def normalise(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -229,17 +283,12 @@ def assemble_scores(
     return normalise(pd.DataFrame(out), columns)
 
 
+def qc_messages(qc: dict[str, Any], error_kinds: tuple[str, ...] | list[str]) -> tuple[str, str]:
+    """An extraction's QC findings as (error, warnings) of its score row: the kinds listed in
+    ``error_kinds`` (the model's ``extraction.qc_errors``) make the row an error."""
+    return split_findings(qc_findings(qc), error_kinds)
+
+
 def qc_warnings(qc: dict[str, Any]) -> str:
-    """Extraction QC worth a clinician's glance: converted units, resampled grids, small ROIs."""
-    notes = []
-    if qc.get("qc_pdff_converted"):
-        notes.append(f"PDFF converted from {qc.get('qc_pdff_units')} to percent")
-    if qc.get("qc_r2star_converted"):
-        notes.append(f"R2* converted from {qc.get('qc_r2star_units')} to 1/s")
-    if qc.get("qc_labels_resampled"):
-        notes.append("label map resampled to the PDFF grid")
-    if qc.get("qc_r2star_resampled"):
-        notes.append("R2* map resampled to the PDFF grid")
-    if qc.get("qc_small_roi"):
-        notes.append(f"small ROI at {qc['qc_small_roi']}")
-    return "; ".join(notes)
+    """Every QC finding of an extraction as one warnings text (none an error)."""
+    return qc_messages(qc, ())[1]

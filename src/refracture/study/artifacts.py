@@ -59,33 +59,45 @@ def candidate_plots(
     r = cand.result
     h = cfg.outcome.horizon_days
     folder.mkdir(parents=True, exist_ok=True)
+    est = r.estimand
+    why = cand.reasons
+    preds = {cand.label: r.predictions}
     out = {
         "calibration": plots.plot_calibration(
-            {cand.label: r.predictions}, folder / "calibration.png", horizon=h
+            preds, folder / "calibration.png", horizon=h, estimand=est, reasons=why
         ),
         "km_risk_groups": plots.plot_km_risk_groups(
-            r.predictions, cfg.risk_groups, folder / "km_risk_groups.png", horizon=h
-        ),
+            r.predictions,
+            cfg.risk_groups,
+            folder / "km_risk_groups.png",
+            horizon=h,
+            estimand=est,
+            reasons=why,
+        ),  # fmt: skip
         "td_roc": plots.plot_td_roc(
-            {cand.label: r.predictions}, folder / "td_roc.png", horizon=h, y_train=r.y_development
+            preds, folder / "td_roc.png", horizon=h, estimand=est, reasons=why
         ),
         "decision_curve": plots.plot_decision_curve(
-            {cand.label: r.predictions}, folder / "decision_curve.png", horizon=h
+            preds, folder / "decision_curve.png", horizon=h, estimand=est, reasons=why
         ),
     }
     if r.coefficients is not None:
         ratio = r.final_model.model.ratio_name
         out["forest"] = plots.plot_forest(
-            r.coefficients, folder / "forest.png", title=f"{cand.label}: {ratio} ratios (95% CI)"
+            r.coefficients,
+            folder / "forest.png",
+            title=f"{cand.label}: {ratio} ratios (95% CI)",
+            reasons=why,
         )
-        from refracture.report.nomogram import Nomogram
+    from refracture.report.nomogram import nomogram_for
 
-        dev = dataset.X.loc[r.development_ids]
-        nomo = Nomogram.from_pipeline(
-            r.final_model, dev, dataset.covariate_kinds(cand.feature_set), h
-        )
+    kinds = dataset.covariate_kinds(cand.feature_set)
+    imaging = [c for c in dataset.imaging_features if c in kinds]
+    model_input = dataset.model_input(cand.feature_set)
+    nomo = nomogram_for(r, dataset.X, kinds, imaging, h, model_input=model_input)
+    if nomo is not None:
         out["nomogram"] = nomo.plot(folder / "nomogram.png", title=f"Nomogram: {cand.label}")
-    return out
+    return {k: p for k, p in out.items() if p is not None}
 
 
 def version_description(cand: Candidate, cfg: RunConfig) -> str:

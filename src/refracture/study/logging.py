@@ -17,6 +17,7 @@ from refracture.files import write_table, write_text
 from refracture.ids import PATIENT_ID
 from refracture.results import Candidate
 from refracture.study.artifacts import candidate_plots
+from refracture.study.harmonisation import harmonisation_metrics
 from refracture.study.packaging import make_bundle
 from refracture.validation.catalogue import horizon_label
 
@@ -101,6 +102,7 @@ def log_candidate(
                 **base_tags,
                 "refracture.model": cand.model,
                 "refracture.feature_set": cand.feature_set,
+                "refracture.estimand": r.estimand,
                 "refracture.competing_risk": r.competing_risk_note,
             }
         )
@@ -120,6 +122,9 @@ def log_candidate(
                     if k in row and np.isfinite(row[k]):
                         mlflow.log_metric(f"{k}.{site}", float(row[k]))
         write_table(folder / "metrics.csv", r.metrics_frame())
+        # The validation predictions the metrics were computed from, so anyone can recompute
+        # them (or check them against another library).
+        write_table(folder / "predictions.csv", r.predictions)
         if r.coefficients is not None:
             write_table(folder / "coefficients.csv", r.coefficients)
         if r.ph_test is not None:
@@ -128,6 +133,9 @@ def log_candidate(
             write_table(folder / "added_value.csv", pd.DataFrame([cand.added]))
         if r.per_site is not None:
             write_table(folder / "per_site.csv", r.per_site)
+        if cand.per_site_harmonisation is not None:
+            write_table(folder / "per_site_harmonisation.csv", cand.per_site_harmonisation)
+            mlflow.log_metrics(harmonisation_metrics(cand.per_site_harmonisation))
         cand.plots = candidate_plots(cand, cfg, dataset, folder / "plots")
         write_text(
             folder / "model_card.md",
@@ -135,15 +143,25 @@ def log_candidate(
                 cand, cfg, dataset, run_id=cand.run_id, parent_run_id=parent_id, digest=digest
             ),
         )
+        # a NaN metric is not logged; its reason is (metric or figure name -> why)
+        undefined = {**r.reasons, **cand.reasons}
+        if undefined:
+            write_text(folder / "undefined.json", json.dumps(undefined, indent=2, sort_keys=True))
         mlflow.log_artifacts(str(folder))
 
 
-def log_selected_model(cand: Candidate, cfg: RunConfig, dataset: Dataset, digest: str) -> Any:
+def log_selected_model(
+    cand: Candidate,
+    cfg: RunConfig,
+    dataset: Dataset,
+    digest: str,
+    site_units: dict[str, dict[str, str]] | None = None,
+) -> Any:
     import mlflow
 
     from refracture.scoring.pyfunc import log_model
 
-    bundle = make_bundle(cand, cfg, dataset, dataset_digest=digest)
+    bundle = make_bundle(cand, cfg, dataset, dataset_digest=digest, site_units=site_units)
     with mlflow.start_run(run_id=cand.run_id, nested=True):
         info = log_model(bundle)
         mlflow.set_tag("refracture.registered", "true")

@@ -15,18 +15,19 @@ import pandas as pd
 
 from refracture.config import RunConfig
 from refracture.dataset import Dataset, assemble
-from refracture.errors import InputError
+from refracture.errors import ConfigError, InputError, ModelError
 from refracture.files import write_table
 from refracture.ids import PATIENT_ID
 from refracture.models import make_pipeline
 from refracture.progress import Progress
 from refracture.results import Candidate, TrainResult
 from refracture.study.artifacts import cohort_flow, summary_table, version_description
+from refracture.study.harmonisation import per_site_harmonisation
 from refracture.study.selection import check_selection_metric, select, selection_score
 from refracture.tables import read_patient_table
 from refracture.validation import added_value, validate
 
-__all__ = ["read_clinical", "train", "validate_candidate"]
+__all__ = ["VALIDATION_UNSEEN_BATCH", "read_clinical", "train", "validate_candidate"]
 
 
 def read_clinical(cfg: RunConfig) -> pd.DataFrame:
@@ -37,6 +38,14 @@ def read_clinical(cfg: RunConfig) -> pd.DataFrame:
         id_column=cfg.data.id_column,
         text_columns=list(cfg.covariates.categorical),
     )
+
+
+def _manifest(cfg: RunConfig, pseudonymiser: Any = None) -> pd.DataFrame:
+    """The manifest's rows (for the scanner columns a feature table may lack)."""
+    from refracture.features.manifest import read_manifest
+
+    manifest = read_manifest(cfg.data.manifest)  # type: ignore[arg-type]
+    return pseudonymiser.table(manifest) if pseudonymiser is not None else manifest
 
 
 def _extract(
@@ -60,14 +69,28 @@ def _extract(
     return result.features, result.errors, result
 
 
+#: How validation harmonises a held-out patient whose batch the development part of that fit
+#: did not contain, when the config says ``refuse`` (see :func:`validate_candidate`).
+VALIDATION_UNSEEN_BATCH = "pooled"
+
+
 def validate_candidate(
     name: str, feature_set: str, dataset: Dataset, cfg: RunConfig, progress: Progress | None
 ) -> Candidate:
     """Validate model ``name`` on ``feature_set`` as the config says: the config-driven
-    wrapper of :func:`refracture.validation.validate`."""
+    wrapper of :func:`refracture.validation.validate`.
+
+    With scanner harmonisation on (``dataset.harmonisation``) the pipeline starts with the
+    ComBat step, refitted with the model in every fold and bootstrap replicate. Validation
+    must predict every held-out patient, so one whose batch the fit did not see (always the
+    case for the held-out hospital of a leave-one-site-out or site split with ``batch: site``)
+    is harmonised by the ``pooled`` policy when the config says ``refuse``; the registered
+    model (``result.final_model``) applies the config's ``unseen_batch`` again.
+    """
     cols = dataset.feature_names(feature_set)
     imaging = [c for c in cols if c in dataset.imaging_features]
     vcfg = cfg.validation
+    harmonisation = dataset.harmonisation if imaging else None
     template = make_pipeline(
         name,
         cfg.covariates,
@@ -75,23 +98,47 @@ def validate_candidate(
         horizon=cfg.outcome.horizon_days,
         random_state=vcfg.seed,
         categories=dataset.categories,
+        harmonisation=harmonisation,
+        estimand=dataset.estimand,
     )
-    result = validate(
-        template,
-        dataset.X[cols],
-        dataset.y,
-        site=dataset.site.to_numpy(),
-        split=vcfg.split,
-        test_fraction=vcfg.test_fraction,
-        test_site=vcfg.test_site,
-        folds=vcfg.folds,
-        bootstrap=vcfg.bootstrap,
-        seed=vcfg.seed,
-        jobs=vcfg.jobs,
-        feature_set=feature_set,
-        progress=progress,
-        stage=f"validating {name} ({feature_set})",
-    )
+    policy = harmonisation.unseen_batch if harmonisation is not None else None
+    if template.harmoniser is not None:
+        # a fold without the reference batch's site: that fit uses the pooled scale
+        template.set_params(harmonise__require_reference=False)
+        if policy == "refuse":
+            template.set_params(harmonise__unseen_batch=VALIDATION_UNSEEN_BATCH)
+    try:
+        result = validate(
+            template,
+            dataset.model_input(feature_set),
+            dataset.y,
+            site=dataset.site.to_numpy(),
+            split=vcfg.split,
+            test_fraction=vcfg.test_fraction,
+            test_site=vcfg.test_site,
+            folds=vcfg.folds,
+            bootstrap=vcfg.bootstrap,
+            seed=vcfg.seed,
+            jobs=vcfg.jobs,
+            feature_set=feature_set,
+            progress=progress,
+            stage=f"validating {name} ({feature_set})",
+        )
+    except ModelError as err:
+        # A model that cannot be fitted on these data: the config entry to change is models.
+        raise ModelError(err.message, key=err.key or "models") from None
+    result.features = cols  # the model's columns, not the batch columns harmonisation reads
+    final = result.final_model.harmoniser
+    if final is not None:
+        final.set_params(unseen_batch=policy, require_reference=True)
+        wanted = harmonisation.reference_batch  # type: ignore[union-attr]
+        if wanted is not None and final.reference_batch_ != wanted:
+            raise ConfigError(
+                f"the reference batch {wanted} is not in the development data (only in the "
+                f"held-out patients of {result.split}); choose a reference batch of the "
+                "development sites",
+                key="harmonisation.reference_batch",
+            )
     return Candidate(name, feature_set, result)
 
 
@@ -139,16 +186,19 @@ def train(
         )
 
         features, extraction_errors, extraction = None, None, None
+        manifest = None
         if cfg.has_imaging:
             features, extraction_errors, extraction = _extract(
                 cfg, run_dir, progress, pseudonymiser
             )
+            manifest = _manifest(cfg, pseudonymiser)
         dataset = assemble(
             clinical,
             features,
             cfg,
             clinical_source=cfg.data.clinical,
             features_source=cfg.data.manifest,
+            manifest=manifest,
         )
         flow = cohort_flow(clinical, dataset, extraction_errors, cfg)
 
@@ -157,6 +207,17 @@ def train(
             for fs in cfg.feature_sets
             for name in cfg.models
         ]
+        for cand in candidates:
+            if cand.feature_set == "clinical+imaging" and dataset.harmonisation is not None:
+                try:
+                    cand.per_site_harmonisation = per_site_harmonisation(
+                        cand.model, dataset, cfg, progress
+                    )
+                except (InputError, ModelError) as err:  # a side table: note it, go on
+                    cand.result.notes.append(
+                        "leave-one-site-out with and without harmonisation not computed: "
+                        + err.one_line()
+                    )
         by_key = {(c.model, c.feature_set): c for c in candidates}
         for name in cfg.models:
             clin, img = by_key.get((name, "clinical")), by_key.get((name, "clinical+imaging"))
@@ -166,6 +227,7 @@ def train(
                     img.result,
                     bootstrap=cfg.validation.bootstrap,
                     seed=cfg.validation.seed,
+                    reasons=img.reasons,
                 )
         selected = select(candidates, cfg)
 
@@ -175,14 +237,24 @@ def train(
         digest = log.log_parent(cfg, clinical, features, dataset, flow, run_dir, config_path)
         base_tags = tracking.run_tags(digest) | tracking.process_tags()
         mlflow.set_tags(
-            {**base_tags, "refracture.competing_risk": selected.result.competing_risk_note}
+            {
+                **base_tags,
+                "refracture.estimand": dataset.estimand,
+                "refracture.competing_risk": selected.result.competing_risk_note,
+            }
         )
         for i, cand in enumerate(candidates, 1):
             log.log_candidate(cand, cfg, dataset, run_dir, base_tags, parent_id, digest)
             if progress:
                 progress(stage, i, len(candidates) + 1)
 
-        model_info = log.log_selected_model(selected, cfg, dataset, digest)
+        model_info = log.log_selected_model(
+            selected,
+            cfg,
+            dataset,
+            digest,
+            site_units=extraction.site_units if extraction is not None else None,
+        )
         metric = cfg.selection_metric
         value = float(selected.result.metrics[metric])
         decision = registry.register(
@@ -199,7 +271,7 @@ def train(
                 "refracture.parent_run_id": parent_id,
                 "refracture.dataset_digest": digest,
             },
-            design=registry.Design.from_config(cfg, estimand="net"),
+            design=registry.Design.from_config(cfg, estimand=dataset.estimand),
             uncertainty=registry.Uncertainty.from_metrics(selected.result.metrics, metric),
             margin=cfg.mlflow.promote_margin,
         )
@@ -225,13 +297,24 @@ def train(
         )
         write_table(run_dir / "summary.csv", summary_table(result))
         mlflow.log_artifact(str(run_dir / "summary.csv"))
+        from refracture.report import (
+            report_files,
+            small_sample_warnings,
+            write_per_site,
+            write_report,
+        )
+
+        result.warnings = small_sample_warnings(result)
+        per_site = write_per_site(
+            result, bootstrap=cfg.validation.bootstrap, seed=cfg.validation.seed
+        )
+        mlflow.log_artifact(str(per_site))
         if report:
             if progress:
                 progress("writing the study report", 0, 1)
-            from refracture.report import write_report
-
             result.report = write_report(result, cfg, extraction=extraction)
-            mlflow.log_artifact(str(result.report))
+            for page in report_files(result):
+                mlflow.log_artifact(str(page))
             if progress:
                 progress("writing the study report", 1, 1)
         if progress:

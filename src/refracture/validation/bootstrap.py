@@ -9,6 +9,7 @@ stops workers from oversubscribing the cores.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -19,9 +20,9 @@ from joblib import Parallel, delayed
 from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
-from refracture.errors import ModelError
+from refracture.errors import InputError, ModelError
 from refracture.models.pipeline import RiskPipeline
-from refracture.validation.metrics import compute_metrics
+from refracture.validation.metrics import Metrics, compute_metrics
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -84,19 +85,43 @@ def run_parallel(
     return out
 
 
+Prediction = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+
+
 def predict_all(
-    model: RiskPipeline, X: pd.DataFrame, times: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Risk by the horizon, linear predictor and (if the model has one) survival at ``times``."""
+    model: RiskPipeline, X: pd.DataFrame, times: np.ndarray, estimand: str = "net"
+) -> Prediction:
+    """Risk by the horizon, linear predictor and the predicted curve at ``times``.
+
+    The curve is the probability of being free of re-fracture at each time in the model's
+    own estimand (``predict_survival``: S(t | x) for a net-risk model, 1 - CIF(t | x) for a
+    cumulative-incidence model), scored in the evaluation's ``estimand``; None for a model
+    with no curve, or one that does not end at the predicted risk at the horizon
+    (``times[-1]``), which would score another quantity.
+    """
     Xt = model.transform_features(X)
     m = model.model
-    risk = m.predict_risk(Xt)
-    lp = m.linear_predictor(Xt)
-    surv = m.predict_survival(Xt, times) if m.supports_survival else None
-    return risk, lp, surv
+    risk = np.asarray(m.predict_risk(Xt), dtype=float)
+    lp = np.asarray(m.linear_predictor(Xt), dtype=float)
+    curve = None
+    if m.supports_survival:
+        curve = np.asarray(m.predict_survival(Xt, times), dtype=float)
+    if curve is not None and not np.allclose(curve[:, -1], 1.0 - risk, rtol=0, atol=1e-6):
+        curve = None
+    return risk, lp, curve
 
 
-_FIT_FAILURES = (ModelError, ValueError, ArithmeticError, np.linalg.LinAlgError)
+# InputError: a resample can hold too few patients of a small scanner batch for the
+# harmonisation step (the same data fitted whole, so it is this resample's failure).
+_FIT_FAILURES = (ModelError, InputError, ValueError, ArithmeticError, np.linalg.LinAlgError)
+
+
+def _fit_params(model: RiskPipeline, groups: np.ndarray) -> dict[str, Any]:
+    """``model__groups``: the original patient of every resampled row, for a model whose
+    ``fit`` takes ``groups`` (inner cross-validation that keeps a patient's copies together)."""
+    if "groups" in inspect.signature(model.model.fit).parameters:
+        return {"model__groups": groups}
+    return {}
 
 
 def optimism_replicate(
@@ -107,42 +132,46 @@ def optimism_replicate(
     y: np.ndarray,
     times: np.ndarray,
     horizon: float,
-) -> tuple[dict[str, float], dict[str, float]] | None:
+    estimand: str = "net",
+) -> tuple[Metrics, Metrics] | None:
     """Harrell's bootstrap step: fit on a resample, score it there and on the original data.
 
     Returns (apparent on the resample, test on the original), or None if the model could not
-    be fitted on this resample (counted and reported by the caller).
+    be fitted on this resample (counted and reported by the caller). A model whose ``fit``
+    takes ``groups`` receives the original row of every resampled row.
     """
     rng = np.random.default_rng(ss)
     idx = rng.integers(0, len(y), len(y))
     model = clone(template).set_params(model__random_state=model_seed(ss))
     Xb, yb = X.iloc[idx], y[idx]
     try:
-        model.fit(Xb, yb)
-        risk_b, _, surv_b = predict_all(model, Xb, times)
-        risk_o, _, surv_o = predict_all(model, X, times)
+        model.fit(Xb, yb, **_fit_params(model, idx))
+        risk_b, lp_b, surv_b = predict_all(model, Xb, times, estimand)
+        risk_o, lp_o, surv_o = predict_all(model, X, times, estimand)
     except _FIT_FAILURES:
         return None
-    apparent = compute_metrics(yb, yb, risk_b, surv_b, times, horizon)
-    test = compute_metrics(y, y, risk_o, surv_o, times, horizon)
+    apparent, _ = compute_metrics(yb, risk_b, surv_b, times, horizon, estimand=estimand, lp=lp_b)
+    test, _ = compute_metrics(y, risk_o, surv_o, times, horizon, estimand=estimand, lp=lp_o)
     return apparent, test
 
 
 def resample_metrics(
     ss: np.random.SeedSequence,
     *,
-    y_train: np.ndarray,
     y: np.ndarray,
     risk: np.ndarray,
+    lp: np.ndarray | None,
     surv: np.ndarray | None,
     times: np.ndarray,
     horizon: float,
-) -> dict[str, float]:
+    estimand: str = "net",
+) -> Metrics:
     """Metrics of fixed predictions on a resample of the validation patients (percentile CI)."""
     rng = np.random.default_rng(ss)
     idx = rng.integers(0, len(y), len(y))
     s = None if surv is None else surv[idx]
-    return compute_metrics(y_train, y[idx], risk[idx], s, times, horizon)
+    lp_b = None if lp is None else lp[idx]
+    return compute_metrics(y[idx], risk[idx], s, times, horizon, estimand=estimand, lp=lp_b)[0]
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -154,6 +183,31 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     a = (1 - level) / 2 * 100
     lo, hi = np.percentile(v, [a, 100 - a])
     return float(lo), float(hi)
+
+
+def optimism_corrected(
+    apparent: float, boot_apparent: np.ndarray, boot_test: np.ndarray, level: float = 0.95
+) -> tuple[float, float, float, float]:
+    """Harrell's optimism-corrected estimate with Noma et al.'s location-shifted interval.
+
+    optimism = mean over replicates of (apparent on the resample - test on the original);
+    estimate = ``apparent`` - optimism; interval = the percentile interval of the resamples'
+    apparent values, each minus the optimism (Noma, Shinozaki, Iba, Teramukai & Furukawa,
+    Stat Med 2021, "location-shifted bootstrap confidence interval"; R package predboot).
+    Replicates where either value is NaN are left out of the optimism.
+
+    Returns
+    -------
+    (estimate, lower, upper, optimism), NaN where undefined.
+    """
+    app = np.asarray(boot_apparent, dtype=float)
+    diffs = app - np.asarray(boot_test, dtype=float)
+    if not np.isfinite(diffs).any():
+        nan = float("nan")
+        return nan, nan, nan, nan
+    optimism = float(np.nanmean(diffs))
+    lo, hi = percentile_interval(app[np.isfinite(diffs)], level)
+    return float(apparent) - optimism, lo - optimism, hi - optimism, optimism
 
 
 def dispatch(item: tuple[str, np.random.SeedSequence], **workers: Callable[..., Any]) -> Any:

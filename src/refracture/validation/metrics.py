@@ -1,18 +1,25 @@
-"""Performance at the horizon (PRODUCT.md section 5 names).
-
-scikit-survival computes the discrimination and Brier measures; what it lacks is written here
-and says so: the observed cumulative incidence (Aalen-Johansen / Kaplan-Meier from
-scikit-survival's estimators), the O/E ratio, and the calibration slope and intercept at the
-horizon with inverse probability of censoring weights.
+"""Performance at the horizon, in the run's estimand.
 
 Conventions
 -----------
-* ``risk`` is the predicted absolute risk of re-fracture by the horizon; it is the score for
-  the C-indices and the AUC (higher risk, earlier event).
-* Discrimination and Brier treat death as censoring (net risk, as the models do).
-* Calibration compares predictions with the observed cumulative incidence: a death before
-  the horizon is a known non-event, censoring is handled by IPCW (Graf 1999 weights,
-  G estimated on the validation data itself).
+* ``estimand="net"``: death before re-fracture censors it (the models' net risk);
+  ``estimand="cif"``: death is a competing event and the risk is the cumulative incidence.
+  Every metric reads the outcome in the same estimand: concordance
+  (:mod:`refracture.validation.concordance`), AUC and Brier
+  (:mod:`refracture.validation.ipcw_metrics`), calibration and O/E against 1 - Kaplan-Meier
+  (net) or Aalen-Johansen (cif).
+* A patient censored at exactly the horizon was seen event-free at it: a control.
+* The censoring distribution G of every IPCW metric is estimated on the data being evaluated
+  (as R's riskRegression::Score and pec do), so a validation site with more loss to
+  follow-up gets its own, larger weights.
+* ``risk`` is the predicted absolute risk by the horizon; concordance and the AUC rank by
+  the model's linear predictor when it orders patients as the risk does (no artificial ties
+  where the risk saturates), else by the risk.
+* A metric the data cannot support is NaN, and :func:`compute_metrics` says why.
+
+scikit-survival gives Harrell's and Uno's C for the net risk and the Kaplan-Meier and
+Aalen-Johansen estimators; the calibration slope and intercept with IPC weights are written
+here (no library fits a weighted logistic regression with an offset).
 """
 
 from __future__ import annotations
@@ -21,20 +28,23 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.special import expit, logit
-from sksurv.metrics import (
+from sksurv.nonparametric import cumulative_incidence_competing_risks, kaplan_meier_estimator
+
+from refracture.models.ipcw import CensoringWeights, deaths_for, step_at
+from refracture.models.outcome import DEATH, EVENT, check_estimand, check_outcome
+from refracture.validation.catalogue import horizon_label, metric_names
+from refracture.validation.concordance import concordance, ranking_score
+from refracture.validation.ipcw_metrics import (
     brier_score,
-    concordance_index_censored,
-    concordance_index_ipcw,
     cumulative_dynamic_auc,
     integrated_brier_score,
 )
-from sksurv.nonparametric import cumulative_incidence_competing_risks, kaplan_meier_estimator
-
-from refracture.models.ipcw import horizon_weights, step_at
-from refracture.models.outcome import DEATH, EVENT, check_outcome, to_sksurv
-from refracture.validation.catalogue import horizon_label, metric_names
+from refracture.validation.undefined import Undefined
 
 _RISK_EPS = 1e-8
+
+Metrics = dict[str, float]
+Reasons = dict[str, str]
 
 
 def time_grid(horizon: float, n: int = 20) -> np.ndarray:
@@ -42,29 +52,33 @@ def time_grid(horizon: float, n: int = 20) -> np.ndarray:
     return np.linspace(horizon / n, horizon, n)
 
 
-def observed_risk(y: np.ndarray, horizon: float) -> float:
-    """Observed cumulative incidence of re-fracture by the horizon.
+def observed_risk(y: np.ndarray, horizon: float, estimand: str = "net") -> float:
+    """Observed risk of re-fracture by the horizon in the estimand.
 
-    Aalen-Johansen (deaths as a competing event) when the sample has deaths, else
-    1 - Kaplan-Meier; both from scikit-survival, which handles tied times exactly (lifelines'
-    Aalen-Johansen would jitter them at random).
+    ``net``: 1 - Kaplan-Meier with deaths censored. ``cif``: the Aalen-Johansen cumulative
+    incidence with deaths competing (1 - Kaplan-Meier when there are no deaths). Both from
+    scikit-survival, which handles tied times exactly (lifelines' Aalen-Johansen would jitter
+    them at random).
     """
-    return observed_risk_ci(y, horizon, ci=False)[0]
+    return observed_risk_ci(y, horizon, ci=False, estimand=estimand)[0]
 
 
-def observed_risk_ci(y: np.ndarray, horizon: float, ci: bool = True) -> tuple[float, float, float]:
-    """Observed cumulative incidence by the horizon with its pointwise 95 % CI (log-log)."""
+def observed_risk_ci(
+    y: np.ndarray, horizon: float, ci: bool = True, estimand: str = "net"
+) -> tuple[float, float, float]:
+    """Observed risk by the horizon with its pointwise 95 % CI (log-log)."""
     y = check_outcome(y)
+    competing = check_estimand(estimand) == "cif"
     ev, t = y["event"], y["time"]
     h = np.array([float(horizon)])
     if not (ev == EVENT).any():
         # No re-fracture at all: the estimate is 0 and the log-log interval undefined; the
         # upper bound is the exact (Clopper-Pearson) one for 0 events among the patients
         # whose status at the horizon is known.
-        n_known = int(((t > horizon) | (ev == DEATH)).sum())
+        n_known = int(((t >= horizon) | (competing & (ev == DEATH))).sum())
         upper = 1.0 - 0.025 ** (1.0 / n_known) if n_known else 1.0
         return 0.0, 0.0, (upper if ci else float("nan"))
-    if (ev == DEATH).any():
+    if competing and (ev == DEATH).any():
         if ci:
             times, cif, band = cumulative_incidence_competing_risks(
                 ev.astype(int), t, conf_type="log-log"
@@ -109,109 +123,135 @@ def _weighted_logit(
 
 
 def calibration_slope_intercept(
-    y: np.ndarray, risk: np.ndarray, horizon: float
+    y: np.ndarray, risk: np.ndarray, horizon: float, estimand: str = "net"
 ) -> tuple[float, float]:
     """Calibration slope and intercept (calibration-in-the-large) at the horizon.
 
-    The status at the horizon (re-fracture by h; a death before h is a known non-event) is
-    regressed on logit(risk) by IPCW-weighted logistic regression: the slope is the
-    coefficient of logit(risk); the intercept is that of the model with logit(risk) as an
-    offset and no slope (0 is perfect; > 0 means under-prediction). Patients censored before
-    the horizon have weight 0 (Graf 1999 weights; G from these data).
+    The status at the horizon (re-fracture by h; for ``cif`` a death before h is a known
+    non-event) is regressed on logit(risk) by IPCW-weighted logistic regression: the slope is
+    the coefficient of logit(risk); the intercept is that of the model with logit(risk) as an
+    offset and no slope (0 is perfect; > 0 means under-prediction). Patients whose status is
+    unknown have weight 0. NaN, NaN when the data cannot support it (see
+    :func:`calibration_or_reason`).
     """
-    status, w = horizon_weights(y, horizon, deaths="competing")
+    try:
+        return calibration_or_reason(y, risk, horizon, estimand)
+    except Undefined:
+        return float("nan"), float("nan")
+
+
+def calibration_or_reason(
+    y: np.ndarray,
+    risk: np.ndarray,
+    horizon: float,
+    estimand: str = "net",
+    censoring: CensoringWeights | None = None,
+) -> tuple[float, float]:
+    """:func:`calibration_slope_intercept`, raising :class:`Undefined` with the reason."""
+    y = check_outcome(y)
+    if not np.any(y["time"] >= horizon):
+        raise Undefined("no patient was followed to the horizon")
+    g = CensoringWeights(y, deaths_for(estimand)) if censoring is None else censoring
+    status, w = g.at(y, horizon)
     used = w > 0
     d, w = status[used].astype(float), w[used]
-    if d.sum() == 0 or d.sum() == len(d):
-        return float("nan"), float("nan")
+    if d.sum() == 0:
+        raise Undefined("no re-fracture by the horizon among the patients whose status is known")
+    if d.sum() == len(d):
+        raise Undefined("every patient whose status at the horizon is known had a re-fracture")
     lp = logit(np.clip(np.asarray(risk, dtype=float)[used], _RISK_EPS, 1 - _RISK_EPS))
     try:
         slope = _weighted_logit(np.column_stack([np.ones_like(lp), lp]), d, w, np.zeros_like(lp))[1]
         intercept = _weighted_logit(np.ones((len(lp), 1)), d, w, lp)[0]
     except np.linalg.LinAlgError:
-        return float("nan"), float("nan")
+        raise Undefined(
+            "the calibration regression did not converge (the predicted risks separate the "
+            "outcomes or are all equal)"
+        ) from None
     return float(slope), float(intercept)
 
 
-def _cap_to_training(y_test: np.ndarray, y_train: np.ndarray, horizon: float) -> np.ndarray:
-    """Censor test follow-up at the training data's last time when it runs past it.
-
-    scikit-survival's IPCW cannot evaluate G beyond the training follow-up. Every metric here
-    looks at event times up to the horizon only, and a patient followed past the horizon is a
-    control whatever happens later, so capping times beyond the horizon changes no value.
-    """
-    t_max = float(y_train["time"].max())
-    if y_test["time"].max() <= t_max or t_max <= horizon:
-        return y_test
-    capped = y_test.copy()
-    late = capped["time"] > t_max
-    capped["time"][late] = t_max
-    capped["event"][late] = False
-    return capped
+def oe_ratio(y: np.ndarray, risk: np.ndarray, horizon: float, estimand: str = "net") -> float:
+    """Observed risk by the horizon (in the estimand) over the mean predicted risk."""
+    y = check_outcome(y)
+    if not np.any(y["time"] >= horizon):
+        raise Undefined("no patient was followed to the horizon")
+    mean_risk = float(np.mean(risk))
+    if not mean_risk > 0:
+        raise Undefined("the mean predicted risk is 0")
+    return observed_risk(y, horizon, estimand) / mean_risk
 
 
 def compute_metrics(
-    y_train: np.ndarray,
-    y_test: np.ndarray,
+    y: np.ndarray,
     risk: np.ndarray,
     surv: np.ndarray | None = None,
     times: np.ndarray | None = None,
     horizon: float = 365.0,
-) -> dict[str, float]:
-    """All PRODUCT.md section 5 metrics at the horizon for one set of predictions.
+    *,
+    estimand: str = "net",
+    lp: np.ndarray | None = None,
+) -> tuple[Metrics, Reasons]:
+    """Every metric of :func:`metric_names` for one set of predictions, and why any is NaN.
 
-    ``y_train`` is the data the censoring distribution of the IPCW metrics (Uno's C, AUC,
-    Brier, IBS) is estimated from, as scikit-survival defines them (the development data);
-    ``risk`` the predicted risk by the horizon for ``y_test``; ``surv`` the predicted survival
-    at ``times`` (for the integrated Brier score: NaN without it, e.g. the logistic model).
+    Parameters
+    ----------
+    y : (n,) outcome of the evaluated patients; the censoring distribution is estimated on it.
+    risk : (n,) predicted risk by the horizon (the cumulative incidence under ``cif``).
+    surv : (n, len(times)) predicted probability of being free of re-fracture at ``times``
+        (1 - cumulative incidence under ``cif``), for the integrated Brier score; None for a
+        model that predicts the horizon risk only.
+    times : the time grid of ``surv`` (:func:`time_grid`).
+    horizon : days.
+    estimand : ``net`` or ``cif``.
+    lp : (n,) the model's linear predictor, used to rank patients when it orders them as
+        ``risk`` does.
+
+    Returns
+    -------
+    metrics : name -> value (NaN when undefined)
+    reasons : name -> why it is NaN, for every NaN metric
     """
-    y_tr = check_outcome(y_train)
-    y_te = check_outcome(y_test)
+    y = check_outcome(y)
+    check_estimand(estimand)
     risk = np.asarray(risk, dtype=float)
-    if risk.shape != (len(y_te),):
-        raise ValueError("risk must have one value per test patient")
+    if risk.shape != (len(y),):
+        raise ValueError("risk must have one value per patient")
     h = horizon_label(horizon)
-    out = dict.fromkeys(metric_names(horizon), float("nan"))
-    s_tr = to_sksurv(y_tr)
-    s_te = to_sksurv(y_te)
-    events = s_te["event"]
-    early = events & (s_te["time"] <= horizon)
-    followed_past = s_te["time"].max() > horizon
+    names = metric_names(horizon)
+    out: Metrics = dict.fromkeys(names, float("nan"))
+    why: Reasons = {}
+    if not np.all(np.isfinite(risk)):
+        return out, dict.fromkeys(names, "the model predicted no finite risk for some patients")
+    score = ranking_score(risk, lp)
+    g = CensoringWeights(y, deaths_for(estimand))  # estimated once, on the evaluated data
 
-    if events.any():
-        out["cindex_harrell"] = _try(
-            lambda: concordance_index_censored(events, s_te["time"], risk)[0]
-        )
-    if early.any():
-        out["cindex_uno"] = _try(lambda: concordance_index_ipcw(s_tr, s_te, risk, tau=horizon)[0])
-    if early.any() and followed_past:
-        capped = _cap_to_training(s_te, s_tr, horizon)
-        out[f"auc_{h}"] = _try(lambda: cumulative_dynamic_auc(s_tr, capped, risk, [horizon])[0][0])
-        out[f"brier_{h}"] = _try(lambda: brier_score(s_tr, capped, 1.0 - risk, [horizon])[1][0])
-        if surv is not None and times is not None:
-            out[f"ibs_{h}"] = _ibs(s_tr, capped, np.asarray(surv, float), np.asarray(times, float))
-    slope, intercept = calibration_slope_intercept(y_te, risk, horizon)
-    out["calibration_slope"], out["calibration_intercept"] = slope, intercept
-    mean_risk = float(np.mean(risk))
-    if mean_risk > 0:
-        out[f"oe_ratio_{h}"] = observed_risk(y_te, horizon) / mean_risk
-    return {k: float(v) for k, v in out.items()}
+    def put(name: str, fn: Callable[[], float]) -> None:
+        try:
+            value = float(fn())
+        except Undefined as err:
+            why[name] = str(err)
+            return
+        except (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError) as err:
+            why[name] = f"could not be computed on these data ({err})"
+            return
+        if np.isfinite(value):
+            out[name] = value
+        else:
+            why[name] = "undefined on these data"
 
-
-def _ibs(s_tr: np.ndarray, s_te: np.ndarray, surv: np.ndarray, times: np.ndarray) -> float:
-    # scikit-survival needs the grid inside the test follow-up; in a bootstrap resample the
-    # first or last grid point can fall outside it, and then the grid is trimmed.
-    keep = (times >= s_te["time"].min()) & (times < s_te["time"].max())
-    if keep.sum() < 2:
-        return float("nan")
-    return _try(lambda: integrated_brier_score(s_tr, s_te, surv[:, keep], times[keep]))
-
-
-def _try(fn: Callable[[], float]) -> float:
-    """A metric that scikit-survival refuses for these data (too few events or controls,
-    censoring survival reaching zero) is reported as NaN rather than stopping the run."""
+    put("cindex_harrell", lambda: concordance(y, score, horizon, estimand))
+    put("cindex_uno", lambda: concordance(y, score, horizon, estimand, ipcw=True))
+    put(f"auc_{h}", lambda: cumulative_dynamic_auc(y, score, horizon, estimand, g))
+    put(f"brier_{h}", lambda: brier_score(y, risk, horizon, estimand, g))
+    if surv is None or times is None:
+        why[f"ibs_{h}"] = "the model predicts the risk at the horizon only, not a curve over time"
+    else:
+        put(f"ibs_{h}", lambda: integrated_brier_score(y, surv, times, estimand, g))
     try:
-        value = fn()
-    except (ValueError, ZeroDivisionError, FloatingPointError):
-        return float("nan")
-    return float(value)
+        slope, intercept = calibration_or_reason(y, risk, horizon, estimand, g)
+        out["calibration_slope"], out["calibration_intercept"] = slope, intercept
+    except Undefined as err:
+        why["calibration_slope"] = why["calibration_intercept"] = str(err)
+    put(f"oe_ratio_{h}", lambda: oe_ratio(y, risk, horizon, estimand))
+    return out, why

@@ -13,6 +13,11 @@ For a model and a feature set, :func:`validate`
    the mean difference is the optimism, subtracted from the apparent performance of the final
    model. Its 95 % CI is the location-shifted percentile interval of Noma et al. (Stat Med
    2021): the percentiles of the bootstrap apparent values, shifted by the optimism.
+
+Every metric is in the estimand of the model (``net`` or ``cif``: the config's
+``outcome.estimand``, unset: ``cif`` when the outcome has deaths) unless ``estimand`` says
+otherwise, and estimates its censoring distribution on the patients it is computed on. A
+metric the data cannot support is NaN, and ``ValidationResult.reasons`` says why.
 """
 
 from __future__ import annotations
@@ -27,13 +32,20 @@ from sklearn.base import clone
 from refracture.config import ValidationConfig
 from refracture.errors import ConfigError, ModelError
 from refracture.ids import PATIENT_ID
-from refracture.models.outcome import COMPETING_RISK_NOTE, EVENT, check_outcome, make_outcome
+from refracture.models.outcome import (
+    EVENT,
+    check_estimand,
+    check_outcome,
+    estimand_note,
+    make_outcome,
+)
 from refracture.models.pipeline import RiskPipeline, fix_categories
 from refracture.models.tables import coefficients_table, ph_test
 from refracture.progress import Progress
 from refracture.validation.bootstrap import (
     STREAM_CI,
     dispatch,
+    optimism_corrected,
     optimism_replicate,
     percentile_interval,
     predict_all,
@@ -41,8 +53,8 @@ from refracture.validation.bootstrap import (
     resample_metrics,
     run_parallel,
 )
-from refracture.validation.metrics import compute_metrics, metric_names, time_grid
-from refracture.validation.splits import Fold, SplitPlan, plan_split
+from refracture.validation.metrics import Metrics, Reasons, compute_metrics, metric_names, time_grid
+from refracture.validation.splits import Fold, plan_split
 
 __all__ = ["ValidationResult", "validate"]
 
@@ -54,8 +66,9 @@ class ValidationResult:
     ``metrics`` holds, per PRODUCT.md metric name ``m``: ``m`` (validation data), ``m_lo`` /
     ``m_hi`` (percentile 95 % CI, bootstrap of the validation patients), ``m_optcorr``
     (apparent minus Harrell's bootstrap optimism, development data) and ``m_optcorr_lo`` /
-    ``m_optcorr_hi`` (location-shifted percentile CI, Noma 2021, centred on the original
-    apparent value).
+    ``m_optcorr_hi`` (location-shifted percentile CI, Noma 2021). ``reasons`` maps every NaN
+    entry of ``metrics`` to why the data could not support it; ``estimand`` is ``net`` or
+    ``cif``.
     """
 
     model_name: str
@@ -84,7 +97,9 @@ class ValidationResult:
     boot_apparent: pd.DataFrame
     boot_test: pd.DataFrame
     times: np.ndarray
-    competing_risk_note: str = COMPETING_RISK_NOTE
+    estimand: str = "net"
+    competing_risk_note: str = field(default_factory=lambda: estimand_note("net"))
+    reasons: Reasons = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
@@ -135,6 +150,7 @@ class ValidationResult:
             "events_valid": self.events_valid,
             "bootstrap": self.bootstrap,
             "n_boot_failed": self.n_boot_failed,
+            "estimand": self.estimand,
             "competing_risks": self.competing_risk_note,
             "notes": "; ".join(self.notes),
         }
@@ -149,12 +165,12 @@ def _fit(template: RiskPipeline, X: pd.DataFrame, y: np.ndarray, what: str) -> R
 
 
 def _per_fold(
-    plan: SplitPlan, y: np.ndarray, parts: list[tuple], times: np.ndarray, horizon: float
+    y: np.ndarray, parts: list[tuple], times: np.ndarray, horizon: float, estimand: str
 ) -> pd.DataFrame:
     rows = []
-    for fold, risk, _lp, surv in parts:
+    for fold, risk, lp, surv in parts:
         yv = y[fold.valid]
-        m = compute_metrics(y[fold.train], yv, risk, surv, times, horizon)
+        m, _ = compute_metrics(yv, risk, surv, times, horizon, estimand=estimand, lp=lp)
         rows.append(
             {
                 "fold": fold.label,
@@ -183,6 +199,7 @@ def validate(
     feature_set: str = "",
     progress: Progress | None = None,
     stage: str = "validating",
+    estimand: str | None = None,
 ) -> ValidationResult:
     """Develop and validate an unfitted ``estimator`` on ``X``, ``y``.
 
@@ -202,6 +219,8 @@ def validate(
     jobs : worker processes for the bootstrap (1: in this process).
     feature_set : a label for the result (``clinical``, ``clinical+imaging``).
     progress : ``progress(stage, done, total)`` as bootstrap replicates finish (2 B in all).
+    estimand : ``net`` | ``cif``, the estimand every metric reads the outcome in; by default
+        the estimator's own (a net-risk model can be judged against the cumulative incidence).
 
     Returns
     -------
@@ -228,16 +247,20 @@ def validate(
     dev = plan.development
     site = site_arr
 
+    estimand = check_estimand(estimand or template.estimand)
+    predict = partial(predict_all, times=times, estimand=estimand)
+    score = partial(compute_metrics, times=times, horizon=horizon, estimand=estimand)
+
     parts: list[tuple[Fold, np.ndarray, np.ndarray, np.ndarray | None]] = []
     final: RiskPipeline | None = None
     for fold in plan.folds:
         model = _fit(template, X.iloc[fold.train], y[fold.train], f"training data of {fold.label}")
-        parts.append((fold, *predict_all(model, X.iloc[fold.valid], times)))
+        parts.append((fold, *predict(model, X.iloc[fold.valid])))
         if plan.kind in ("random", "site"):
             final = model  # the development data are this fold's training data
     if final is None:
         final = _fit(template, X.iloc[dev], y[dev], "development data")
-    risk_dev, lp_dev, surv_dev = predict_all(final, X.iloc[dev], times)
+    risk_dev, lp_dev, surv_dev = predict(final, X.iloc[dev])
     if plan.kind == "none":
         parts = [(Fold("all", dev, dev), risk_dev, lp_dev, surv_dev)]
 
@@ -263,9 +286,10 @@ def validate(
         }
     )
 
-    valid_metrics = compute_metrics(y[dev], y_v, risk_v, surv_v, times, horizon)
-    apparent = compute_metrics(y[dev], y[dev], risk_dev, surv_dev, times, horizon)
-    per_fold = _per_fold(plan, y, parts, times, horizon) if len(parts) > 1 else None
+    # every metric estimates its censoring distribution on the patients it is computed on
+    valid_metrics, valid_why = score(y_v, risk_v, surv_v, lp=lp_v)
+    apparent, apparent_why = score(y[dev], risk_dev, surv_dev, lp=lp_dev)
+    per_fold = _per_fold(y, parts, times, horizon, estimand) if len(parts) > 1 else None
     per_site = None
     if plan.kind == "leave_one_site_out" and per_fold is not None:
         per_site = per_fold.rename(columns={"fold": "site"})
@@ -273,25 +297,11 @@ def validate(
     B = vcfg.bootstrap
     items = [("optimism", ss) for ss in replicate_seeds(vcfg.seed, B)]
     items += [("ci", ss) for ss in replicate_seeds(vcfg.seed, B, STREAM_CI)]
+    common = {"times": times, "horizon": horizon, "estimand": estimand}
     worker = partial(
         dispatch,
-        optimism=partial(
-            optimism_replicate,
-            template=template,
-            X=X.iloc[dev],
-            y=y[dev],
-            times=times,
-            horizon=horizon,
-        ),
-        ci=partial(
-            resample_metrics,
-            y_train=y[dev],
-            y=y_v,
-            risk=risk_v,
-            surv=surv_v,
-            times=times,
-            horizon=horizon,
-        ),
+        optimism=partial(optimism_replicate, template=template, X=X.iloc[dev], y=y[dev], **common),
+        ci=partial(resample_metrics, y=y_v, risk=risk_v, lp=lp_v, surv=surv_v, **common),
     )
 
     def tick(done: int, total: int) -> None:
@@ -306,32 +316,11 @@ def validate(
     boot_test = pd.DataFrame([t for _, t in done], columns=names)
     boot_ci = pd.DataFrame(results[B:], columns=names)
     n_failed = B - len(done)
+    metrics, optimism, reasons = _summarise(
+        names, (valid_metrics, valid_why), (apparent, apparent_why), boot_ci, boot_app, boot_test
+    )
 
-    metrics: dict[str, float] = {}
-    optimism: dict[str, float] = {}
-    for k in names:
-        metrics[k] = valid_metrics[k]
-        metrics[f"{k}_lo"], metrics[f"{k}_hi"] = percentile_interval(boot_ci[k].to_numpy())
-        diffs = (boot_app[k] - boot_test[k]).to_numpy(dtype=float)
-        opt = float(np.nanmean(diffs)) if np.isfinite(diffs).any() else float("nan")
-        optimism[k] = opt
-        metrics[f"{k}_optcorr"] = apparent[k] - opt
-        # Noma et al. (2021) shift the percentiles of the bootstrap apparent values by the
-        # optimism. Those values can sit systematically above the original apparent value
-        # (forests memorise the duplicated patients of a resample), which would push the
-        # interval off its own estimate; so centre them on the original apparent value first.
-        # When the two agree this is exactly Noma's location-shifted interval.
-        app = boot_app[k].to_numpy(dtype=float)
-        centre = float(np.nanmean(app)) if np.isfinite(app).any() else float("nan")
-        lo, hi = percentile_interval(app)
-        shift = apparent[k] - centre - opt
-        metrics[f"{k}_optcorr_lo"], metrics[f"{k}_optcorr_hi"] = lo + shift, hi + shift
-
-    notes = []
-    if n_failed:
-        notes.append(f"{n_failed} of {B} bootstrap refits failed and were left out")
-    if not final.supports_survival:
-        notes.append(f"ibs is NaN: the {model_name} model predicts the horizon risk only")
+    notes = _notes(names, metrics, valid_why, n_failed, B)
     coefficients = coefficients_table(final) if final.model.has_coefficients else None
     ph = ph_test(final, X.iloc[dev], y[dev]) if final.model.has_ph_test else None
 
@@ -362,5 +351,75 @@ def validate(
         boot_apparent=boot_app,
         boot_test=boot_test,
         times=times,
+        estimand=estimand,
+        competing_risk_note=estimand_note(estimand),
+        reasons=reasons,
         notes=notes,
     )
+
+
+def _notes(
+    names: list[str], metrics: Metrics, valid_why: Reasons, n_failed: int, B: int
+) -> list[str]:
+    """What a reader should know: failed refits, NaN metrics and intervals off their estimate."""
+    notes = []
+    if n_failed:
+        notes.append(f"{n_failed} of {B} bootstrap refits failed and were left out")
+    notes += [f"{k} is NaN: {why}" for k, why in valid_why.items()]
+    outside = [
+        k
+        for k in names
+        if np.isfinite(metrics[f"{k}_optcorr_lo"])
+        and not metrics[f"{k}_optcorr_lo"] <= metrics[f"{k}_optcorr"] <= metrics[f"{k}_optcorr_hi"]
+    ]
+    if outside:
+        notes.append(
+            f"the optimism-corrected {', '.join(outside)} lie outside their 95% intervals: the "
+            "model's apparent performance on bootstrap resamples differs systematically from "
+            "that on the original data (a forest or a tuned penalty fits duplicated patients), "
+            "so the location-shifted interval is off-centre"
+        )
+    return notes
+
+
+def _summarise(
+    names: list[str],
+    valid: tuple[Metrics, Reasons],
+    apparent: tuple[Metrics, Reasons],
+    boot_ci: pd.DataFrame,
+    boot_app: pd.DataFrame,
+    boot_test: pd.DataFrame,
+) -> tuple[Metrics, Metrics, Reasons]:
+    """Validation values with percentile CIs, optimism-corrected values with Noma's interval,
+    and the reason for every NaN among them."""
+    (values, why), (app, app_why) = valid, apparent
+    metrics: Metrics = {}
+    optimism: Metrics = {}
+    reasons: Reasons = {}
+    for k in names:
+        metrics[k] = values[k]
+        metrics[f"{k}_lo"], metrics[f"{k}_hi"] = percentile_interval(boot_ci[k].to_numpy())
+        est, lo, hi, optimism[k] = optimism_corrected(
+            app[k], boot_app[k].to_numpy(), boot_test[k].to_numpy()
+        )
+        metrics[f"{k}_optcorr"], metrics[f"{k}_optcorr_lo"], metrics[f"{k}_optcorr_hi"] = (
+            (est, lo, hi) if np.isfinite(app[k]) else (float("nan"),) * 3
+        )
+        ci_why = why.get(k) or (
+            "no bootstrap resample was run"
+            if boot_ci.empty
+            else "undefined in the bootstrap resamples of the validation patients"
+        )
+        opt_why = (
+            f"on the development data: {app_why[k]}"
+            if k in app_why
+            else "no bootstrap resample was run"
+            if boot_app.empty
+            else "undefined in every bootstrap resample of the development data"
+        )
+        candidates = {"": why.get(k, "undefined on these data"), "_lo": ci_why, "_hi": ci_why}
+        candidates |= {s: opt_why for s in ("_optcorr", "_optcorr_lo", "_optcorr_hi")}
+        for suffix, reason in candidates.items():
+            if not np.isfinite(metrics[f"{k}{suffix}"]):
+                reasons[f"{k}{suffix}"] = reason
+    return metrics, optimism, reasons

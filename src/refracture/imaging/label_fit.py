@@ -1,0 +1,201 @@
+"""Does the label map sit on the vertebrae of the maps? A check for label/map misregistration.
+
+A label map made on another series (or whose header lost its true origin) can be resampled onto
+the PDFF grid without complaint and still lie beside the bodies it names: every feature then
+measures discs, canal or soft tissue. Whatever the marrow's PDFF and R2*, the borders of
+correctly placed vertebral labels run along edges of the maps (marrow against disc, cortex,
+canal and soft tissue), so the alignment is judged by where the labels' borders meet the maps'
+edges:
+
+1. each map is replaced by the quantiles of its values (so neither its unit nor a monotone
+   transform such as T2* = 1000 / R2* nor a few extreme voxels changes its edges); the edge
+   strength is the Gaussian gradient magnitude of that (``SIGMA_MM``), scaled by its 90th
+   percentile around the labels so PDFF and R2* count alike, and summed over the maps;
+2. the fit of a translation ``t`` is the mean edge strength on the label borders moved by ``t``;
+3. translations up to ``MAX_SHIFT_MM`` along every axis are searched (coarse grid of
+   ``COARSE_MM``, then voxel by voxel around the best one).
+
+The labels are misregistered when some translation of at least ``MIN_SHIFT_MM`` fits the edges
+``MIN_GAIN`` times better than the labels as they are. On the synthetic cohort correctly placed
+labels fit best within a voxel (gain 1.00-1.05) and labels moved by 10-30 mm in any direction
+gain 1.15-9 (scripts/bench_no_loss.py measures both on whole cohorts). A shift of exactly one
+vertebral spacing along the spine cannot be seen this way (the labels then sit on the
+neighbouring bodies): that is a numbering question for the label QC.
+
+Written here because no imaging library offers this check; SciPy does the filtering.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "MAX_SHIFT_MM",
+    "MIN_GAIN",
+    "MIN_SHIFT_MM",
+    "LabelFit",
+    "label_fit",
+]
+
+#: Largest translation searched, per axis (mm).
+MAX_SHIFT_MM = 36.0
+#: Step of the coarse search (mm); refined voxel by voxel around the best coarse step.
+COARSE_MM = 6.0
+#: Smoothing of the edge maps (mm).
+SIGMA_MM = 1.5
+#: A better fit must be at least this much better, and this far away, to count.
+MIN_GAIN = 1.15
+MIN_SHIFT_MM = 3.0
+#: Label border voxels sampled (evenly) for the fit.
+N_POINTS = 3000
+
+
+@dataclass(frozen=True)
+class LabelFit:
+    """How well the label borders meet the maps' edges.
+
+    ``shift_mm``: the best translation found (world RAS mm, applied to the labels);
+    ``gain``: its fit over the fit of the labels as they are (1 when they fit best as they are);
+    ``misregistered``: ``gain >= MIN_GAIN`` and ``|shift_mm| >= MIN_SHIFT_MM``.
+    """
+
+    shift_mm: tuple[float, float, float]
+    gain: float
+
+    @property
+    def distance_mm(self) -> float:
+        return float(np.linalg.norm(self.shift_mm))
+
+    @property
+    def misregistered(self) -> bool:
+        return bool(self.gain >= MIN_GAIN and self.distance_mm >= MIN_SHIFT_MM)
+
+    @property
+    def message(self) -> str:
+        """'' when the labels fit, else a sentence for a QC column and a score row."""
+        if not self.misregistered:
+            return ""
+        return (
+            "label map misregistered: its vertebrae meet the maps' edges "
+            f"{self.gain:.1f} times better moved by {self.distance_mm:.0f} mm "
+            f"({_direction(self.shift_mm)}); check that the labels belong to this scan"
+        )
+
+    @property
+    def fields(self) -> dict[str, object]:
+        """The ``qc_*`` fields."""
+        return {
+            "qc_misregistration": self.message,
+            "qc_label_fit_shift_mm": round(self.distance_mm, 1),
+            "qc_label_fit_gain": round(self.gain, 3),
+        }
+
+
+def label_fit(
+    labels: np.ndarray,
+    maps: Sequence[np.ndarray],
+    affine: np.ndarray,
+    values: Iterable[int],
+) -> LabelFit:
+    """Judge the alignment of ``labels`` with ``maps`` (all on one grid; module docstring).
+
+    Parameters
+    ----------
+    labels : (I, J, K) int array
+        The label map on the maps' grid.
+    maps : sequence of (I, J, K) float arrays
+        The PDFF and R2* maps (any units: each edge map is scaled to its own percentile).
+    affine : (4, 4) array
+        Voxel -> RAS mm of the grid.
+    values : iterable of int
+        The label values of vertebrae (others are ignored).
+    """
+    spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    ids = np.where(np.isin(labels, np.fromiter(values, dtype=np.int64)), labels, 0)
+    if not ids.any():
+        return LabelFit((0.0, 0.0, 0.0), 1.0)
+    reach = np.ceil(MAX_SHIFT_MM / spacing).astype(int) + 1
+    # crop to the labels plus the search reach plus the smoothing margin
+    margin = reach + np.ceil(3 * SIGMA_MM / spacing).astype(int)
+    lo, hi = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(ids.any(axis=other))
+        lo.append(max(int(idx[0]) - margin[axis], 0))
+        hi.append(min(int(idx[-1]) + margin[axis] + 1, ids.shape[axis]))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    ids = ids[box]
+
+    cross = ndimage.generate_binary_structure(3, 1)
+    inner = ndimage.grey_erosion(ids, footprint=cross, mode="nearest")
+    outer = ndimage.grey_dilation(ids, footprint=cross, mode="nearest")
+    border = np.argwhere((ids > 0) & ((inner != ids) | (outer != ids)))
+    if len(border) > N_POINTS:
+        border = border[np.linspace(0, len(border) - 1, N_POINTS).astype(int)]
+    near = ndimage.binary_dilation(ids > 0, structure=cross, iterations=2)
+
+    edges = np.zeros(ids.shape, dtype=np.float32)
+    sigma = np.maximum(SIGMA_MM / spacing, 0.5)
+    for m in maps:
+        grad = ndimage.gaussian_gradient_magnitude(_ranks(np.asarray(m[box])), sigma)
+        scale = float(np.percentile(grad[near], 90)) if near.any() else 0.0
+        if scale > 0:
+            edges += grad / scale
+    # zeros beyond the crop: a border moved out of the image meets no edge
+    padded = np.pad(edges, [(int(r), int(r)) for r in reach]).ravel()
+    shape = np.array(edges.shape) + 2 * reach
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
+    base = (border + reach) @ strides
+
+    def fit(shifts: np.ndarray) -> np.ndarray:
+        out = np.empty(len(shifts))
+        for a in range(0, len(shifts), 128):  # bounded memory: 128 x N_POINTS gathers
+            off = shifts[a : a + 128] @ strides
+            out[a : a + 128] = padded[base[None, :] + off[:, None]].mean(axis=1)
+        return out
+
+    limit = np.floor(MAX_SHIFT_MM / spacing).astype(int)
+    step = np.maximum(np.round(COARSE_MM / spacing).astype(int), 1)
+    grid = _grid([np.arange(-lim, lim + 1, s) for lim, s in zip(limit, step, strict=True)])
+    coarse = fit(grid)
+    best = grid[int(np.argmax(coarse))]
+    local = _grid([np.arange(-s, s + 1) for s in step]) + best
+    local = local[(np.abs(local) <= limit).all(axis=1)]
+    fine = fit(local)
+    best = local[int(np.argmax(fine))]
+    here = float(fit(np.zeros((1, 3), dtype=int))[0])
+    top = max(float(fine.max()), here)
+    gain = top / here if here > 0 else (1.0 if top == 0 else float("inf"))
+    shift = np.asarray(affine, dtype=float)[:3, :3] @ best if top > here else np.zeros(3)
+    return LabelFit(tuple(float(x) for x in shift), float(gain))  # type: ignore[arg-type]
+
+
+def _ranks(data: np.ndarray, levels: int = 256) -> np.ndarray:
+    """The map's values replaced by their quantile (0-1, in ``levels`` steps; NaN -> median).
+
+    Edges of the ranks do not depend on the map's unit or scale, nor on any monotone transform
+    (a T2* map in ms, 1000 / R2*, has the edges of the R2* map), and a few extreme voxels (CSF in
+    a T2* map, fit failures) cannot outweigh the rest.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    finite = np.isfinite(data)
+    if not finite.any():
+        return np.zeros(data.shape, dtype=np.float32)
+    cuts = np.quantile(data[finite], np.linspace(0.0, 1.0, levels + 1)[1:-1])
+    out = np.searchsorted(cuts, np.where(finite, data, np.median(data[finite]))) / levels
+    return out.astype(np.float32)
+
+
+def _grid(axes: list[np.ndarray]) -> np.ndarray:
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3).astype(np.int64)
+
+
+def _direction(shift_mm: Sequence[float]) -> str:
+    """'18 mm anterior, 24 mm superior' for a RAS vector (components under 2 mm left out)."""
+    names = (("left", "right"), ("posterior", "anterior"), ("inferior", "superior"))
+    parts = [f"{abs(v):.0f} mm {names[a][v > 0]}" for a, v in enumerate(shift_mm) if abs(v) >= 2.0]
+    return ", ".join(parts) or "less than 2 mm"
