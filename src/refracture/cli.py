@@ -45,6 +45,34 @@ PSEUDONYMISE = typer.Option(
 )
 
 
+ENGINE = typer.Option(
+    "local",
+    "--engine",
+    help="Where the work runs: local (this machine's processes) or spark (Apache Spark; "
+    'pip install "refracture\\[spark]" and Java 17+). Same output files.',
+)
+SPARK_MASTER = typer.Option(
+    "local[*]",
+    "--spark-master",
+    help="Spark master URL with --engine spark: local[*] (every core here), local[N], "
+    "spark://HOST:7077, yarn, ...",
+)
+
+
+def _spark_engine(engine: str) -> bool:
+    """True for --engine spark, after checking that pyspark and Java are there (exit 2)."""
+    from refracture.errors import InputError
+
+    if engine not in ("local", "spark"):
+        raise InputError(f"--engine must be local or spark (got '{engine}')")
+    if engine == "local":
+        return False
+    from refracture.engines import require_spark
+
+    require_spark()
+    return True
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"refracture {__version__}")
@@ -166,32 +194,41 @@ def extract(
         False, "--qc-png", help="Write a mid-sagittal QC picture per patient and contact sheets."
     ),
     pseudonymise: bool = PSEUDONYMISE,
+    engine: str = ENGINE,
+    spark_master: str = SPARK_MASTER,
 ) -> None:
     """Per-vertebra PDFF/R2* features for every patient of a manifest.
 
     Writes features.parquet, vertebrae.parquet, qc.csv (and errors.csv if any failed).
     Exit code 1 when some patients failed (the others are written), 2 on a bad manifest.
+
+    --engine spark measures the patients on Spark executors (see docs/deploy.md).
     """
     from refracture.config import ExtractionConfig, load_extraction_config
     from refracture.features import extract_cohort
     from refracture.privacy import Pseudonymiser
     from refracture.terminal import StageProgress
 
+    spark = _spark_engine(engine)
     extraction, config_cache = (
         load_extraction_config(config) if config is not None else (ExtractionConfig(), None)
     )
     cache = None if no_cache else (cache_dir or config_cache or Path(".refracture-cache"))
+    options: dict[str, Any] = {
+        "out_dir": out_dir,
+        "cache_dir": cache,
+        "qc_png": qc_png,
+        "pseudonymiser": Pseudonymiser.from_env() if pseudonymise else None,
+    }
     with StageProgress(console) as progress:
-        result = extract_cohort(
-            manifest,
-            extraction,
-            out_dir=out_dir,
-            jobs=jobs,
-            cache_dir=cache,
-            qc_png=qc_png,
-            progress=progress,
-            pseudonymiser=Pseudonymiser.from_env() if pseudonymise else None,
-        )
+        if spark:
+            from refracture.engines import extract_spark
+
+            result = extract_spark(
+                manifest, extraction, progress=progress, master=spark_master, **options
+            )
+        else:
+            result = extract_cohort(manifest, extraction, jobs=jobs, progress=progress, **options)
     n_ok = len(result.features)
     out.print(
         f"extracted {n_ok} patients ({result.n_computed} computed, {result.n_cached} from the "
@@ -359,6 +396,8 @@ def score(
         "images, 2048 rows otherwise).",
     ),
     pseudonymise: bool = PSEUDONYMISE,
+    engine: str = ENGINE,
+    spark_master: str = SPARK_MASTER,
 ) -> None:
     """Risk for new patients, one output row per input patient.
 
@@ -367,26 +406,47 @@ def score(
     scored gets status=error and the reason; the others are scored. Exit code 0 when all were
     scored, 1 when some failed, 2 when nothing could start (bad model URI, input columns that do
     not match the model). See docs/scoring.md.
+
+    --engine spark measures the images and scores on Spark executors (no --resume; see
+    docs/deploy.md).
     """
+    from refracture.errors import InputError
     from refracture.scoring import score as run_score
     from refracture.terminal import StageProgress
 
+    spark = _spark_engine(engine)
+    if spark:
+        local_only = {"--resume": resume, "--explain": explain, "--chunk-size": chunk_size}
+        for flag, value in local_only.items():
+            if value:
+                raise InputError(
+                    f"{flag} is not available with --engine spark (Spark keeps no checkpoint "
+                    "and scores through the registered model's predict); use --engine local"
+                )
+    options: dict[str, Any] = {
+        "out": out_file,
+        "manifest": manifest,
+        "clinical": clinical,
+        "features": features,
+        "cache_dir": None if no_cache else cache_dir,
+        "tracking_uri": tracking_uri,
+        "pseudonymise": pseudonymise,
+    }
     with StageProgress(console) as progress:
-        result = run_score(
-            model,
-            out=out_file,
-            manifest=manifest,
-            clinical=clinical,
-            features=features,
-            resume=resume,
-            jobs=jobs,
-            explain=explain,
-            cache_dir=None if no_cache else cache_dir,
-            chunk_size=chunk_size,
-            tracking_uri=tracking_uri,
-            progress=progress,
-            pseudonymise=pseudonymise,
-        )
+        if spark:
+            from refracture.engines import score_spark
+
+            result = score_spark(model, progress=progress, master=spark_master, **options)
+        else:
+            result = run_score(
+                model,
+                resume=resume,
+                jobs=jobs,
+                explain=explain,
+                chunk_size=chunk_size,
+                progress=progress,
+                **options,
+            )
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     n = len(result.scores)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,19 +71,35 @@ from refracture.imaging.site_units import MAPS, PatientUnits, UnitEvidence, deci
 from refracture.privacy import Pseudonymiser
 from refracture.progress import Progress, stage_ticker
 
-__all__ = ["STAGE", "extract_cohort", "iter_extract"]
+__all__ = [
+    "STAGE",
+    "STAGE_UNITS",
+    "Outcome",
+    "PatientTask",
+    "Pinned",
+    "TaskDone",
+    "TaskRunner",
+    "extract_cohort",
+    "iter_extract",
+    "run_task_in_worker",
+]
 
 #: The progress stage name of extraction.
 STAGE = "extracting features"
 #: The progress stage of patients measured again once their site's units are decided.
 STAGE_UNITS = "extracting features (units decided per site)"
 
+#: ``(position, result, None)`` or ``(position, None, (stage, message))`` for one patient.
 Outcome = tuple[int, PatientResult | None, tuple[str, str] | None]
 Pinned = Mapping[str, Mapping[str, str]]
 
 
 @dataclass(frozen=True)
 class _Task:
+    """One patient's work: a validated manifest row (absolute image paths), where the cache
+    and the QC picture go, and how its units are settled. Plain data, so it can travel to
+    another process or machine."""
+
     index: int
     row: dict[str, Any]
     config: ExtractionConfig
@@ -171,11 +187,25 @@ def _run_task(task: _Task) -> _Done:
 
 
 def _run_in_worker(task: _Task) -> _Done:
-    # One patient per worker process: keep ITK from starting a thread per core in each.
+    """:func:`_run_task` in a worker process (a pool worker, a Spark executor): one patient per
+    worker, so ITK is kept from starting a thread per core in each."""
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     return _run_task(task)
+
+
+# Public names of the per-patient work, for engines that run it elsewhere (Spark). The objects
+# keep their private names because pickles name them: a pool worker that loaded a registered
+# model imports the copy of refracture saved with it, which may predate the public names.
+PatientTask = _Task
+TaskDone = _Done
+run_task_in_worker = _run_in_worker
+
+#: Runs patient tasks and yields what each returned, in task order, reporting its own progress
+#: under the stage it is given (e.g. the Spark engine); the default runs them here or in a
+#: loky pool. :func:`extract_cohort` calls it once per pass (:data:`STAGE`, :data:`STAGE_UNITS`).
+TaskRunner = Callable[[list[PatientTask], Progress | None, str], Iterable[TaskDone]]
 
 
 def _ordered(tasks: list[_Task], jobs: int) -> Iterator[_Done]:
@@ -243,6 +273,7 @@ def extract_cohort(
     pseudonymiser: Pseudonymiser | None = None,
     pinned: Pinned | None = None,
     device_key: bytes | None = None,
+    runner: TaskRunner | None = None,
 ) -> ExtractionResult:
     """Extract features for every patient of a manifest (a CSV path or a DataFrame).
 
@@ -256,7 +287,10 @@ def extract_cohort(
     once per site (module docstring); ``pinned`` gives units per site that undeclared patients
     of those sites take (a trained model's). ``device_key``: the site's secret key for
     keyed-hash scanner IDs (default: from the environment). One patient's failure is a row of
-    ``errors`` (patient_id, stage, message); a bad manifest raises InputError.
+    ``errors`` (patient_id, stage, message); a bad manifest raises InputError. ``runner`` runs
+    the patients of each pass elsewhere (``jobs`` then does not apply; units are still decided
+    here, between the passes): the tables are assembled from what it returns exactly as from
+    the local runs.
     """
     config = config or ExtractionConfig()
     if isinstance(manifest, str | Path):
@@ -289,19 +323,28 @@ def extract_cohort(
             units=units, pinned=pinned, defer=units is None, device_key=key,
         )  # fmt: skip
 
+    def run(tasks: list[_Task], stage: str) -> Iterator[_Done]:
+        """Every task's result in task order, ticking ``stage`` as they come."""
+        if runner is not None:
+            yield from runner(tasks, progress, stage)
+            return
+        tick = stage_ticker(progress, stage, len(tasks)) if tasks else None
+        for done in _ordered(tasks, jobs):
+            yield done
+            if tick:
+                tick()
+
     # Pass 1: evidence for everyone, features for those whose units follow from themselves.
     results: dict[int, PatientResult] = {}
     errors: dict[int, tuple[str, str]] = {}
     evidence: dict[int, UnitEvidence] = {}
-    tick = stage_ticker(progress, STAGE, len(rows))
-    for done in _ordered([task(i) for i in range(len(rows))], jobs):
+    for done in run([task(i) for i in range(len(rows))], STAGE):
         if done.error is not None:
             errors[done.index] = done.error
         else:
             evidence[done.index] = done.evidence  # type: ignore[assignment]
             if done.result is not None:
                 results[done.index] = done.result
-        tick()
 
     # The units of every site, from all of its patients together.
     decided = decide_site_units([evidence[i] for i in sorted(evidence)], config, pinned=pinned)
@@ -321,14 +364,11 @@ def extract_cohort(
             again.append(task(i, units))
 
     # Pass 2: patients whose site decided their units.
-    tick = stage_ticker(progress, STAGE_UNITS, len(again)) if again else None
-    for done in _ordered(again, jobs):
+    for done in run(again, STAGE_UNITS) if again else ():
         if done.error is not None:
             errors[done.index] = done.error
         else:
             results[done.index] = done.result  # type: ignore[assignment]
-        if tick:
-            tick()
 
     ok = sorted(results)
     features = features_frame([results[i] for i in ok], [sites[i] for i in ok])

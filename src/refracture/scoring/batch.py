@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,16 @@ from refracture.scoring.rows import (
     score_rows,
 )
 
-__all__ = ["CHUNK_PATIENTS", "CHUNK_ROWS", "ScoreResult", "score"]
+__all__ = [
+    "CHUNK_PATIENTS",
+    "CHUNK_ROWS",
+    "MeasuredRow",
+    "ScoreResult",
+    "check_paths",
+    "fill_measured",
+    "measured_row",
+    "score",
+]
 
 #: Rows per chunk when scoring a features file or a clinical-only model (cheap rows).
 CHUNK_ROWS = 2048
@@ -101,6 +110,110 @@ def _table_suffix(out: Path) -> None:
         raise InputError("the output must end in .csv or .parquet", file=out)
 
 
+def check_paths(
+    out: str | Path,
+    *,
+    manifest: str | Path | None,
+    clinical: str | Path | None,
+    features: str | Path | None,
+) -> Path:
+    """The output path, once the inputs exist and the output overwrites none (InputError)."""
+    out = Path(out)
+    _table_suffix(out)
+    if (manifest is None) == (features is None):
+        raise InputError("give exactly one of --manifest and --features")
+    named = {"manifest": manifest, "clinical table": clinical, "features file": features}
+    for what, path in named.items():  # before the few seconds of loading the model
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{what} not found", file=path)
+    inputs = [Path(p).resolve() for p in named.values() if p is not None]
+    if out.resolve() in inputs:
+        raise InputError("the output would overwrite an input; choose another --out", file=out)
+    return out
+
+
+@dataclass
+class MeasuredRow:
+    """What one patient's images gave its score row.
+
+    ``error``: why the row is not scored ('' when it is): the extraction failed, or a QC
+    finding the model's ``extraction.qc_errors`` makes an error; ``warnings``: the other QC
+    findings; ``values``: the imaging features, in the model's order; ``context``: the site
+    and scanner (:data:`~refracture.scoring.rows.CONTEXT_COLUMNS`); ``scanner``: the scanner
+    batch columns as training found them (what scanner harmonisation reads).
+    """
+
+    error: str
+    warnings: str
+    values: list[float]
+    context: dict[str, Any] = field(default_factory=dict)
+    scanner: dict[str, Any] = field(default_factory=dict)
+
+
+def measured_row(
+    outcome: tuple[int, Any, tuple[str, str] | None],
+    record: dict[str, Any],
+    imaging: list[str],
+    *,
+    scanner: list[str],
+    qc_errors: list[str],
+    manifest_dir: Path | None,
+) -> MeasuredRow:
+    """One patient's extraction outcome (``record``: its manifest row) for its score row.
+
+    An extraction error names neither the patient (the row does) nor the manifest's folder
+    (paths as the manifest wrote them, relative to it); the row then keeps its inputs' site
+    and scanner."""
+    _, result, error = outcome
+    if result is None or error is not None:
+        stage, message = error or ("extract", "no result")
+        message = message.removeprefix(f"patient {record[ID]}: ")
+        if manifest_dir:
+            message = message.replace(f"{manifest_dir}{os.sep}", "")
+        return MeasuredRow(f"image {stage} failed: {message}", "", [math.nan] * len(imaging))
+    context = {"site": record.get("site")}
+    context.update({c: result.scanner.get(c) for c in CONTEXT_COLUMNS[1:]})
+    # Extraction QC travels with the row: the model's qc_errors make some of it errors.
+    qc_error, qc_warn = qc_messages(result.qc, qc_errors)
+    found = measured_scanner(record, result) if scanner else {}
+    return MeasuredRow(
+        qc_error,
+        qc_warn,
+        [result.features.get(c, math.nan) for c in imaging],
+        context,
+        {c: found[c] for c in scanner},
+    )
+
+
+def fill_measured(
+    rows: pd.DataFrame,
+    measured: list[MeasuredRow | None],
+    imaging: list[str],
+    scanner: list[str],
+) -> pd.DataFrame:
+    """``rows`` (a chunk of the input rows, one ``measured`` entry each, None for a row whose
+    images were not read) with the imaging features, the scanner batch columns and the site
+    and scanner context filled in; the field strength as a number (the R2* unit rule)."""
+    rows = rows.copy()
+    n = len(rows)
+    values = np.full((n, len(imaging)), np.nan)
+    context = {c: np.full(n, None, dtype=object) for c in CONTEXT_COLUMNS}
+    for i, m in enumerate(measured):
+        if m is None:
+            continue
+        values[i] = m.values
+        for c, v in m.context.items():
+            context[c][i] = v
+        if scanner and m.scanner:  # what scanner harmonisation reads
+            rows.loc[rows.index[i], scanner] = [m.scanner[c] for c in scanner]
+    rows[imaging] = values
+    for c, v in context.items():
+        if c not in rows:  # a model input of that name comes from the inputs
+            rows[c] = v
+    rows[FIELD_STRENGTH] = pd.to_numeric(rows[FIELD_STRENGTH], errors="coerce")
+    return rows
+
+
 def score(
     model: str | ScoringModel,
     *,
@@ -124,21 +237,11 @@ def score(
     no single patient can stop the batch. See the module docstring for resume and chunking.
     """
     start = time.perf_counter()
-    out = Path(out)
-    _table_suffix(out)
     if jobs < 1:
         raise InputError(f"jobs must be at least 1 (got {jobs})")
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be at least 1 (got {chunk_size})")
-    if (manifest is None) == (features is None):
-        raise InputError("give exactly one of --manifest and --features")
-    named = {"manifest": manifest, "clinical table": clinical, "features file": features}
-    for what, path in named.items():  # before the few seconds of loading the model
-        if path is not None and not Path(path).is_file():
-            raise InputError(f"{what} not found", file=path)
-    inputs = [Path(p).resolve() for p in named.values() if p is not None]
-    if out.resolve() in inputs:
-        raise InputError("the output would overwrite an input; choose another --out", file=out)
+    out = check_paths(out, manifest=manifest, clinical=clinical, features=features)
     check_not_busy(checkpoint_dir(out), out)
     pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
     if isinstance(model, str):
@@ -308,46 +411,30 @@ def _score_measured(
     scanner = [c for c in model.inputs.batch if c != "site"]
     config = model.bundle.extraction
     qc_errors = list(config.qc_errors) if config is not None else []
-    prefix = f"{data.manifest_dir}{os.sep}" if data.manifest_dir else None
     n_measured = 0
     for k in todo:
         a, b = bounds[k]
         rows = data.rows.iloc[a:b].copy()
         pre_error = data.pre_error[a:b].copy()
         qc_warn = np.full(b - a, "", dtype=object)
-        values = np.full((b - a, len(imaging)), np.nan)
-        context = {c: np.full(b - a, None, dtype=object) for c in CONTEXT_COLUMNS}
+        measured: list[MeasuredRow | None] = [None] * (b - a)
         for i in range(b - a):
             if pre_error[i] != "":
                 continue
-            _, result, error = next(stream)
+            outcome = next(stream)
             n_measured += 1
             if progress:
                 progress("measuring images", n_measured, n_total)
-            if result is None or error is not None:
-                stage, message = error or ("extract", "no result")
-                # The row names the patient already; paths as the manifest wrote them
-                # (relative to its folder), not the absolute ones.
-                message = message.removeprefix(f"patient {rows[ID].iloc[i]}: ")
-                message = message.replace(prefix, "") if prefix else message
-                pre_error[i] = f"image {stage} failed: {message}"
-                continue
-            values[i] = [result.features.get(c, math.nan) for c in imaging]
-            context["site"][i] = data.manifest[a + i].get("site")
-            for c in CONTEXT_COLUMNS[1:]:
-                context[c][i] = result.scanner.get(c)
-            # Extraction QC travels with the row: the model's qc_errors make some of it errors.
-            qc_error, qc_warn[i] = qc_messages(result.qc, qc_errors)
-            if qc_error:
-                pre_error[i] = qc_error
-            if scanner:  # what scanner harmonisation reads
-                found = measured_scanner(data.manifest[a + i], result)
-                rows.loc[rows.index[i], scanner] = [found[c] for c in scanner]
-        rows[imaging] = values
-        for c, v in context.items():
-            if c not in rows:  # a model input of that name comes from the inputs
-                rows[c] = v
-        rows[FIELD_STRENGTH] = pd.to_numeric(rows[FIELD_STRENGTH], errors="coerce")
+            measured[i] = measured_row(
+                outcome,
+                data.manifest[a + i],
+                imaging,
+                scanner=scanner,
+                qc_errors=qc_errors,
+                manifest_dir=data.manifest_dir,
+            )
+            pre_error[i], qc_warn[i] = measured[i].error, measured[i].warnings
+        rows = fill_measured(rows, measured, imaging, scanner)
         yield (
             k,
             score_rows(

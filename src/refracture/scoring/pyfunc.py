@@ -20,7 +20,7 @@ from refracture.bundle import ModelBundle
 from refracture.errors import ModelError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
-from refracture.scoring.rows import output_columns, predict_frame
+from refracture.scoring.rows import FIELD_STRENGTH, output_columns, predict_frame
 
 __all__ = [
     "RUNTIME_PACKAGES",
@@ -123,6 +123,10 @@ def signature_for(bundle: ModelBundle) -> Any:
     # and preserved covariates outside the model; the harmonisation step reads them as text
     # or numbers itself.
     inputs += [ColSpec(AnyType(), c) for c in [*cov.batch, *cov.preserved]]
+    # Optional: the scanner's field strength sharpens the R2* unit rule (an input without it is
+    # checked by the wider rule), so a consumer that has it gets the checks `score` makes.
+    if FIELD_STRENGTH not in cov.batch:
+        inputs += [ColSpec(AnyType(), FIELD_STRENGTH, required=False)]
     kinds = {
         PATIENT_ID: "string",
         "risk_group": "string",

@@ -25,6 +25,7 @@ __all__ = [
     "CONTEXT_COLUMNS",
     "FIELD_STRENGTH",
     "TEXT_COLUMNS",
+    "assemble_scores",
     "check_rows",
     "harmonisation_rows",
     "join_text",
@@ -239,11 +240,36 @@ def score_rows(
 ) -> pd.DataFrame:
     """Score one chunk: rows with a ``pre_error`` are error rows as they are; the others go
     through :func:`predict_frame` (per-row checks, then one vectorised prediction)."""
+    todo = np.flatnonzero(np.asarray(pre_error) == "")
+    pred = None
+    if len(todo):
+        pred = predict_frame(bundle, rows.iloc[todo].reset_index(drop=True), explain=explain)
+    return assemble_scores(
+        bundle, rows[PATIENT_ID], pre_error, extra_warnings, pred, explain=explain, columns=columns
+    )
+
+
+def assemble_scores(
+    bundle: ModelBundle,
+    ids: pd.Series | np.ndarray,
+    pre_error: np.ndarray,
+    extra_warnings: np.ndarray | None,
+    pred: pd.DataFrame | None,
+    *,
+    explain: bool,
+    columns: list[str],
+) -> pd.DataFrame:
+    """The output rows of a chunk from ``pred``, the :func:`predict_frame` columns of its rows
+    without a ``pre_error`` (in order; None when there are none).
+
+    Model name and version come from ``bundle``, whoever computed ``pred`` (the Spark engine
+    computes it on executors with the registered model).
+    """
     risk_col = risk_column(bundle.horizon_days)
-    n = len(rows)
+    n = len(ids)
     death = [death_risk_column(bundle.horizon_days)] if bundle.estimand == "cif" else []
     out: dict[str, np.ndarray] = {
-        PATIENT_ID: rows[PATIENT_ID].to_numpy(dtype=object),
+        PATIENT_ID: np.asarray(ids, dtype=object),
         risk_col: np.full(n, np.nan),
         **{c: np.full(n, np.nan) for c in death},
         "risk_group": np.full(n, None, dtype=object),
@@ -258,9 +284,9 @@ def score_rows(
         out[c] = np.full(n, np.nan)
     todo = np.flatnonzero(np.asarray(pre_error) == "")
     if len(todo):
-        pred = predict_frame(bundle, rows.iloc[todo].reset_index(drop=True), explain=explain)
+        assert pred is not None and len(pred) == len(todo)
         for c in columns:
-            if c != PATIENT_ID and c in pred:
+            if c not in (PATIENT_ID, "model_name", "model_version") and c in pred:
                 out[c][todo] = pred[c].to_numpy()
         if explain and (pred["status"] == "ok").any():
             out["lp_reference"][todo] = np.where(
