@@ -93,7 +93,20 @@ def test_nested_runs_carry_metrics_and_artifacts(trained, client) -> None:
         assert {"coefficients.csv", "metrics.csv", "model_card.md", "plots"} <= arts
         plots = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "plots")}
         assert {"calibration.png", "km_risk_groups.png", "td_roc.png", "decision_curve.png",
-                "forest.png", "nomogram.png"} <= plots  # fmt: skip
+                "forest.png"} <= plots  # fmt: skip
+        assert row["tags.refracture.estimand"] == "cif"  # the synthetic cohort has deaths
+        if row["tags.refracture.model"] == "cox":  # two cause-specific models: no points scale
+            assert "nomogram.png" not in plots
+            why = json.loads(
+                Path(
+                    mlflow.artifacts.download_artifacts(
+                        run_id=run.info.run_id, artifact_path="undefined.json"
+                    )
+                ).read_text()
+            )
+            assert "cause-specific" in why["nomogram"]
+        else:
+            assert "nomogram.png" in plots
         card = Path(
             mlflow.artifacts.download_artifacts(
                 run_id=run.info.run_id, artifact_path="model_card.md"

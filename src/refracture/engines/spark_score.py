@@ -143,7 +143,7 @@ def model_udf(handle: SparkHandle, model: ScoringModel) -> Any:
 
     fields = ", ".join(
         f"`{c}` {'string' if c in TEXT_COLUMNS else 'double'}"
-        for c in output_columns(model.bundle.horizon_days)
+        for c in output_columns(model.bundle.horizon_days, model.bundle.estimand)
     )
     logger = logging.getLogger("mlflow")
     level = logger.level

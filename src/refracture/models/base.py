@@ -65,8 +65,9 @@ class SurvivalEstimator(BaseEstimator):
     #: cause-specific models, whose risk also depends on the death model (``lp_death``).
     cif_from_lp: ClassVar[bool] = True
 
-    #: Set by every subclass's ``__init__``; "net" unless the subclass says otherwise.
-    estimand: str
+    #: Set by the ``__init__`` of subclasses that take an estimand; a model that does not is a
+    #: net-risk model.
+    estimand: str = "net"
 
     def _check_estimand(self) -> str:
         """The estimand parameter, refused with a one-line ModelError if the model lacks it."""

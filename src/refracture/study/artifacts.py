@@ -89,7 +89,7 @@ def candidate_plots(
             title=f"{cand.label}: {ratio} ratios (95% CI)",
             reasons=why,
         )
-    from refracture.report.nomogram import nomogram_for
+    from refracture.report.nomogram import nomogram_for, nomogram_unavailable
 
     kinds = dataset.covariate_kinds(cand.feature_set)
     imaging = [c for c in dataset.imaging_features if c in kinds]
@@ -97,6 +97,8 @@ def candidate_plots(
     nomo = nomogram_for(r, dataset.X, kinds, imaging, h, model_input=model_input)
     if nomo is not None:
         out["nomogram"] = nomo.plot(folder / "nomogram.png", title=f"Nomogram: {cand.label}")
+    elif (why_not := nomogram_unavailable(r.final_model)) is not None:
+        why["nomogram"] = why_not
     return {k: p for k, p in out.items() if p is not None}
 
 
