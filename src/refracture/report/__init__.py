@@ -373,7 +373,8 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         available.add("model-spec")
     else:
         reasons["model-spec"] = (
-            f"the registered model ({sel.model}) has no coefficients; it is specified by the "
+            f"the registered model ({sel.model}) has no coefficients, or its risk also depends "
+            "on its model of death (cause-specific, competing risks); it is specified by the "
             "fitted model stored in the registry"
         )
 

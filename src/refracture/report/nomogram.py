@@ -309,7 +309,9 @@ def nomogram_for(
     model_input: pd.DataFrame | None = None,
 ) -> Nomogram | None:
     """The nomogram of a validated model (``ValidationResult``), or None when its estimator
-    has no per-term contributions (forests, boosting).
+    has no per-term contributions (forests, boosting) or when its risk is not a function of its
+    linear predictor alone (cause-specific models under the cif estimand: the risk also
+    depends on the death model, so points could not map to one risk scale).
 
     ``X``: the whole modelling table; the development patients are taken from it. A model
     with a harmonisation step needs ``model_input`` (``Dataset.model_input``, which carries
@@ -318,6 +320,8 @@ def nomogram_for(
     """
     pipeline = validation.final_model
     if not pipeline.model.supports_contributions:
+        return None
+    if pipeline.model.estimand == "cif" and not pipeline.model.cif_from_lp:
         return None
     dev = X.loc[validation.development_ids, list(covariates)]
     if getattr(pipeline, "harmoniser", None) is not None:
