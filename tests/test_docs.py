@@ -68,9 +68,12 @@ REWRITES: list[tuple[str, str, str, str]] = [
     ("api.md", "n=80, n_sites=2", "n=40, n_sites=2", "half the images to write and measure"),
 ]
 
-#: Files of the shared sandbox each page takes as already there (name in the page's folder).
+#: Files of the shared sandbox each page takes as already there, linked or copied into the
+#: page's folder under the same name, or under "NAME=SHARED" another name. The demo and
+#: training.md measure the same seed-0 images as the sandbox: its feature cache (keyed by file
+#: content and settings) spares measuring them twice more, as it would for a user.
 NEEDS: dict[str, list[str]] = {
-    "README.md": [],
+    "README.md": ["refracture-demo/.refracture-cache=.refracture-cache"],
     "analysis.md": [],
     "api.md": [],
     "data.md": ["labels.nii.gz", "pacs"],
@@ -83,7 +86,7 @@ NEEDS: dict[str, list[str]] = {
     "registry.md": ["mlflow.db", "cohort", "features"],
     "scoring.md": ["mlflow.db", "manifest.csv", "clinical.csv", "images", "tonight", "new"],
     "synthetic.md": [],
-    "training.md": [],
+    "training.md": ["try-train/.refracture-cache=.refracture-cache"],
 }
 #: Copied, not linked: a page may change them (a `promote`, a new version).
 COPIED = {"mlflow.db", "study.yaml"}
@@ -221,9 +224,11 @@ def page_dir(root: Path, page: str) -> Path:
     here = root / "pages" / Path(page).stem
     if not here.exists():
         here.mkdir(parents=True)
-        for name in NEEDS[page]:
-            src = root / "shared" / name
-            assert src.exists(), f"{page} needs {name}, which the sandbox lacks"
+        for need in NEEDS[page]:
+            name, _, shared = need.partition("=")
+            src = root / "shared" / (shared or name)
+            assert src.exists(), f"{page} needs {need}, which the sandbox lacks"
+            (here / name).parent.mkdir(parents=True, exist_ok=True)
             if name in COPIED:
                 shutil.copy(src, here / name)
             else:
