@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -177,6 +178,16 @@ def sh(cmd: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess
     )
 
 
+MORE_VERSIONS = """
+from mlflow import MlflowClient
+client = MlflowClient()
+(first,) = client.search_model_versions("name = 'refracture-1y'")
+for _ in range(2):
+    client.create_model_version("refracture-1y", first.source, run_id=first.run_id,
+                                tags=dict(first.tags))
+"""
+
+
 def build_sandbox(root: Path) -> Path:
     """The shared sandbox: an 80-patient synthetic cohort (4 sites, seed 0), its features, a
     quick copy of configs/synthetic.yaml (cox and logistic, 4 bootstrap replicates), one
@@ -204,14 +215,10 @@ def build_sandbox(root: Path) -> Path:
     for step in steps:
         done = sh(step, shared)
         assert done.returncode == 0, f"{step}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{shared}/mlflow.db")
-    (first,) = client.search_model_versions("name = 'refracture-1y'")
-    for _ in range(2):
-        client.create_model_version(
-            "refracture-1y", first.source, run_id=first.run_id, tags=dict(first.tags)
-        )
+    # in a child process in the sandbox: MLflow resolves the version's logged model through
+    # the process-wide tracking URI, which is sqlite:///mlflow.db of the working folder there
+    done = sh(f"python -c {shlex.quote(MORE_VERSIONS)}", shared)
+    assert done.returncode == 0, done.stderr[-2000:]
     return root
 
 
