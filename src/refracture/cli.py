@@ -1,6 +1,6 @@
 """The ``refracture`` command line: parses arguments and calls the stage modules.
 
-Exit codes (PRODUCT.md section 2): 0 success, 1 the work failed, 2 a usage or input error.
+Exit codes: 0 success, 1 the work failed, 2 a usage or input error.
 Errors print one line; ``--debug`` prints the traceback too.
 """
 

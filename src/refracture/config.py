@@ -1,4 +1,4 @@
-"""The run configuration (PRODUCT.md section 8): a validated YAML file.
+"""The run configuration: a validated YAML file (every key in configs/template.yaml).
 
 Unknown keys and wrong types are errors that name the key. Relative paths under ``data`` are
 relative to the working folder, as the MLflow store is.

@@ -17,7 +17,7 @@ LEVEL_ORDER: list[str] = [*CERVICAL, *THORACIC, "T13", *LUMBAR, "L6", "S1"]
 _RANK = {name: i for i, name in enumerate(LEVEL_ORDER)}
 
 # VerSe (Sekuboyina et al., Med Image Anal 2021): 1-7 C1-C7, 8-19 T1-T12, 20-24 L1-L5,
-# 25 L6, 28 T13 (PRODUCT.md section 3).
+# 25 L6, 28 T13.
 VERSE: dict[int, str] = {
     **{i + 1: name for i, name in enumerate(CERVICAL)},
     **{i + 8: name for i, name in enumerate(THORACIC)},

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The statistics of PRODUCT.md section 4, in column order.
+#: The statistics of every region in the feature tables, in column order.
 PRODUCT_STATS: tuple[str, ...] = (
     "n",
     "volume_ml",

@@ -54,7 +54,7 @@ MODEL_NAMES = tuple(MODELS)
 
 
 def term_name(feature: str, category: object) -> str:
-    """One-hot column name: ``cement_leakage[intradiscal]`` (PRODUCT.md section 5)."""
+    """One-hot column name: ``cement_leakage[intradiscal]``, as in the coefficient tables."""
     return f"{feature}[{category}]"
 
 

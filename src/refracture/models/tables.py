@@ -13,7 +13,7 @@ from refracture.models.pipeline import RiskPipeline
 
 
 def coefficients_table(pipeline: RiskPipeline) -> pd.DataFrame:
-    """``term, coef, hr|or, lower95, upper95, p`` per model term (PRODUCT.md section 5).
+    """``term, coef, hr|or, lower95, upper95, p`` per model term.
 
     ``coef`` is on the log scale; ``hr`` (cox) or ``or`` (logistic) and its 95 % CI on the ratio
     scale; all per original unit of the covariate (the Cox and logistic pipelines do not scale).

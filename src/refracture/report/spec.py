@@ -53,7 +53,9 @@ def _link_text(risk_from_lp: Any, horizon: int) -> str:
 
 def model_specification(validation: Any, X: pd.DataFrame) -> ModelSpec | None:
     """The specification of ``validation.final_model`` (a ``ValidationResult``), or None when
-    the model has no coefficient table. ``X``: the modelling table (development rows used)."""
+    the model has no coefficient table or its risk is not a function of its linear predictor
+    alone (cause-specific models under the cif estimand). ``X``: the modelling table
+    (development rows used)."""
     coef = validation.coefficients
     pipe = validation.final_model
     if coef is None or not pipe.model.has_coefficients:

@@ -63,7 +63,7 @@ __all__ = ["ValidationResult", "validate"]
 class ValidationResult:
     """Everything one model x feature set validation produced.
 
-    ``metrics`` holds, per PRODUCT.md metric name ``m``: ``m`` (validation data), ``m_lo`` /
+    ``metrics`` holds, per metric name ``m``: ``m`` (validation data), ``m_lo`` /
     ``m_hi`` (percentile 95 % CI, bootstrap of the validation patients), ``m_optcorr``
     (apparent minus Harrell's bootstrap optimism, development data) and ``m_optcorr_lo`` /
     ``m_optcorr_hi`` (location-shifted percentile CI, Noma 2021). ``reasons`` maps every NaN
