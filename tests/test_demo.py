@@ -20,7 +20,8 @@ from test_report import parse
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("demo") / "refracture-demo"
-    args = ["demo", "--workdir", str(workdir), "--n", "48", "--new", "6", "--bootstrap", "4",
+    # README's first command on the smallest cohort the demo accepts, DICOM this time
+    args = ["demo", "--workdir", str(workdir), "--n", "80", "--new", "6", "--bootstrap", "4",
             "--format", "dicom"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -40,14 +40,6 @@ MARKER = re.compile(r"^<!-- docs-test: (?P<verb>skip|save) (?P<arg>.+?) -->$")
 #: (page, text in the block, replacement, why). Nothing else in any block is changed.
 REWRITES: list[tuple[str, str, str, str]] = [
     (
-        "README.md",
-        "python3 -m venv .venv && . .venv/bin/activate && pip install . && refracture demo",
-        "refracture demo --n 80 --new 4 --bootstrap 4",
-        "refracture is installed already (.ci/run does the fresh install); the 560-patient demo "
-        "takes minutes, and 80 is the smallest seed-0 cohort with enough re-fractures by one "
-        "year for the demo's 18 model parameters",
-    ),
-    (
         "synthetic.md",
         "refracture synth --out cohort  ",
         "refracture synth --out cohort --n 4 ",

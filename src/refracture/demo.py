@@ -71,6 +71,11 @@ def demo_config(workdir: Path, *, bootstrap: int | None = None, jobs: int = 2) -
     return path
 
 
+#: The smallest cohort whose re-fractures by one year outnumber the demo models' parameters
+#: (seed 0; training refuses fewer events than parameters).
+MIN_PATIENTS = 80
+
+
 def run_demo(
     workdir: str | Path,
     *,
@@ -87,8 +92,11 @@ def run_demo(
     from refracture.study import train
     from refracture.synth import write_cohort
 
-    if n < 40:
-        raise InputError(f"n must be at least 40 for a meaningful model (got {n})")
+    if n < MIN_PATIENTS:
+        raise InputError(
+            f"n must be at least {MIN_PATIENTS} (got {n}): the demo's clinical+imaging models "
+            "have 18 parameters, and a smaller synthetic cohort has fewer re-fractures than that"
+        )
     if n_new < 1:
         raise InputError(f"n_new must be at least 1 (got {n_new})")
     workdir = Path(workdir).resolve()
