@@ -19,7 +19,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from refracture.features.patient import image_path
 from refracture.features.schema import FEATURE_VERSION, PatientResult
 from refracture.files import hash_file, hash_json, write_json
 from refracture.ids import PATIENT_ID
+from refracture.imaging.io import read_image_bytes
 from refracture.imaging.metadata import find_sidecar
 from refracture.imaging.site_units import MAPS, PatientUnits, UnitEvidence
 from refracture.levels import level_list, sort_levels
@@ -36,7 +37,9 @@ from refracture.levels import level_list, sort_levels
 __all__ = [
     "cache_key",
     "evidence_key",
+    "InputFiles",
     "input_hashes",
+    "read_inputs",
     "read_cached",
     "read_evidence",
     "result_key",
@@ -51,21 +54,51 @@ _SCANNER_COLUMNS = ("field_strength_t", "vendor", "scanner")
 _NOT_MEASURED = ("qc_errors",)
 
 
+@dataclass(frozen=True)
+class InputFiles:
+    """A row's input hashes and the image bytes read to compute them.
+
+    ``hashes`` as :func:`input_hashes` returns them; ``content`` maps each image kind to the
+    file's bytes (absent for a DICOM folder or a very large file), so the images are decoded
+    from the same read that hashed them (:func:`refracture.imaging.io.load_volume`
+    ``content=``).
+    """
+
+    hashes: dict[str, str]
+    content: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+
 def input_hashes(row: Mapping[str, Any]) -> dict[str, str]:
     """Content hashes of a row's three images and of the maps' JSON sidecars (bytes only:
     nothing is decoded)."""
+    return read_inputs(row, keep_content=False).hashes
+
+
+def read_inputs(row: Mapping[str, Any], *, keep_content: bool = True) -> InputFiles:
+    """Read a row's images once: their content hashes (the cache key's inputs) and, with
+    ``keep_content``, their bytes to decode without reading the files again.
+
+    The hashes are those of :func:`refracture.files.hash_file`, whichever way they are read.
+    """
     pid = str(row[PATIENT_ID])
     out = {}
+    content = {}
     for kind in ("pdff", "r2star", "labels"):
         path = image_path(row, kind, pid)
         if not path.exists():
             raise ImageError(f"{kind} image not found", patient_id=pid, file=path)
-        out[kind] = hash_file(path)
+        data = read_image_bytes(path)
+        if data is None:  # a DICOM folder or a very large file: hashed in chunks
+            out[kind] = hash_file(path)
+        else:
+            out[kind] = hashlib.sha256(data).hexdigest()
+            if keep_content:
+                content[kind] = data
     for kind in MAPS:
         sidecar = find_sidecar(image_path(row, kind, pid))
         if sidecar is not None:
             out[f"{kind}_sidecar"] = hash_file(sidecar)
-    return out
+    return InputFiles(out, content)
 
 
 def _cell(row: Mapping[str, Any], column: str) -> str:

@@ -39,9 +39,9 @@ from refracture.config import ExtractionConfig
 from refracture.errors import InputError, RefractureError, UnitsError
 from refracture.features.cache import (
     evidence_key,
-    input_hashes,
     read_cached,
     read_evidence,
+    read_inputs,
     result_key,
     write_cached,
     write_evidence,
@@ -127,7 +127,8 @@ def _run_task(task: _Task) -> _Done:
     row, config = task.row, task.config
     pid = str(row[PATIENT_ID])
     try:
-        hashes = input_hashes(row)
+        inputs = read_inputs(row)  # one read per image: hashed here, decoded from the bytes
+        hashes = inputs.hashes
         cache = Path(task.cache_dir) if task.cache_dir else None
         ev_key = evidence_key(row, hashes, config)
         evidence = prep = None
@@ -136,7 +137,7 @@ def _run_task(task: _Task) -> _Done:
             if ev_file.is_file():
                 evidence = read_evidence(ev_file, pid, str(row.get("site") or ""))
         if evidence is None:
-            prep = prepare_patient(row, config, hashes=hashes, stage=stage)
+            prep = prepare_patient(row, config, hashes=hashes, content=inputs.content, stage=stage)
             evidence = prep.evidence
             if cache is not None:
                 write_evidence(ev_file, evidence)
@@ -167,7 +168,7 @@ def _run_task(task: _Task) -> _Done:
                     cached.qc.update(units_fields(units))
                     return _Done(task.index, cached, None, evidence)
         if prep is None:
-            prep = prepare_patient(row, config, hashes=hashes, stage=stage)
+            prep = prepare_patient(row, config, hashes=hashes, content=inputs.content, stage=stage)
         result = finish_patient(
             prep, units, config, qc_png=task.qc_png, stage=stage, device_key=task.device_key
         )

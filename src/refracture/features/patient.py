@@ -114,20 +114,24 @@ def prepare_patient(
     config: ExtractionConfig,
     *,
     hashes: Mapping[str, str] | None = None,
+    content: Mapping[str, bytes] | None = None,
     stage: Stage | None = None,
 ) -> Prepared:
     """Step 1 for one manifest row (as :func:`~refracture.features.manifest.read_manifest`
     returns them): everything that does not depend on the maps' units.
 
-    Raises an :class:`~refracture.errors.InputError` subclass naming the patient and file
-    when this patient cannot be extracted (including a label map with problems under
-    ``extraction.on_label_problem: fail``).
+    ``hashes``: the images' content hashes when already computed; ``content``: their bytes
+    when already read (:func:`refracture.features.cache.read_inputs`), decoded instead of
+    reading the files again. Raises an :class:`~refracture.errors.InputError` subclass naming
+    the patient and file when this patient cannot be extracted (including a label map with
+    problems under ``extraction.on_label_problem: fail``).
     """
     stage = stage or Stage()
     pid = str(row[PATIENT_ID])
     treated = sort_levels(list(level_list(row.get("treated_levels"))))
     fractured = sort_levels(list(level_list(row.get("fractured_levels"))))
     hashes = hashes or {}
+    content = content or {}
 
     stage.name = "load"
     vols = {}
@@ -139,6 +143,7 @@ def prepare_patient(
             max_voxels=config.max_voxels,
             patient_id=pid,
             content_hash=hashes.get(kind),
+            content=content.get(kind),
         )
     pdff = vols["pdff"]
     conv = convention(config.label_convention, config.label_map)
