@@ -1,4 +1,4 @@
-""""internal error" is a bug (issue 12, item 6): property-based tables through `refracture train`.
+""" "internal error" is a bug (issue 12, item 6): property-based tables through `refracture train`.
 
 Hypothesis draws small clinical tables with what real tables have and the synthetic cohort
 never does: tied times, events at the last follow-up time, constant or collinear covariates, a
