@@ -195,3 +195,11 @@ def test_the_run_logs_leave_one_site_out_with_and_without_harmonisation(harmonis
     assert "per_site_harmonisation.csv" in files
     version = client.get_model_version_by_alias("refracture-1y", "champion")
     assert version.run_id == runs[0].info.run_id
+    # the study report shows the comparison side by side, and Table 1 by site and scanner
+    parent = runs[0].data.tags["mlflow.parentRunId"]
+    (report,) = Path(harmonised["uri"].removeprefix("sqlite:///")).parent.glob(
+        f"refracture-runs/{parent}/report.html"
+    )
+    html = report.read_text(encoding="utf-8")
+    assert 'id="per-site-harmonisation1"' in html and "cindex_harrell_harmonised" in html
+    assert 'id="table1-scanner"' in html and "site_1 / 1.5 T" in html and "site_1 / 3 T" in html

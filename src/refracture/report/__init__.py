@@ -210,6 +210,49 @@ def _per_site_rows(ps: pd.DataFrame, hd: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _scanner_table(ds: Any, variables: list[Variable], extraction: Any) -> pd.DataFrame | None:
+    """Table 1 by site and scanner (field strength, vendor, scanner name or keyed hash), from
+    what extraction recorded; None when images were not measured or there is one group."""
+    if extraction is None or extraction.features is None or extraction.features.empty:
+        return None
+    from refracture.dataset import scanner_columns
+
+    feats = extraction.features
+    scanners = scanner_columns(feats).set_axis(feats[PATIENT_ID].astype(str).to_numpy())
+    scanners = scanners.reindex(ds.X.index.astype(str))
+    field = scanners["scanner_field_strength_t"].map(
+        lambda v: f"{v:g} T" if pd.notna(v) else "field unknown"
+    )
+    label = (
+        ds.site.reindex(ds.X.index).astype(str).to_numpy()
+        + " / "
+        + field.to_numpy()
+        + " "
+        + scanners["scanner_vendor"].fillna("").astype(str).to_numpy()
+        + " "
+        + scanners["scanner_id"].fillna("").astype(str).to_numpy()
+    )
+    groups = pd.Series([" ".join(x.split()) for x in label], index=ds.X.index)
+    if groups.nunique() < 2:
+        return None
+    return table_one(ds.X, variables, groups)
+
+
+def _harmonisation_tables(candidates: list[Any]) -> list[dict[str, Any]]:
+    """Leave-one-site-out metrics without and with scanner harmonisation, per model."""
+    out = []
+    for c in candidates:
+        t = getattr(c, "per_site_harmonisation", None)
+        if t is None or not len(t):
+            continue
+        view = t.copy()
+        for col in view.columns:
+            if col not in ("site", "n", "events", "events_by_horizon"):
+                view[col] = [f"{v:.3f}" if np.isfinite(v) else "NaN" for v in view[col]]
+        out.append({"label": c.label, "table": _table(view)})
+    return out
+
+
 def _comparison_plots(result: Any, cfg: RunConfig, folder: Path) -> dict[str, Path | None]:
     """Calibration, ROC and decision curve of the selected model on both feature sets."""
     from refracture.validation import plots
@@ -341,6 +384,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
     event = pd.Series(ds.y["event"], index=ds.X.index)
     t1_outcome = table_one(ds.X, variables, outcome_groups(time, event, h))
     t1_site = table_one(ds.X, variables, ds.site.reindex(ds.X.index))
+    t1_scanner = _scanner_table(ds, variables, extraction)
     t1_role, role_note = _role_table(result, variables, h)
 
     # Sample size
@@ -448,6 +492,8 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "events_valid": sel.result.events_valid,
         "table1_outcome": _table(t1_outcome),
         "table1_site": _table(t1_site),
+        "table1_scanner": None if t1_scanner is None else _table(t1_scanner),
+        "harmonisation_comparison": _harmonisation_tables(result.candidates),
         "table1_role": t1_role,
         "role_note": role_note,
         "role_links_site": sel.result.split_kind == "leave_one_site_out",
@@ -483,6 +529,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "nomogram": nomogram,
         "nomogram_missing": nomogram_missing,
         "biomarkers": getattr(result, "biomarkers", None),
+        "estimand": sel.result.estimand,
         "qc_pages": len(qc_sheets),
         "qc_page": QC_PAGE if qc_sheets else None,
         "extraction": cfg.extraction.model_dump(mode="json") if cfg.has_imaging else None,
