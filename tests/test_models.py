@@ -55,9 +55,10 @@ def test_make_outcome_checks_codes_and_times():
     assert y.dtype.names == ("event", "time") and y["event"].dtype == np.int8
     with pytest.raises(ValueError, match="event codes"):
         make_outcome([0, 3], [1, 2])
-    with pytest.raises(ValueError, match="> 0"):
+    with pytest.raises(ValueError, match=">= 0"):
         make_outcome([0, 1], [1, -2])
-    assert "competing" in COMPETING_RISK_NOTE
+    assert make_outcome([1, 0], [0, 2])["time"][0] == 0  # an event on the day of surgery
+    assert "censors" in COMPETING_RISK_NOTE  # the net estimand's statement
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -17,14 +17,14 @@ from types import SimpleNamespace
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from refracture.train import train
 
 from interleave import SCHEDULES, Schedule, race, replay_of
 from refracture import registry
 from refracture.config import load_config
-from refracture.files import read_table
+from refracture.study import train
 from refracture.synth.cohort import simulate_cohort
 from refracture.tracking import quiet_mlflow
 from servers import mlflow_server, postgres, postgres_bin
@@ -158,7 +158,7 @@ def test_train_through_the_server_logs_runs_artifacts_and_the_registry(server, s
     assert d.version == "1" and d.promoted and "first version" in d.reason
     mv = client.get_model_version_by_alias("refracture-1y", "champion")
     assert mv.version == "1"
-    design = registry.Design.from_config(served.cfg)
+    design = registry.Design.from_config(served.cfg, estimand="cif")  # cohort with deaths
     assert {k: mv.tags[k] for k in design.tags()} == design.tags()
     m = result.selected.result.metrics
     assert float(mv.tags[registry.TAG_SELECTION_LO]) == m["cindex_harrell_optcorr_lo"]
@@ -198,7 +198,7 @@ def test_scores_through_the_server_equal_the_embedded_store(server, served, root
     }  # fmt: skip
     for proc in procs.values():
         finish(proc)
-    a, b = read_table(tmp_path / "served.csv"), read_table(tmp_path / "embedded.csv")
+    a, b = pd.read_csv(tmp_path / "served.csv"), pd.read_csv(tmp_path / "embedded.csv")
     assert len(a) == 400 and (a["status"] == "ok").all()
     assert list(a["patient_id"]) == list(b["patient_id"])
     assert list(a["model_version"].astype(str)) == ["1"] * 400
@@ -245,7 +245,7 @@ def test_forced_interleavings_against_postgresql(server, served) -> None:
     writer and crossed writes, the better version registered second."""
     client = server_client(server)
     source = client.get_model_version("refracture-1y", "1").source
-    design = registry.Design.from_config(served.cfg)
+    design = registry.Design.from_config(served.cfg, estimand="cif")  # cohort with deaths
     values = {"base": 0.70, "A": 0.76, "B": 0.80}
     for schedule in ("A stale", "crossed writes"):
         name = f"race-{schedule.replace(' ', '-')}"

@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from refracture.cli import app
+from refracture.terminal import WIDE
 from refracture.validation.metrics import metric_names
 
 
@@ -347,7 +348,7 @@ def test_selection_on_optimism_corrected_metric_needs_the_bootstrap(trained) -> 
     assert err.value.key == "selection_metric" and "bootstrap" in err.value.message
 
 
-@pytest.mark.parametrize("width", [80, 140])
+@pytest.mark.parametrize("width", [80, 140, 200])
 def test_summary_tables_fit_the_terminal_with_cis_on_one_line(trained, width) -> None:
     """At 80 columns the tables take a compact form; no CI is wrapped or cut."""
     import io
@@ -366,7 +367,7 @@ def test_summary_tables_fit_the_terminal_with_cis_on_one_line(trained, width) ->
     assert "…" not in text
     for line in table_lines:  # every opened CI closes on its own line
         assert line.count("[") == line.count("]"), line
-    assert ("+img" in text) == (width < 120)
+    assert ("+img" in text) == (width < WIDE)
 
 
 def test_the_report_carries_the_marrow_fat_and_bone_mass_analysis(trained, client) -> None:

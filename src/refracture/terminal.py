@@ -65,7 +65,7 @@ class StageProgress:
 
 
 #: Below this console width the tables take their compact form (CIs still on one line).
-WIDE = 120
+WIDE = 160
 
 
 def _cell(values: dict[str, float], name: str, digits: int) -> str:
@@ -87,7 +87,7 @@ def metrics_tables(
     width: int = WIDE,
 ) -> list[Table]:
     """Headline metrics with 95% CIs per model and feature set (labels from the metric
-    catalogue). At ``width`` >= 120 one table; narrower, two tables of three metrics each, so
+    catalogue). At ``width`` >= 160 one table; narrower, two tables of three metrics each, so
     every CI stays on one line in an 80-column terminal."""
     h = float(horizon)
     specs = {spec.key: spec for spec in METRICS}

@@ -72,8 +72,8 @@ def per_site_metrics(validation: Any, *, bootstrap: int = 200, seed: int = 0) ->
                         y,
                         g["risk"].to_numpy(),
                         horizon=h,
-                        estimand=r.estimand,
-                        lp=g["lp"].to_numpy(),
+                        estimand=getattr(r, "estimand", "net"),
+                        lp=g["lp"].to_numpy() if "lp" in g else None,
                     )[0],
                 }
             )
@@ -82,8 +82,9 @@ def per_site_metrics(validation: Any, *, bootstrap: int = 200, seed: int = 0) ->
     for site in base["site"]:
         g = pred[pred["site"].astype(str) == site]
         y = make_outcome(g["event"].to_numpy(), g["time"].to_numpy(float))
-        score = ranking_score(g["risk"].to_numpy(float), g["lp"].to_numpy(float))
-        ci = _cindex_ci(y, score, h, r.estimand, bootstrap, seed)
+        lp = g["lp"].to_numpy(float) if "lp" in g else None
+        score = ranking_score(g["risk"].to_numpy(float), lp)
+        ci = _cindex_ci(y, score, h, getattr(r, "estimand", "net"), bootstrap, seed)
         lo.append(ci[0])
         hi.append(ci[1])
     base["cindex_harrell_lo"], base["cindex_harrell_hi"] = lo, hi
