@@ -7,7 +7,7 @@ relative to the working folder, as the MLflow store is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -101,22 +101,6 @@ class HarmonisationConfig(_Strict):
 
 
 #: Extraction QC findings a score row can carry (refracture.features.findings words them).
-QC_KINDS = (
-    "missing_levels",
-    "resampled",
-    "small_roi",
-    "adjacent_one_sided",
-    "no_cement",
-    "misregistration",
-    "label_order",
-    "label_gap",
-    "label_duplicate",
-    "label_size",
-    "transitional",
-    "morphometry",
-    "units_converted",
-    "units_disagree",
-)
 QCKind = Literal[
     "missing_levels",
     "resampled",
@@ -133,6 +117,7 @@ QCKind = Literal[
     "units_converted",
     "units_disagree",
 ]
+QC_KINDS: tuple[str, ...] = get_args(QCKind)
 #: Findings that make a score row an error unless the config says otherwise: measurements that
 #: certainly sit on the wrong tissue or the wrong level.
 DEFAULT_QC_ERRORS = ("misregistration", "label_order", "label_duplicate")
