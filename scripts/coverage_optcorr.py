@@ -31,12 +31,12 @@ import time
 from functools import partial
 
 import numpy as np
-from refracture.data import assemble
 from scipy.stats import norm
 from sklearn.base import clone
 
 from bench_validate import imaging_table
 from refracture.config import config_to_dict, load_config, parse_config
+from refracture.dataset import assemble
 from refracture.models import make_pipeline
 from refracture.synth.cohort import simulate_cohort
 from refracture.validation.bootstrap import (
