@@ -185,9 +185,32 @@ def _ranks(data: np.ndarray, levels: int = 256) -> np.ndarray:
     finite = np.isfinite(data)
     if not finite.any():
         return np.zeros(data.shape, dtype=np.float32)
-    cuts = np.quantile(data[finite], np.linspace(0.0, 1.0, levels + 1)[1:-1])
-    out = np.searchsorted(cuts, np.where(finite, data, np.median(data[finite]))) / levels
+    everywhere = bool(finite.all())
+    ordered = np.sort(data.ravel() if everywhere else data[finite])
+    cuts = _sorted_quantiles(ordered, np.linspace(0.0, 1.0, levels + 1)[1:-1])
+    if not everywhere:
+        n = ordered.size  # the median as np.median takes it: the mean of the middle pair
+        data = np.where(finite, data, np.mean(ordered[[(n - 1) // 2, n // 2]]))
+    out = np.searchsorted(cuts, data) / levels
     return out.astype(np.float32)
+
+
+def _sorted_quantiles(ordered: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(x, q)`` (method "linear") from ``ordered = np.sort(x)``, bit for bit.
+
+    Written out because ``np.quantile`` partitions its input again for every call (about 6x
+    the cost of one sort for the 255 cuts of a map); this is NumPy's own interpolation (its
+    ``_lerp``, which takes the upper neighbour's side from t = 0.5 on) on the sorted values.
+    A test compares it with ``np.quantile``.
+    """
+    n = ordered.size
+    virtual = q * (n - 1)
+    below = np.floor(virtual).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    t = virtual - below
+    a, b = ordered[below], ordered[above]
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
 def _grid(axes: list[np.ndarray]) -> np.ndarray:
