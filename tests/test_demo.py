@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from refracture.cli import app
 from refracture.report import SECTIONS
-from test_report import parse
+from test_report import parse, render_in_browser, tree, tripod_links
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +47,24 @@ def test_demo_runs_the_whole_product(demo) -> None:
     serve = f'MLFLOW_TRACKING_URI={uri} mlflow models serve -m "models:/refracture-1y@champion"'
     for text in ("scores.csv", "report.html", f"mlflow ui --backend-store-uri {uri}", serve):
         assert text in output, text
+
+
+def test_demo_report_tripod_links_land_in_chromium(demo, tmp_path) -> None:
+    """The demo's own report (not only the test fixture's): every TRIPOD+AI link points at a
+    section with content, and in a browser at 1400 px each one scrolls its target into view,
+    with nothing wider than the page."""
+    workdir, _ = demo
+    report = next((workdir / "refracture-runs").glob("*/report.html"))
+    t = tree(report.read_text(encoding="utf-8"))
+    links = tripod_links(t)
+    assert {"5a", "9a", "10", "12e", "16", "20c", "23a"} <= set(links)
+    for item, anchor in links.items():
+        assert anchor in t.ids and len(t.ids[anchor].text().split()) >= 5, (item, anchor)
+    seen = render_in_browser(report, tmp_path)
+    assert {link["item"]: link["id"] for link in seen["links"]} == links
+    for link in seen["links"]:
+        assert link["exists"] and link["shown"] and link["inView"], link
+    assert seen["overflow"] == []
 
 
 def _identities(images: Path) -> set[str]:
