@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import math
 import os
 import re
 import shutil
@@ -679,3 +680,54 @@ def test_qc_page_in_chromium(trained, tmp_path) -> None:
     assert seen["images"] and seen["overflow"] == []
     for img in seen["images"]:
         assert img["shown"] and img["natural"] > 0 and img["width"] > 100, img
+
+
+def _candidate(label: str, feature_set: str, split: str, **metrics: float):
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(metrics=metrics, split_kind=split)
+    return SimpleNamespace(label=label, feature_set=feature_set, result=result)
+
+
+def test_a_choice_resting_on_a_failed_optimism_correction_is_flagged() -> None:
+    """The demo's case: a forest whose optimism-corrected C lies above its own interval wins on
+    it while it is the worst imaging model on the held-out patients."""
+    from types import SimpleNamespace
+
+    from refracture.report import selection_caution
+
+    def run(selected, candidates, metric="cindex_harrell_optcorr"):
+        ds = SimpleNamespace(horizon=365.0)
+        return SimpleNamespace(
+            selection_metric=metric, selected=selected, candidates=candidates, dataset=ds
+        )
+
+    k = "cindex_harrell"
+    rsf = _candidate("rsf (clinical+imaging)", "clinical+imaging", "random",
+                     **{f"{k}_optcorr": 0.805, f"{k}_optcorr_lo": 0.827,
+                        f"{k}_optcorr_hi": 0.864, k: 0.728})  # fmt: skip
+    cox = _candidate("cox (clinical+imaging)", "clinical+imaging", "random",
+                     **{f"{k}_optcorr": 0.782, f"{k}_optcorr_lo": 0.750,
+                        f"{k}_optcorr_hi": 0.844, k: 0.795})  # fmt: skip
+    clinical = _candidate("cox (clinical)", "clinical", "random", **{k: 0.9})
+    text = selection_caution(run(rsf, [clinical, rsf, cox]))
+    assert text is not None
+    assert "rsf (clinical+imaging)" in text and "0.805" in text and "[0.827, 0.864]" in text
+    # the best held-out imaging model is named (the clinical-only one is not a contender)
+    assert "0.728 against 0.795 for cox (clinical+imaging)" in text
+    # inside its interval: nothing to say; not an optimism-corrected metric: nothing either
+    assert selection_caution(run(cox, [rsf, cox])) is None
+    assert selection_caution(run(rsf, [rsf, cox], metric=k)) is None
+    # no held-out data: the warning stands without a comparison
+    alone = _candidate("rsf (clinical+imaging)", "clinical+imaging", "none",
+                       **{f"{k}_optcorr": 0.805, f"{k}_optcorr_lo": 0.827,
+                          f"{k}_optcorr_hi": 0.864, k: math.nan})  # fmt: skip
+    text = selection_caution(run(alone, [alone]))
+    assert text is not None and "validation data" not in text
+
+
+def test_train_warns_what_the_report_warns(trained) -> None:
+    """The terminal's warnings of a run are the report's: sample sizes and the model choice."""
+    from refracture.report import run_warnings
+
+    assert trained.result.warnings == run_warnings(trained.result)

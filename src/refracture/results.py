@@ -13,7 +13,7 @@ from refracture.dataset import Dataset
 from refracture.registry import AliasDecision
 from refracture.validation import ValidationResult
 
-__all__ = ["Candidate", "TrainResult"]
+__all__ = ["Candidate", "TrainResult", "selection_pool"]
 
 
 @dataclass
@@ -37,6 +37,12 @@ class Candidate:
     @property
     def label(self) -> str:
         return f"{self.model} ({self.feature_set})"
+
+
+def selection_pool(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates the registered model is chosen from: the clinical+imaging ones (all of
+    them when no candidate has imaging)."""
+    return [c for c in candidates if c.feature_set == "clinical+imaging"] or candidates
 
 
 @dataclass

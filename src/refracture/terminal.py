@@ -246,6 +246,8 @@ def print_demo_summary(console: Console, demo: DemoResult) -> None:
         f"champion: {d.model_name} version {d.version} ({t.selected.label}); {d.reason}",
         markup=False,
     )
+    for warning in t.warnings:  # e.g. a choice resting on a failed optimism correction
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     s = demo.scores
     n_ok = int((s["status"] == "ok").sum())
     groups = s.loc[s["status"] == "ok", "risk_group"].value_counts()

@@ -33,6 +33,7 @@ from refracture.config import RunConfig
 from refracture.files import write_text
 from refracture.ids import PATIENT_ID
 from refracture.models.outcome import EVENT
+from refracture.report.cautions import run_warnings, selection_caution
 from refracture.report.hazard_tables import univariable_cox
 from refracture.report.nomogram import nomogram_for, nomogram_unavailable
 from refracture.report.per_site import per_site_metrics, per_site_table, write_per_site
@@ -58,6 +59,8 @@ __all__ = [
     "per_site_table",
     "render",
     "report_files",
+    "run_warnings",
+    "selection_caution",
     "small_sample_warnings",
     "write_per_site",
     "write_report",
@@ -399,7 +402,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
     samples_view = samples.assign(
         small=["too small to trust" if s else "" for s in samples["small"]]
     ).rename(columns={"what": "validation data", "events": f"events by {hd} d", "small": ""})
-    warnings = small_sample_warnings(result)
+    warnings = run_warnings(result)
 
     # Hazard ratios: univariable on the development patients of the selected model
     dev = sel.result.development_ids

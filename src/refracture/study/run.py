@@ -324,12 +324,12 @@ def train(
         mlflow.log_artifact(str(run_dir / "summary.csv"))
         from refracture.report import (
             report_files,
-            small_sample_warnings,
+            run_warnings,
             write_per_site,
             write_report,
         )
 
-        result.warnings = small_sample_warnings(result)
+        result.warnings = run_warnings(result)
         per_site = write_per_site(
             result, bootstrap=cfg.validation.bootstrap, seed=cfg.validation.seed
         )

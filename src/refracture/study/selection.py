@@ -8,7 +8,7 @@ import numpy as np
 
 from refracture.config import RunConfig
 from refracture.errors import ConfigError, InputError
-from refracture.results import Candidate
+from refracture.results import Candidate, selection_pool
 from refracture.validation.catalogue import metric_names, selection_score
 
 __all__ = ["check_selection_metric", "select", "selection_score"]
@@ -33,7 +33,7 @@ def check_selection_metric(cfg: RunConfig) -> None:
 
 def select(candidates: list[Candidate], cfg: RunConfig) -> Candidate:
     """The best clinical+imaging model (or the best clinical one, without imaging)."""
-    pool = [c for c in candidates if c.feature_set == "clinical+imaging"] or candidates
+    pool = selection_pool(candidates)
     metric = cfg.selection_metric
     h = cfg.outcome.horizon_days
     scored = [(selection_score(metric, c.result.metrics.get(metric, math.nan), h), c) for c in pool]
