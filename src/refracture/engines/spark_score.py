@@ -49,18 +49,16 @@ from refracture.features.cohort import PatientTask, run_task_in_worker
 from refracture.files import write_table
 from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import scanner_key_from_env
-from refracture.privacy import Pseudonymiser
 from refracture.progress import Progress
 from refracture.scoring.batch import (
     MeasuredRow,
     ScoreResult,
-    check_paths,
     fill_measured,
     measured_row,
+    open_input,
 )
-from refracture.scoring.checkpoint import check_not_busy, checkpoint_dir
-from refracture.scoring.inputs import ScoreInput, read_input
-from refracture.scoring.model import ScoringModel, load_model
+from refracture.scoring.inputs import ScoreInput
+from refracture.scoring.model import ScoringModel
 from refracture.scoring.rows import (
     CONTEXT_COLUMNS,
     FIELD_STRENGTH,
@@ -297,17 +295,14 @@ def score_spark(
     """
     start = time.perf_counter()
     require_spark()
-    out = check_paths(out, manifest=manifest, clinical=clinical, features=features)
-    check_not_busy(checkpoint_dir(out), out)
-    pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
-    if isinstance(model, str):
-        model = load_model(model, tracking_uri)
-    data = read_input(
+    out, model, data, pseudonymiser = open_input(
         model,
-        manifest=None if manifest is None else Path(manifest),
-        clinical=None if clinical is None else Path(clinical),
-        features=None if features is None else Path(features),
-        pseudonymiser=pseudonymiser,
+        out=out,
+        manifest=manifest,
+        clinical=clinical,
+        features=features,
+        tracking_uri=tracking_uri,
+        pseudonymise=pseudonymise,
     )
     images = data.kind == "manifest" and model.uses_images
     with nullcontext(handle) if handle is not None else spark_session(master) as spark:

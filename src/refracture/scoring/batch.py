@@ -64,6 +64,7 @@ __all__ = [
     "check_paths",
     "fill_measured",
     "measured_row",
+    "open_input",
     "score",
 ]
 
@@ -214,6 +215,41 @@ def fill_measured(
     return rows
 
 
+def open_input(
+    model: str | ScoringModel,
+    *,
+    out: str | Path,
+    manifest: str | Path | None,
+    clinical: str | Path | None,
+    features: str | Path | None,
+    tracking_uri: str | None,
+    pseudonymise: bool,
+    explain: bool = False,
+) -> tuple[Path, ScoringModel, ScoreInput, Pseudonymiser | None]:
+    """What every engine does before any patient, each step raising InputError (exit 2): the
+    paths, no other run writing ``out``, the model (loaded from its URI unless given),
+    ``explain`` possible with it, and the input read (pseudonymised if asked: the
+    pseudonymiser is returned too, for scrubbing messages)."""
+    out = check_paths(out, manifest=manifest, clinical=clinical, features=features)
+    check_not_busy(checkpoint_dir(out), out)
+    pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
+    if isinstance(model, str):
+        model = load_model(model, tracking_uri)
+    if explain and not model.bundle.estimator.supports_contributions:
+        raise InputError(
+            f"explain needs a model with per-term contributions (cox, logistic); "
+            f"'{model.uri}' is {model.bundle.model}"
+        )
+    data = read_input(
+        model,
+        manifest=None if manifest is None else Path(manifest),
+        clinical=None if clinical is None else Path(clinical),
+        features=None if features is None else Path(features),
+        pseudonymiser=pseudonymiser,
+    )
+    return out, model, data, pseudonymiser
+
+
 def score(
     model: str | ScoringModel,
     *,
@@ -241,22 +277,15 @@ def score(
         raise InputError(f"jobs must be at least 1 (got {jobs})")
     if chunk_size is not None and chunk_size < 1:
         raise InputError(f"chunk_size must be at least 1 (got {chunk_size})")
-    out = check_paths(out, manifest=manifest, clinical=clinical, features=features)
-    check_not_busy(checkpoint_dir(out), out)
-    pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
-    if isinstance(model, str):
-        model = load_model(model, tracking_uri)
-    if explain and not model.bundle.estimator.supports_contributions:
-        raise InputError(
-            f"explain needs a model with per-term contributions (cox, logistic); "
-            f"'{model.uri}' is {model.bundle.model}"
-        )
-    data = read_input(
+    out, model, data, pseudonymiser = open_input(
         model,
-        manifest=None if manifest is None else Path(manifest),
-        clinical=None if clinical is None else Path(clinical),
-        features=None if features is None else Path(features),
-        pseudonymiser=pseudonymiser,
+        out=out,
+        manifest=manifest,
+        clinical=clinical,
+        features=features,
+        tracking_uri=tracking_uri,
+        pseudonymise=pseudonymise,
+        explain=explain,
     )
     images = data.kind == "manifest" and model.uses_images
     size = chunk_size or (CHUNK_PATIENTS if images else CHUNK_ROWS)
