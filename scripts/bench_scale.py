@@ -19,7 +19,6 @@ timed runs follow them. On a shared machine compare the ratios, not the absolute
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -31,42 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-TRAIN_CONFIG = """
-data:
-  manifest: {cohort}/manifest.csv
-  clinical: {cohort}/clinical.csv
-  cache_dir: {root}/cache
-covariates:
-  numeric: [age, bmd_tscore]
-  binary: [prior_fracture, anti_osteoporosis]
-  categorical: {{sex: F}}
-imaging:
-  features: [pdff_mean_normal, r2star_mean_normal]
-models: [cox]
-feature_sets: [clinical+imaging]
-validation:
-  split: random
-  bootstrap: 10
-mlflow:
-  tracking_uri: sqlite:///{root}/mlflow.db
-  experiment: bench
-"""
-
-
-def _train(root: Path, n: int) -> tuple[str, str]:
-    from refracture.config import load_config
-    from refracture.study import train
-    from refracture.synth import write_cohort
-    from refracture.tracking import quiet_mlflow
-
-    cohort = root / "train_cohort"
-    write_cohort(cohort, n=n, n_sites=2, seed=21, jobs=2)
-    config = root / "train.yaml"
-    config.write_text(TRAIN_CONFIG.format(cohort=cohort, root=root), encoding="utf-8")
-    quiet_mlflow()
-    with contextlib.chdir(root):
-        train(load_config(config), config_path=config, report=False)
-    return "models:/refracture-1y@champion", f"sqlite:///{root}/mlflow.db"
+from bench_score import train_small_model
 
 
 def _timed(fn, *args, **kwargs):
@@ -113,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         uri, tracking = args.model, args.tracking_uri
         if uri is None:
-            uri, tracking = _train(root, args.n_train)
+            uri, tracking = train_small_model(root, args.n_train, models="cox")
         model = load_model(uri, tracking)
         cohort = root / "cohort"
         write_cohort(cohort, n=args.n_extract, n_sites=4, seed=5, id_prefix="N", jobs=2)

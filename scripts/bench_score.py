@@ -38,7 +38,7 @@ covariates:
   categorical: {{sex: F}}
 imaging:
   features: [pdff_mean_normal, r2star_mean_normal]
-models: [cox, logistic]
+models: [{models}]
 feature_sets: [clinical+imaging]
 validation:
   split: random
@@ -49,7 +49,8 @@ mlflow:
 """
 
 
-def _train(root: Path, n: int) -> tuple[str, str]:
+def train_small_model(root: Path, n: int, models: str = "cox, logistic") -> tuple[str, str]:
+    """Train ``models`` on a synthetic cohort of ``n`` under ``root``; (model URI, tracking URI)."""
     from refracture.config import load_config
     from refracture.study import train
     from refracture.synth import write_cohort
@@ -58,7 +59,9 @@ def _train(root: Path, n: int) -> tuple[str, str]:
     cohort = root / "train_cohort"
     write_cohort(cohort, n=n, n_sites=2, seed=21, jobs=2)
     config = root / "train.yaml"
-    config.write_text(TRAIN_CONFIG.format(cohort=cohort, root=root), encoding="utf-8")
+    config.write_text(
+        TRAIN_CONFIG.format(cohort=cohort, root=root, models=models), encoding="utf-8"
+    )
     quiet_mlflow()
     with contextlib.chdir(root):
         train(load_config(config), config_path=config, report=False)
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         train_seconds = None
         if uri is None:
             t0 = time.perf_counter()
-            uri, tracking = _train(root, args.n_train)
+            uri, tracking = train_small_model(root, args.n_train)
             train_seconds = time.perf_counter() - t0
 
         # What a nightly job pays once: a fresh interpreter importing refracture and MLflow
