@@ -23,7 +23,12 @@ from refracture.progress import Progress
 from refracture.results import Candidate, TrainResult
 from refracture.study.artifacts import cohort_flow, summary_table, version_description
 from refracture.study.harmonisation import per_site_harmonisation
-from refracture.study.selection import check_selection_metric, select, selection_score
+from refracture.study.selection import (
+    check_selection_metric,
+    select,
+    selection_metric,
+    selection_score,
+)
 from refracture.tables import read_patient_table
 from refracture.validation import added_value, validate
 
@@ -148,6 +153,8 @@ def validate_candidate(
             feature_set=feature_set,
             progress=progress,
             stage=f"validating {name} ({feature_set})",
+            internal=vcfg.internal,
+            risk_groups=cfg.risk_groups,
         )
     except ModelError as err:
         # A model that cannot be fitted on these data: the config entry to change is models.
@@ -280,7 +287,7 @@ def train(
             digest,
             site_units=extraction.site_units if extraction is not None else None,
         )
-        metric = cfg.selection_metric
+        metric = selection_metric(cfg)
         value = float(selected.result.metrics[metric])
         decision = registry.register(
             model_info.model_uri,
