@@ -25,7 +25,9 @@ B = 20
 
 def _cfg(**validation):
     # these tests exercise the hold-out designs: a random split unless they say otherwise
-    return config(validation={"split": "random", "bootstrap": B, "jobs": 1, "seed": 0, **validation})
+    return config(
+        validation={"split": "random", "bootstrap": B, "jobs": 1, "seed": 0, **validation}
+    )
 
 
 @pytest.fixture(scope="module")
