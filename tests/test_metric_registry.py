@@ -98,3 +98,17 @@ def test_a_metric_is_one_registry_entry_and_the_default_design_reports_it(tmp_pa
         assert anchor in page, anchor
     assert "ICI 365 d" in page and "classification instability at 10%" in page
     assert "internal-external" in page.lower()
+
+
+def test_the_docs_metric_table_is_the_registry() -> None:
+    """docs/training.md's table of metric names lists exactly the registry's metrics."""
+    import re
+    from pathlib import Path
+
+    from refracture.validation.catalogue import metric_names
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    table = text[text.index("### Metric names") : text.index("Suffixes, as in")]
+    first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    documented = [name for cell in first_cells for name in re.findall(r"`([a-z0-9_]+)`", cell)]
+    assert documented == metric_names(365)

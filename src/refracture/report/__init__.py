@@ -63,6 +63,7 @@ from refracture.report.validation_tables import (
     summary_metrics,
 )
 from refracture.text import ci_parts
+from refracture.validation.internal import INTERVAL_METHODS
 
 __all__ = [
     "QC_PAGE",
@@ -474,6 +475,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "internal_comparison": _table(internal_comparison_table(result.candidates, h)),
         "cindex": _table(cindex_table(result.candidates, result.selection_metric)),
         "internal_metrics": _table(internal_metric_table(sel, h)),
+        "interval_methods": INTERVAL_METHODS,
         "smoothed": {
             k: (_table(v) if isinstance(v, pd.DataFrame) else v)
             for k, v in smoothed_calibration_section(result, h, plots_dir, _png).items()

@@ -22,7 +22,6 @@ import pandas as pd
 from refracture.text import ci_parts
 from refracture.validation.catalogue import ESTIMATORS, headline_specs, metric_specs
 from refracture.validation.coverage import coverage_note
-from refracture.validation.internal import INTERVAL_METHODS
 from refracture.validation.stability import threshold_key
 
 __all__ = [
@@ -110,10 +109,9 @@ def internal_metric_table(candidate: Any, horizon: float) -> pd.DataFrame:
             row[est.label] = value if spec.resampled else ""
         row["validation data"] = cell(r.metrics, name, spec.digits)
         row["intervals"] = (
-            f"internal: {INTERVAL_METHODS['internal']}; validation data: "
-            f"{INTERVAL_METHODS['validation']}"
+            "internal: refits' percentiles, centred; validation: percentile bootstrap"
             if spec.resampled
-            else "fitted once on the validation data: no interval"
+            else "none (fitted once on the validation data)"
         )
         rows.append(row)
     return pd.DataFrame(rows)
