@@ -153,7 +153,7 @@ def metrics_tables(
     ]  # fmt: skip
     if selection_metric and (suffix := estimator_of(selection_metric)):
         spec = metric_spec(selection_metric, h)
-        head = f"{spec.label_at(h)} {ESTIMATORS[suffix].label} (selection)"
+        head = f"{spec.label_at(h)}, {ESTIMATORS[suffix].label} (selection)"
         internal.insert(0, (head, [_cell(r.metrics, selection_metric, spec.digits) for r in rows]))
     if any("cindex_oob" in r.metrics for r in rows):
         oob = [_cell(r.metrics, "cindex_oob", 3) if "cindex_oob" in r.metrics else "" for r in rows]

@@ -20,7 +20,13 @@ from typing import Any
 import pandas as pd
 
 from refracture.text import ci_parts
-from refracture.validation.catalogue import ESTIMATORS, headline_specs, metric_specs
+from refracture.validation.catalogue import (
+    ESTIMATORS,
+    estimator_of,
+    headline_specs,
+    metric_spec,
+    metric_specs,
+)
 from refracture.validation.coverage import coverage_note
 from refracture.validation.stability import threshold_key
 
@@ -76,19 +82,24 @@ def internal_comparison_table(candidates: list[Any], horizon: float) -> pd.DataF
 
 
 def cindex_table(candidates: list[Any], selection_metric: str) -> pd.DataFrame:
-    """The run's C-index of every candidate, apparent and by every estimator, beside its value
-    on the validation data: what the selection compared."""
+    """The selection metric of every candidate, apparent and by every estimator, beside its
+    value on the validation data: what the selection compared."""
+    suffix = estimator_of(selection_metric)
+    base = selection_metric.removesuffix(f"_{suffix}") if suffix else selection_metric
+    spec = metric_spec(base)
     rows = []
     for c in candidates:
         r, m = c.result, c.result.metrics
-        row = {**_what(c), "apparent": f"{r.apparent.get('cindex_harrell', math.nan):.3f}"}
-        for s, est in ESTIMATORS.items():
-            row[est.label] = cell(m, f"cindex_harrell_{s}")
-        row["forest out-of-bag"] = cell(m, "cindex_oob") if "cindex_oob" in m else ""
-        row["validation data"] = cell(m, "cindex_harrell")
-        row["selected on"] = f"{m.get(selection_metric, math.nan):.3f}"
+        row = {**_what(c), "apparent": f"{r.apparent.get(base, math.nan):.{spec.digits}f}"}
+        if spec.resampled:
+            for s, est in ESTIMATORS.items():
+                row[est.label] = cell(m, f"{base}_{s}", spec.digits)
+        if base == "cindex_harrell":
+            row["forest out-of-bag"] = cell(m, "cindex_oob") if "cindex_oob" in m else ""
+        row["validation data"] = cell(m, base, spec.digits)
+        row[selection_metric] = f"{m.get(selection_metric, math.nan):.{spec.digits}f}"
         rows.append(row)
-    return pd.DataFrame(rows).rename(columns={"selected on": f"{selection_metric}"})
+    return pd.DataFrame(rows)
 
 
 def internal_metric_table(candidate: Any, horizon: float) -> pd.DataFrame:

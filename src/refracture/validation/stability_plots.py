@@ -103,7 +103,8 @@ def plot_prediction_instability(
     if pb.ndim != 2 or pb.shape[0] < 2:
         return _skip(path, "fewer than two bootstrap refits", reasons)
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
-    ax.scatter(np.tile(p, len(pb)), pb.ravel(), s=1, alpha=0.08, color="C0", rasterized=True,
+    alpha = min(0.5, max(0.05, 8 / len(pb)))  # the cloud stays readable for 10 or 200 refits
+    ax.scatter(np.tile(p, len(pb)), pb.ravel(), s=1, alpha=alpha, color="C0", rasterized=True,
                label=f"{len(pb)} refits x {len(p)} patients")  # fmt: skip
     order = np.argsort(p)
     lo, hi = np.percentile(pb, [2.5, 97.5], axis=0)
