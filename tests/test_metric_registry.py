@@ -14,12 +14,12 @@ import pytest
 from mlflow import MlflowClient
 from rich.console import Console
 
+from refracture.cli.terminal import print_train_summary
 from refracture.config import parse_config
 from refracture.errors import ConfigError
 from refracture.study import train
 from refracture.study.selection import check_selection_metric
 from refracture.synth.cohort import simulate_cohort
-from refracture.terminal import print_train_summary
 from refracture.tracking import quiet_mlflow
 from refracture.validation.catalogue import METRICS, MetricSpec, selection_choices
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-import math
 import os
 import re
 import shutil
