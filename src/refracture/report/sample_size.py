@@ -321,3 +321,30 @@ def riley_metrics(table: pd.DataFrame, feature_set: str) -> dict[str, float]:
         }
         out |= {f"{k}_{name}": float(v) for name, v in values.items() if np.isfinite(v)}
     return out
+
+
+def riley_view(table: pd.DataFrame, horizon: float) -> pd.DataFrame:
+    """The sample-size table as the report shows it (one row per feature set and outcome)."""
+    hd = int(round(horizon))
+    out = pd.DataFrame(
+        {
+            "features": table["feature_set"],
+            "outcome": [
+                "time to re-fracture" if o == "survival" else f"status at {hd} d"
+                for o in table["outcome"]
+            ],
+            "parameters": table["parameters"],
+            "anticipated R2 (Cox-Snell)": [f"{v:.3f}" for v in table["r2_cs"]],
+            "patients needed (criteria 1 / 2 / 3)": [
+                f"{r.required_n} ({r.n_criterion_1} / {r.n_criterion_2} / {r.n_criterion_3})"
+                for r in table.itertuples(index=False)
+            ],
+            "events needed": table["required_events"],
+            "patients / events available": [
+                f"{r.available_n} / {r.available_events}" for r in table.itertuples(index=False)
+            ],
+            "expected shrinkage": [f"{v:.2f}" for v in table["expected_shrinkage"]],
+            "": ["" if m else "below the minimum" for m in table["met"]],
+        }
+    )
+    return out

@@ -24,6 +24,7 @@ from refracture.results import Candidate, TrainResult
 from refracture.study.artifacts import cohort_flow, summary_table, version_description
 from refracture.study.harmonisation import per_site_harmonisation
 from refracture.study.selection import check_selection_metric, select, selection_score
+from refracture.study.statistics import attach_statistics
 from refracture.tables import read_patient_table
 from refracture.validation import added_value, validate
 
@@ -255,6 +256,7 @@ def train(
                     reasons=img.reasons,
                 )
         selected = select(candidates, cfg)
+        sample_size = attach_statistics(candidates, dataset, cfg)  # Riley, site meta-analysis
 
         stage = "logging to MLflow"
         if progress:
@@ -319,6 +321,7 @@ def train(
             model_uri=f"models:/{cfg.mlflow.registered_model}/{decision.version}",
             dataset=dataset,
             flow=flow,
+            sample_size=sample_size,
         )
         write_table(run_dir / "summary.csv", summary_table(result))
         mlflow.log_artifact(str(run_dir / "summary.csv"))
