@@ -94,7 +94,13 @@ class HarmonisationConfig(_Strict):
     preserve: list[str] = Field(
         [], description="covariates whose effects on the imaging features harmonisation keeps"
     )
-    unseen_batch: Literal["refuse", "reference", "pooled"] = "refuse"
+    unseen_batch: Literal["refuse", "reference", "pooled", "estimate"] = "refuse"
+    min_batch_patients: int = Field(
+        20,
+        ge=2,
+        description="unseen_batch 'estimate': fewest scans of a new scanner to estimate its "
+        "location and scale from (fewer are refused)",
+    )
     reference_batch: str | None = Field(
         None, description="with unseen_batch 'reference': the batch whose scale new ones take"
     )

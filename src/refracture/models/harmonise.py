@@ -24,7 +24,7 @@ policy for batches the development data did not contain, and one-line errors.
 
 from __future__ import annotations
 
-import math
+import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -36,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted
 from refracture.errors import ConfigError, InputError
 from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import nominal_field
+from refracture.models.combat_eb import batch_effects, eb_batch
 
 __all__ = [
     "BATCH_SOURCES",
@@ -51,11 +52,7 @@ BATCH_SOURCES: dict[str, tuple[str, ...]] = {
     "scanner": ("site", "scanner_id"),
     "field_strength": ("scanner_field_strength_t",),
 }
-UNSEEN_POLICIES = ("refuse", "reference", "pooled")
-# neuroCombat/sva stop the empirical-Bayes iteration when the largest relative change is below
-# this; we do the same so the results agree, and cap the iterations (sva has no cap).
-_EB_TOLERANCE = 1e-4
-_EB_MAX_ITER = 1000
+UNSEEN_POLICIES = ("refuse", "reference", "pooled", "estimate")
 
 
 def batch_labels(X: pd.DataFrame, batch: str) -> pd.Series:
@@ -102,6 +99,7 @@ def make_harmoniser(config: Any, features: Sequence[str]) -> ComBatHarmoniser | 
         preserve=list(config.preserve),
         reference_batch=config.reference_batch,
         unseen_batch=config.unseen_batch,
+        min_batch_patients=config.min_batch_patients,
     )
 
 
@@ -126,13 +124,23 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         Fortin's reference-batch ComBat: this batch is left as measured and every other is
         mapped onto its scale (coefficients then read in the reference scanner's units).
         Default: the pooled scale of all batches (the batch-size weighted mean).
-    unseen_batch : {"refuse", "reference", "pooled"}, default="refuse"
+    unseen_batch : {"refuse", "reference", "pooled", "estimate"}, default="refuse"
         Rows of a batch the development data did not contain, or of unknown batch:
         ``refuse`` raises an :class:`~refracture.errors.InputError` naming them;
         ``reference`` treats them as the reference batch (no adjustment: their features are
         taken as already on the harmonised scale); ``pooled`` applies the batch-size weighted
-        mean of the known batches' adjustments (close to none without a reference batch).
-        :meth:`row_warnings` gives the per-row text for a score's ``warnings``.
+        mean of the known batches' adjustments (close to none without a reference batch);
+        ``estimate`` estimates the new batch's own location and scale from its rows in the
+        data being transformed (its scans only, no outcome: ComBat's batch effects need
+        none), shrunk as a development batch's, when it has at least ``min_batch_patients``
+        rows; fewer follow ``unseen_fallback``. :meth:`row_warnings` gives the per-row text
+        for a score's ``warnings``, :meth:`with_estimated_batches` fixes the estimates from
+        one table (a whole scoring input) for later calls.
+    min_batch_patients : int, default=20
+        Fewest rows of a new batch to estimate its effects from (``estimate``).
+    unseen_fallback : {"refuse", "pooled"}, default="refuse"
+        ``estimate`` with too few rows of a batch (or an unknown batch): refuse them, or
+        apply the pooled adjustment (validation, which must predict every patient).
     eb : bool, default=True
         Empirical-Bayes shrinkage of the batch effects (off, or with one feature: the
         per-batch location/scale estimates as they are).
@@ -179,6 +187,8 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         min_batch_size: int = 2,
         id_column: str = PATIENT_ID,
         require_reference: bool = True,
+        min_batch_patients: int = 20,
+        unseen_fallback: str = "refuse",
     ) -> None:
         self.batch = batch
         self.features = features
@@ -190,6 +200,8 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         self.min_batch_size = min_batch_size
         self.id_column = id_column
         self.require_reference = require_reference
+        self.min_batch_patients = min_batch_patients
+        self.unseen_fallback = unseen_fallback
 
     # --- fit -------------------------------------------------------------------------------
 
@@ -315,7 +327,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         gamma_star, delta_star = gamma_hat.copy(), delta_hat.copy()
         if self.eb and p >= 2:
             for i in range(k):
-                gamma_star[i], delta_star[i] = _eb_batch(
+                gamma_star[i], delta_star[i] = eb_batch(
                     Z[onehot[:, i] == 1], gamma_hat[i], delta_hat[i], n[i], self.mean_only
                 )
         if ref is not None:
@@ -333,20 +345,28 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         missing = [c for c in self.features_ if c not in X.columns]
         if missing:
             raise InputError(f"the data lack the imaging feature(s) {', '.join(missing)}")
+        model = self.with_estimated_batches(X) if self.unseen_batch == "estimate" else self
         labels = batch_labels(X, self.batch)
-        index = {b: i for i, b in enumerate(self.batches_)}
+        index = {b: i for i, b in enumerate(model.batches_)}
         codes = labels.map(index)
         unseen = codes.isna().to_numpy()
-        if unseen.any() and self.unseen_batch == "refuse":
-            names = sorted({str(b) for b in labels[unseen].fillna("(unknown)")})
+        refused = unseen & model._refuses()
+        if refused.any():
+            names = sorted({str(b) for b in labels[refused].fillna("(unknown)")})
             raise InputError(
-                f"scanner batch(es) {', '.join(names)} of {self._who(X, unseen)} were not in "
+                f"scanner batch(es) {', '.join(names)} of {self._who(X, refused)} were not in "
                 f"the development data, so harmonisation by {self.batch} cannot adjust them "
-                "(set harmonisation.unseen_batch to reference or pooled to score them with a "
-                "warning)",
+                + (
+                    f"(fewer than {self.min_batch_patients} of their patients to estimate "
+                    "their effects from; lower harmonisation.min_batch_patients or score them "
+                    "with more of their scanner's patients)"
+                    if self.unseen_batch == "estimate"
+                    else "(set harmonisation.unseen_batch to estimate, reference or pooled to "
+                    "score them)"
+                ),
                 key="harmonisation.unseen_batch",
             )
-        gamma, delta = self._row_effects(codes.to_numpy(), unseen)
+        gamma, delta = model._row_effects(codes.to_numpy(), unseen)
         Y = X[self.features_].to_numpy(dtype=np.float64)
         Z, stand = self._standardise(Y, self._design(X))
         sd = np.sqrt(self.var_pooled_)[None, :]
@@ -360,6 +380,40 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         out[self.features_] = adjusted
         return out
 
+    def _refuses(self) -> bool:
+        """Whether rows of a batch without effects are refused (else adjusted somehow)."""
+        if self.unseen_batch == "estimate":
+            return self.unseen_fallback == "refuse"
+        return self.unseen_batch == "refuse"
+
+    def with_estimated_batches(self, X: pd.DataFrame) -> ComBatHarmoniser:
+        """A copy that also knows every new batch of ``X`` with at least
+        ``min_batch_patients`` rows: its location and scale estimated from those rows' scans
+        (standardised by the development fit, shrunk by empirical Bayes), listed in
+        ``estimated_batches_`` (batch -> rows used). ``self`` when there is none."""
+        check_is_fitted(self, "gamma_star_")
+        labels = batch_labels(self._check_frame(X), self.batch)
+        new = labels[labels.notna() & ~labels.isin(self.batches_)]
+        counts = new.value_counts()
+        big = sorted(str(b) for b, n in counts.items() if n >= self.min_batch_patients)
+        if not big:
+            return self
+        Y = X[self.features_].to_numpy(dtype=np.float64)
+        Z, _ = self._standardise(Y, self._design(X))
+        out = copy.copy(self)
+        gammas, deltas = [out.gamma_star_], [out.delta_star_]
+        for b in big:
+            g, d = batch_effects(Z[(labels == b).to_numpy()], self.eb, self.mean_only)
+            gammas.append(g[None, :])
+            deltas.append(d[None, :])
+        out.batches_ = [*self.batches_, *big]
+        out.gamma_star_, out.delta_star_ = np.vstack(gammas), np.vstack(deltas)
+        out.n_per_batch_ = np.r_[self.n_per_batch_, np.zeros(len(big), dtype=int)]
+        out.estimated_batches_ = dict(getattr(self, "estimated_batches_", {})) | {
+            b: int(counts[b]) for b in big
+        }
+        return out
+
     def _row_effects(self, codes: np.ndarray, unseen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = len(self.features_)
         gamma = np.zeros((len(codes), p))
@@ -368,8 +422,11 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         idx = codes[known].astype(int)
         gamma[known] = self.gamma_star_[idx]
         delta[known] = self.delta_star_[idx]
-        if unseen.any() and self.unseen_batch == "pooled":
-            w = self.n_per_batch_ / self.n_per_batch_.sum()
+        pooled = self.unseen_batch == "pooled" or (
+            self.unseen_batch == "estimate" and self.unseen_fallback == "pooled"
+        )
+        if unseen.any() and pooled:
+            w = self.n_per_batch_ / self.n_per_batch_.sum()  # development batches only
             gamma[unseen] = w @ self.gamma_star_
             delta[unseen] = w @ self.delta_star_
         return gamma, delta
@@ -381,6 +438,8 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
 
     def row_warnings(self, X: pd.DataFrame) -> list[str]:
         """Per row: '' or the warning for a score's ``warnings`` (unseen batch, what was done)."""
+        if self.unseen_batch == "estimate":
+            return self._estimate_warnings(X)
         labels = batch_labels(self._check_frame(X), self.batch)
         unseen = self.unseen_mask(X)
         what = {
@@ -402,6 +461,43 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
             else ""
             for label, u in zip(labels, unseen, strict=True)
         ]
+
+    def _estimate_warnings(self, X: pd.DataFrame) -> list[str]:
+        """Row texts under ``estimate``: the batch's effects estimated from its N patients
+        here, or too few of them (refused, or the pooled adjustment)."""
+        model = self.with_estimated_batches(X)
+        labels = batch_labels(self._check_frame(X), self.batch)
+        counts = labels.value_counts()
+        done = getattr(model, "estimated_batches_", {})
+        out = []
+        for label in labels:
+            name = label if isinstance(label, str) else "(unknown)"
+            if isinstance(label, str) and label in self.batches_:
+                out.append("")
+            elif isinstance(label, str) and label in done:
+                out.append(
+                    f"harmonisation: {self.batch} {name} was not in the development data; its "
+                    f"location and scale were estimated from {done[label]} of its patients' "
+                    "scans (harmonisation.unseen_batch: estimate)"
+                )
+            else:
+                n = int(counts.get(label, 0)) if isinstance(label, str) else 0
+                what = (
+                    "the patient is not scored"
+                    if self.unseen_fallback == "refuse"
+                    else "its imaging features were adjusted by the average of the known batches"
+                )
+                out.append(
+                    f"harmonisation: {self.batch} {name} was not in the development data and has "
+                    f"{n} patient(s) here, fewer than the {self.min_batch_patients} needed to "
+                    f"estimate its effects (harmonisation.min_batch_patients); {what}"
+                )
+        return out
+
+    def row_refused(self, X: pd.DataFrame) -> np.ndarray:
+        """True for rows :meth:`transform` would refuse (a new batch it cannot adjust)."""
+        model = self.with_estimated_batches(X) if self.unseen_batch == "estimate" else self
+        return model.unseen_mask(X) & self._refuses()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_in_")
@@ -480,44 +576,3 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
 
 def _is_categorical(s: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
-
-
-def _eb_batch(
-    z: np.ndarray,
-    g_hat: np.ndarray,
-    d_hat: np.ndarray,
-    n: np.ndarray,
-    mean_only: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Parametric empirical Bayes for one batch (Johnson 2007, as sva/neuroCombat).
-
-    Priors across the features: gamma_ig ~ N(gamma_bar, t2), delta_ig ~ InvGamma(a, b) by the
-    method of moments, then the posterior means by the iteration of ``it.sol``.
-    """
-    g_bar = float(np.mean(g_hat))
-    t2 = float(np.var(g_hat, ddof=1))
-    if not math.isfinite(t2) or t2 <= 0:
-        return g_hat.copy(), d_hat.copy()  # nothing to shrink towards
-    if mean_only:
-        # sva: gamma.star <- postmean(gamma.hat, gamma.bar, 1, 1, t2)
-        return (t2 * g_hat + g_bar) / (t2 + 1.0), np.ones_like(d_hat)
-    m = float(np.mean(d_hat))
-    s2 = float(np.var(d_hat, ddof=1))
-    if not math.isfinite(s2) or s2 <= 0:
-        return (t2 * n * g_hat + d_hat * g_bar) / (t2 * n + d_hat), d_hat.copy()
-    a = (2 * s2 + m**2) / s2
-    b = (m * s2 + m**3) / s2
-    g_old, d_old = g_hat.copy(), d_hat.copy()
-    for _ in range(_EB_MAX_ITER):
-        g_new = (t2 * n * g_hat + d_old * g_bar) / (t2 * n + d_old)
-        sum2 = np.nansum((z - g_new[None, :]) ** 2, axis=0)
-        d_new = (0.5 * sum2 + b) / (n / 2.0 + a - 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # sva's rule, signs included: max(abs(g.new - g.old) / g.old, ...)
-            change = max(
-                np.max(np.abs(g_new - g_old) / g_old), np.max(np.abs(d_new - d_old) / d_old)
-            )
-        g_old, d_old = g_new, d_new
-        if not change > _EB_TOLERANCE:
-            break
-    return g_old, d_old

@@ -71,8 +71,10 @@ def _extract(
 
 
 #: How validation harmonises a held-out patient whose batch the development part of that fit
-#: did not contain, when the config says ``refuse`` (see :func:`validate_candidate`).
-VALIDATION_UNSEEN_BATCH = "pooled"
+#: did not contain (see :func:`validate_candidate`): from the held-out scanner's own scans,
+#: outcome-free, as a new hospital can once it has ``min_batch_patients`` patients; a batch
+#: with fewer gets the pooled adjustment (validation must predict every patient).
+VALIDATION_UNSEEN_BATCH = "estimate"
 
 
 def _biomarkers(
@@ -108,10 +110,12 @@ def validate_candidate(
 
     With scanner harmonisation on (``dataset.harmonisation``) the pipeline starts with the
     ComBat step, refitted with the model in every fold and bootstrap replicate. Validation
-    must predict every held-out patient, so one whose batch the fit did not see (always the
-    case for the held-out hospital of a leave-one-site-out or site split with ``batch: site``)
-    is harmonised by the ``pooled`` policy when the config says ``refuse``; the registered
-    model (``result.final_model``) applies the config's ``unseen_batch`` again.
+    must predict every held-out patient; one whose batch the fit did not see (always the case
+    for the held-out hospital of a leave-one-site-out or site split) is harmonised with its
+    scanner's own location and scale, estimated from the held-out patients' scans without
+    their outcomes (:data:`VALIDATION_UNSEEN_BATCH`), unless the config says ``reference``
+    (then as deployed). The registered model (``result.final_model``) applies the config's
+    ``unseen_batch`` again.
     """
     cols = dataset.feature_names(feature_set)
     imaging = [c for c in cols if c in dataset.imaging_features]
@@ -131,8 +135,10 @@ def validate_candidate(
     if template.harmoniser is not None:
         # a fold without the reference batch's site: that fit uses the pooled scale
         template.set_params(harmonise__require_reference=False)
-        if policy == "refuse":
-            template.set_params(harmonise__unseen_batch=VALIDATION_UNSEEN_BATCH)
+        if policy != "reference":
+            template.set_params(
+                harmonise__unseen_batch=VALIDATION_UNSEEN_BATCH, harmonise__unseen_fallback="pooled"
+            )
     try:
         result = validate(
             template,
@@ -156,7 +162,7 @@ def validate_candidate(
     result.features = cols  # the model's columns, not the batch columns harmonisation reads
     final = result.final_model.harmoniser
     if final is not None:
-        final.set_params(unseen_batch=policy, require_reference=True)
+        final.set_params(unseen_batch=policy, unseen_fallback="refuse", require_reference=True)
         wanted = harmonisation.reference_batch  # type: ignore[union-attr]
         if wanted is not None and final.reference_batch_ != wanted:
             raise ConfigError(
