@@ -11,7 +11,8 @@ Each held-out hospital is new to the harmonised model: with ``batch: site`` or `
 its scanners' location and scale are estimated from its own patients' scans, without their
 outcomes (see :data:`refracture.study.run.VALIDATION_UNSEEN_BATCH`; a scanner with fewer than
 ``min_batch_patients`` held-out patients gets the pooled adjustment), with
-``batch: field_strength`` by its field strength when another site shares it. The comparison has no bootstrap (the per-site
+``batch: field_strength`` by its field strength when another site shares it. The comparison
+has no bootstrap (the per-site
 values are point estimates on the held-out patients).
 """
 
