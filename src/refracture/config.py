@@ -83,6 +83,9 @@ class AnalysisConfig(_Strict):
     sex: str | None = Field(None, description="clinical column with sex (two values)")
     bmi: str | None = Field(None, description="clinical column with BMI in kg/m2")
     site: str | None = Field("site", description="column naming the site (clinical or manifest)")
+    batch: Literal["scanner", "field_strength", "site"] | None = Field(
+        "scanner", description="scanner batch the analysis adjusts for (R2* depends on it)"
+    )
     osteoporosis_tscore: float = Field(-2.5, description="osteoporosis: T-score at or below")
 
 

@@ -201,6 +201,7 @@ def _prepare_patients(
             notes.append(f"neither table has a '{site}' column: no adjustment for site")
             roles["site"] = None
 
+    _batch(patients, features, feat_ids, roles, notes)
     marker_table = features[chosen].apply(pd.to_numeric, errors="coerce")
     marker_table.index = feat_ids.to_numpy()
     n_clin = len(patients)
@@ -216,6 +217,42 @@ def _prepare_patients(
             "clinical and features tables must share patient IDs"
         )
     return patients.reset_index(drop=True), chosen
+
+
+def _batch(
+    patients: pd.DataFrame,
+    features: pd.DataFrame,
+    feat_ids: pd.Series,
+    roles: dict[str, str | None],
+    notes: list[str],
+) -> None:
+    """Each patient's scanner batch (``roles["batch"]``: scanner, field_strength or site, as
+    harmonisation names them) as a column of ``patients``: R2* depends on the scanner, and a
+    site may have several. Without the columns it needs, the site stands in, with a note."""
+    from refracture.errors import ConfigError
+    from refracture.models.harmonise import batch_labels
+
+    batch = roles.get("batch")
+    if batch is None:
+        return
+    source = features.set_axis(pd.Index(feat_ids.to_numpy()))
+    site = roles["site"]
+    if "site" not in source.columns and site is not None and site in patients.columns:
+        source = source.assign(site=patients.set_index(PATIENT_ID)[site].reindex(source.index))
+    try:
+        labels = batch_labels(source, batch)
+    except ConfigError:
+        labels = None
+    if labels is None or labels.isna().all():
+        notes.append(
+            f"the features table has no {batch} columns: R2* and PDFF are adjusted for the "
+            "site instead of the scanner"
+        )
+        roles["batch"] = None
+        return
+    name = batch if batch not in patients.columns else f"{batch}_batch"
+    patients[name] = patients[PATIENT_ID].map(labels).astype("string").to_numpy()
+    roles["batch"] = name
 
 
 def _prepare_vertebrae(
@@ -269,16 +306,21 @@ def _prepare_vertebrae(
 # --- the statistics -----------------------------------------------------------------------
 
 
+def _batch_role(roles: dict[str, str | None]) -> str:
+    """The scanner batch when known (it nests the site), else the site."""
+    return "batch" if roles.get("batch") is not None else "site"
+
+
 def _adjusters(patients: pd.DataFrame, roles: dict[str, str | None], exclude: str) -> list[str]:
     return [
         c
-        for r in ("age", "sex", "site")
+        for r in ("age", "sex", _batch_role(roles))
         if (c := roles[r]) is not None and c != exclude and patients[c].nunique() > 1
     ]
 
 
 def _design(patients: pd.DataFrame, names: list[str], roles: dict[str, str | None]) -> np.ndarray:
-    categorical = [c for c in (roles["sex"], roles["site"]) if c is not None]
+    categorical = [c for c in (roles["sex"], roles["site"], roles.get("batch")) if c is not None]
     matrix, _ = corr.covariate_design(patients[names], categorical)
     return matrix
 
@@ -370,7 +412,9 @@ def _terms_rows(
             continue
         family = term.term.split("[", 1)[0]
         adj = [name for name in families if name != family]
-        est = Estimate(term.estimate, term.lower95, term.upper95, term.p, model.n_obs)
+        est = Estimate(
+            term.estimate, term.lower95, term.upper95, term.p, model.n_groups, model.n_obs
+        )
         rows.append(Association.of(marker, term.term, method, adj, est))
     return rows
 
@@ -397,13 +441,13 @@ def _mixed_models(
         sub = vertebrae[vertebrae["map"] == name]
         levels = level_order(sub["level"])
         marker = f"{name}_{stat}"
-        # marker ~ level + age + sex + T-score (+ site) over intact vertebrae
+        # marker ~ level + age + sex + BMI + T-score (+ scanner batch) over intact vertebrae
         intact = sub[sub[STATUS] == INTACT]
         cols = {"level": "categorical"}
-        for role in ("age", "sex", "tscore", "site"):
+        for role in ("age", "sex", "bmi", "tscore", _batch_role(roles)):
             c = roles[role]
             if c is not None and intact[c].nunique() > 1:
-                cols[c] = "categorical" if role in ("sex", "site") else "numeric"
+                cols[c] = "categorical" if role in ("sex", "site", "batch") else "numeric"
         model_data = intact[["value", PATIENT_ID, *cols]]
         if intact[PATIENT_ID].nunique() >= 3 and len(levels) >= 1:
             cat = {c: _reference(intact[c]) for c, k in cols.items() if k == "categorical"}
@@ -507,6 +551,7 @@ def run_analysis(
     sex: str | None = "sex",
     bmi: str | None = "bmi",
     site: str | None = "site",
+    batch: str | None = "scanner",
     markers: Sequence[str] | None = None,
     vertebra_stat: str = "mean",
     osteoporosis_threshold: float = -2.5,
@@ -524,7 +569,12 @@ def run_analysis(
         (each optional: None, or a name not in the table, skips it with a note).
     features : DataFrame, one row per patient
         ``features_id_column`` and the marker columns (``features.parquet``); its ``site``
-        column is used when the clinical table has none.
+        column is used when the clinical table has none, its ``scanner_*`` columns for
+        ``batch``.
+    batch : ``scanner`` (default), ``field_strength``, ``site`` or None
+        The scanner batch the adjusted correlations and the per-vertebra models adjust for
+        instead of the site (a site with a 1.5 T and a 3 T scanner reads R2* on two scales);
+        the site when the features table lacks the scanner columns (said in the notes).
     vertebrae : DataFrame, one row per patient x level x map, optional
         ``features_id_column``, ``level``, ``map``, ``vertebra_stat`` and optionally
         ``treated``, ``fractured``, ``small_roi`` (``vertebrae.parquet``). Without it the
@@ -550,6 +600,7 @@ def run_analysis(
     notes = list(notes)
     roles: dict[str, str | None] = {
         "id": id_column, "tscore": tscore, "age": age, "sex": sex, "bmi": bmi, "site": site,
+        "batch": batch,
     }  # fmt: skip
     patients, chosen = _prepare_patients(
         clinical, features, roles, features_id_column, markers, notes

@@ -92,7 +92,7 @@ def _biomarkers(
     try:
         analysis = run_analysis(
             clinical, extraction.features, extraction.vertebrae,
-            tscore=a.tscore, age=a.age, sex=a.sex, bmi=a.bmi, site=a.site,  # type: ignore[arg-type]
+            tscore=a.tscore, age=a.age, sex=a.sex, bmi=a.bmi, site=a.site, batch=a.batch,  # type: ignore[arg-type]
             osteoporosis_threshold=a.osteoporosis_tscore, out_dir=out,
         )  # fmt: skip
     except (InputError, ModelError) as err:
