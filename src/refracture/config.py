@@ -71,6 +71,19 @@ class CovariatesConfig(_Strict):
         return [*self.numeric, *self.binary, *self.categorical]
 
 
+class ImputationConfig(_Strict):
+    """How missing covariates are filled in; ``imputation: multiple`` is short for
+    ``{method: multiple}``."""
+
+    method: Literal["single", "multiple"] = Field(
+        "single",
+        description="single: median / most frequent value; multiple: chained equations with "
+        "the outcome, m imputations, predictions averaged",
+    )
+    m: int = Field(10, ge=2, le=100, description="imputations (multiple)")
+    iterations: int = Field(5, ge=1, le=100, description="passes of the chained equations")
+
+
 class ImagingConfig(_Strict):
     features: list[str] = []
 
@@ -216,6 +229,7 @@ class RunConfig(_Strict):
     outcome: OutcomeConfig = OutcomeConfig()
     covariates: CovariatesConfig = CovariatesConfig()
     imaging: ImagingConfig = ImagingConfig()
+    imputation: ImputationConfig = ImputationConfig()
     harmonisation: HarmonisationConfig = HarmonisationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     extraction: ExtractionConfig = ExtractionConfig()
@@ -225,6 +239,11 @@ class RunConfig(_Strict):
     selection_metric: str = "cindex_harrell_optcorr"
     risk_groups: tuple[float, float] = (0.10, 0.20)
     mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("imputation", mode="before")
+    @classmethod
+    def _imputation_word(cls, v: Any) -> Any:
+        return {"method": v} if isinstance(v, str) else v
 
     @field_validator("models", "feature_sets")
     @classmethod

@@ -561,6 +561,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "imaging": imaging,
         "covariates": kinds,
         "n_missing": {k: v for k, v in ds.n_missing.items() if v},
+        "imputation": cfg.imputation.model_dump(),
         "competing": sel.result.competing_risk_note,
         "outcome": {"time": cfg.outcome.time, "event": cfg.outcome.event},
         "scaled_models": sorted(

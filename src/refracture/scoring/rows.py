@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from refracture.bundle import ModelBundle
-from refracture.covariates import check_covariates
+from refracture.covariates import MISSING, SCORING_ERRORS, check_covariates
 from refracture.features.findings import qc_findings, split_findings
 from refracture.ids import PATIENT_ID
 
@@ -83,8 +83,9 @@ def output_columns(horizon_days: float, estimand: str = "net") -> list[str]:
 def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """Type and check every row; return (clean frame, error per row, warnings per row).
 
-    Errors (the row is not scored): a missing covariate, a non-numeric number, a binary value
-    other than 0/1, a category the model never saw. Warnings (the row is scored): a value outside
+    Errors (the row is not scored): a missing covariate (a model with ``imputation:
+    multiple`` imputes it instead, with a warning), a non-numeric number, a binary value other
+    than 0/1, a category the model never saw. Warnings (the row is scored): a value outside
     the plausible range or outside the range seen in training, and a missing imaging feature
     (e.g. no untreated vertebra next to the treated one): the model's pipeline imputes it with
     the training median, as it did for such patients in training.
@@ -100,7 +101,12 @@ def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.
         training_range=bundle.training_range,
         field_strength=df[FIELD_STRENGTH].to_numpy() if FIELD_STRENGTH in df else None,
     )
-    err, warn = check.row_messages()
+    if "impute" not in getattr(bundle.pipeline, "named_steps", {}):
+        err, warn = check.row_messages()
+        return check.clean, err, warn
+    # imputation: multiple: a missing covariate is imputed m times, the risks averaged
+    err, warn = check.row_messages([k for k in SCORING_ERRORS if k != MISSING])
+    warn = warn.str.replace(r"\bmissing ([^;]+)", r"missing \1: imputed", regex=True)
     return check.clean, err, warn
 
 

@@ -129,6 +129,7 @@ def validate_candidate(
         random_state=vcfg.seed,
         categories=dataset.categories,
         harmonisation=harmonisation,
+        imputation=cfg.imputation,
         estimand=dataset.estimand,
     )
     policy = harmonisation.unseen_batch if harmonisation is not None else None

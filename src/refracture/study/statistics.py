@@ -13,7 +13,27 @@ from refracture.report.sample_size import riley_metrics, riley_table, riley_warn
 from refracture.report.site_meta import site_meta, site_meta_metrics
 from refracture.results import Candidate
 
-__all__ = ["attach_statistics"]
+__all__ = ["MI_THRESHOLD", "attach_statistics", "imputation_advice"]
+
+#: Above this share of patients missing a covariate, single imputation is not advised.
+MI_THRESHOLD = 0.05
+
+
+def imputation_advice(dataset: Dataset, cfg: RunConfig) -> list[str]:
+    """Under ``imputation: single``, one line when a modelled column is missing in more than
+    5 % of the patients, recommending multiple imputation (also a note of the report)."""
+    n = max(len(dataset), 1)
+    heavy = {c: k / n for c, k in dataset.n_missing.items() if k / n > MI_THRESHOLD}
+    if cfg.imputation.method != "single" or not heavy:
+        return []
+    cols = ", ".join(f"{c} ({100 * share:.0f}%)" for c, share in heavy.items())
+    line = (
+        f"missing in more than {100 * MI_THRESHOLD:.0f}% of patients: {cols}; single "
+        "imputation (median / most frequent value, without the outcome) understates the "
+        "uncertainty and can bias their coefficients: set imputation: multiple"
+    )
+    dataset.notes.append(line[0].upper() + line[1:] + " (White, Royston & Wood 2011).")
+    return [line]
 
 
 def attach_statistics(
@@ -34,6 +54,7 @@ def attach_statistics(
             dataset.warnings.append(f"sample size (Riley et al.) not computed: {err}")
         if table is not None:
             dataset.warnings.extend(riley_warnings(table, dataset.horizon))
+    dataset.warnings.extend(imputation_advice(dataset, cfg))
     v = cfg.validation
     for c in candidates:
         if table is not None:
