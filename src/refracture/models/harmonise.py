@@ -17,14 +17,12 @@ compares them): neuroCombat harmonises one data set at a time, has no transform 
 patients that keeps their own covariate effects, prints, reads a DataFrame as float32 and its
 reference-batch path fails on NumPy 2; combatlearn has a scikit-learn API but pools its
 empirical-Bayes priors across batches for each feature, not across features for each batch
-as in Johnson 2007, so its adjusted values differ from the published method. Added here:
-missing feature values (estimated on the values present, left missing for the imputer), a
-policy for batches the development data did not contain, and one-line errors.
+as in Johnson 2007. Added: missing values (left missing for the imputer), unseen batches
+(:mod:`refracture.models.harmonise_unseen`), one-line errors.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -36,7 +34,8 @@ from sklearn.utils.validation import check_is_fitted
 from refracture.errors import ConfigError, InputError
 from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import nominal_field
-from refracture.models.combat_eb import batch_effects, eb_batch
+from refracture.models.combat_eb import eb_batch
+from refracture.models.harmonise_unseen import UnseenBatchMixin
 
 __all__ = [
     "BATCH_SOURCES",
@@ -103,7 +102,7 @@ def make_harmoniser(config: Any, features: Sequence[str]) -> ComBatHarmoniser | 
     )
 
 
-class ComBatHarmoniser(TransformerMixin, BaseEstimator):
+class ComBatHarmoniser(UnseenBatchMixin, TransformerMixin, BaseEstimator):
     """ComBat (Johnson 2007; Fortin 2018) on chosen columns of a DataFrame.
 
     Takes the whole table (batch source columns, preserved covariates and features, other
@@ -127,20 +126,12 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
     unseen_batch : {"refuse", "reference", "pooled", "estimate"}, default="refuse"
         Rows of a batch the development data did not contain, or of unknown batch:
         ``refuse`` raises an :class:`~refracture.errors.InputError` naming them;
-        ``reference`` treats them as the reference batch (no adjustment: their features are
-        taken as already on the harmonised scale); ``pooled`` applies the batch-size weighted
-        mean of the known batches' adjustments (close to none without a reference batch);
-        ``estimate`` estimates the new batch's own location and scale from its rows in the
-        data being transformed (its scans only, no outcome: ComBat's batch effects need
-        none), shrunk as a development batch's, when it has at least ``min_batch_patients``
-        rows; fewer follow ``unseen_fallback``. :meth:`row_warnings` gives the per-row text
-        for a score's ``warnings``, :meth:`with_estimated_batches` fixes the estimates from
-        one table (a whole scoring input) for later calls.
-    min_batch_patients : int, default=20
-        Fewest rows of a new batch to estimate its effects from (``estimate``).
-    unseen_fallback : {"refuse", "pooled"}, default="refuse"
-        ``estimate`` with too few rows of a batch (or an unknown batch): refuse them, or
-        apply the pooled adjustment (validation, which must predict every patient).
+        ``reference`` leaves them as measured (as the reference batch); ``pooled`` applies the
+        batch-size weighted mean of the known batches' adjustments; ``estimate`` estimates the
+        new batch's location and scale from its own rows (outcome-free) when it has at least
+        ``min_batch_patients``, else follows ``unseen_fallback`` (``refuse`` or ``pooled``).
+        See :mod:`refracture.models.harmonise_unseen`.
+    min_batch_patients : int, default=20; unseen_fallback : {"refuse", "pooled"}, default="refuse"
     eb : bool, default=True
         Empirical-Bayes shrinkage of the batch effects (off, or with one feature: the
         per-batch location/scale estimates as they are).
@@ -379,125 +370,6 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         out = X.copy()
         out[self.features_] = adjusted
         return out
-
-    def _refuses(self) -> bool:
-        """Whether rows of a batch without effects are refused (else adjusted somehow)."""
-        if self.unseen_batch == "estimate":
-            return self.unseen_fallback == "refuse"
-        return self.unseen_batch == "refuse"
-
-    def with_estimated_batches(self, X: pd.DataFrame) -> ComBatHarmoniser:
-        """A copy that also knows every new batch of ``X`` with at least
-        ``min_batch_patients`` rows: its location and scale estimated from those rows' scans
-        (standardised by the development fit, shrunk by empirical Bayes), listed in
-        ``estimated_batches_`` (batch -> rows used). ``self`` when there is none."""
-        check_is_fitted(self, "gamma_star_")
-        labels = batch_labels(self._check_frame(X), self.batch)
-        new = labels[labels.notna() & ~labels.isin(self.batches_)]
-        counts = new.value_counts()
-        big = sorted(str(b) for b, n in counts.items() if n >= self.min_batch_patients)
-        if not big:
-            return self
-        Y = X[self.features_].to_numpy(dtype=np.float64)
-        Z, _ = self._standardise(Y, self._design(X))
-        out = copy.copy(self)
-        gammas, deltas = [out.gamma_star_], [out.delta_star_]
-        for b in big:
-            g, d = batch_effects(Z[(labels == b).to_numpy()], self.eb, self.mean_only)
-            gammas.append(g[None, :])
-            deltas.append(d[None, :])
-        out.batches_ = [*self.batches_, *big]
-        out.gamma_star_, out.delta_star_ = np.vstack(gammas), np.vstack(deltas)
-        out.n_per_batch_ = np.r_[self.n_per_batch_, np.zeros(len(big), dtype=int)]
-        out.estimated_batches_ = dict(getattr(self, "estimated_batches_", {})) | {
-            b: int(counts[b]) for b in big
-        }
-        return out
-
-    def _row_effects(self, codes: np.ndarray, unseen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = len(self.features_)
-        gamma = np.zeros((len(codes), p))
-        delta = np.ones((len(codes), p))
-        known = ~unseen
-        idx = codes[known].astype(int)
-        gamma[known] = self.gamma_star_[idx]
-        delta[known] = self.delta_star_[idx]
-        pooled = self.unseen_batch == "pooled" or (
-            self.unseen_batch == "estimate" and self.unseen_fallback == "pooled"
-        )
-        if unseen.any() and pooled:
-            w = self.n_per_batch_ / self.n_per_batch_.sum()  # development batches only
-            gamma[unseen] = w @ self.gamma_star_
-            delta[unseen] = w @ self.delta_star_
-        return gamma, delta
-
-    def unseen_mask(self, X: pd.DataFrame) -> np.ndarray:
-        """True for rows whose batch the development data did not contain (or is unknown)."""
-        check_is_fitted(self, "gamma_star_")
-        return ~batch_labels(self._check_frame(X), self.batch).isin(self.batches_).to_numpy()
-
-    def row_warnings(self, X: pd.DataFrame) -> list[str]:
-        """Per row: '' or the warning for a score's ``warnings`` (unseen batch, what was done)."""
-        if self.unseen_batch == "estimate":
-            return self._estimate_warnings(X)
-        labels = batch_labels(self._check_frame(X), self.batch)
-        unseen = self.unseen_mask(X)
-        what = {
-            "refuse": "the patient is not scored (harmonisation.unseen_batch: refuse)",
-            "reference": "its imaging features were used as measured, as if from the "
-            + (
-                f"reference batch {self.reference_batch_}"
-                if self.reference_batch_
-                else "harmonised scale"
-            ),  # fmt: skip
-            "pooled": "its imaging features were adjusted by the average of the known batches",
-        }[self.unseen_batch]
-        return [
-            (
-                f"harmonisation: {self.batch} {label if isinstance(label, str) else '(unknown)'} "
-                f"was not in the development data; {what}"
-            )
-            if u
-            else ""
-            for label, u in zip(labels, unseen, strict=True)
-        ]
-
-    def _estimate_warnings(self, X: pd.DataFrame) -> list[str]:
-        """Row texts under ``estimate``: the batch's effects estimated from its N patients
-        here, or too few of them (refused, or the pooled adjustment)."""
-        model = self.with_estimated_batches(X)
-        labels = batch_labels(self._check_frame(X), self.batch)
-        counts = labels.value_counts()
-        done = getattr(model, "estimated_batches_", {})
-        out = []
-        for label in labels:
-            name = label if isinstance(label, str) else "(unknown)"
-            if isinstance(label, str) and label in self.batches_:
-                out.append("")
-            elif isinstance(label, str) and label in done:
-                out.append(
-                    f"harmonisation: {self.batch} {name} was not in the development data; its "
-                    f"location and scale were estimated from {done[label]} of its patients' "
-                    "scans (harmonisation.unseen_batch: estimate)"
-                )
-            else:
-                n = int(counts.get(label, 0)) if isinstance(label, str) else 0
-                what = (
-                    "the patient is not scored"
-                    if self.unseen_fallback == "refuse"
-                    else "its imaging features were adjusted by the average of the known batches"
-                )
-                out.append(
-                    f"harmonisation: {self.batch} {name} was not in the development data and has "
-                    f"{n} patient(s) here, fewer than the {self.min_batch_patients} needed to "
-                    f"estimate its effects (harmonisation.min_batch_patients); {what}"
-                )
-        return out
-
-    def row_refused(self, X: pd.DataFrame) -> np.ndarray:
-        """True for rows :meth:`transform` would refuse (a new batch it cannot adjust)."""
-        model = self.with_estimated_batches(X) if self.unseen_batch == "estimate" else self
-        return model.unseen_mask(X) & self._refuses()
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_in_")
