@@ -20,6 +20,7 @@ from rich.table import Table
 
 from refracture.demo import DemoResult
 from refracture.ids import PATIENT_ID
+from refracture.report.summary_lines import selected_lines
 from refracture.results import Candidate, TrainResult
 from refracture.text import ci_text
 from refracture.validation.catalogue import ADDED_VALUE, METRICS
@@ -181,28 +182,6 @@ def _print_metrics(console: Console, candidates, horizon, title, selected) -> No
     )
 
 
-def selected_lines(result: TrainResult, horizon: float) -> list[str]:
-    """The registered model's calibration for death next to re-fracture's, and its
-    performance across sites (random-effects meta-analysis)."""
-    from refracture.report.site_meta import site_meta_line
-
-    sel = result.selected
-    m = sel.result.metrics
-    hd = int(round(horizon))
-    out = []
-    if f"oe_ratio_death_{hd}d" in m:
-        out.append(
-            f"{sel.label}, O/E at {hd} d: re-fracture "
-            f"{ci_text(m, f'oe_ratio_{hd}d', brackets=True)}, death "
-            f"{ci_text(m, f'oe_ratio_death_{hd}d', brackets=True)} (observed "
-            f"{m.get(f'observed_death_{hd}d', math.nan):.3f}, predicted "
-            f"{m.get(f'expected_death_{hd}d', math.nan):.3f})"
-        )
-    if sel.site_meta:
-        out.append(f"{sel.label} {site_meta_line(sel.site_meta, horizon)}")
-    return out
-
-
 def print_train_summary(console: Console, result: TrainResult, horizon: float) -> None:
     estimand = result.dataset.estimand
     console.print(
@@ -225,7 +204,7 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
     )
     for table in added_value_tables(result.candidates, horizon, console.width):
         console.print(table)
-    for line in selected_lines(result, horizon):
+    for line in selected_lines(result, horizon):  # death O/E, sites' meta-analysis
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)

@@ -26,7 +26,13 @@ from scipy.special import expit, logit
 from refracture.validation.catalogue import horizon_label
 from refracture.validation.meta_analysis import MetaResult, random_effects
 
-__all__ = ["plot_site_forest", "site_meta", "site_meta_metrics", "site_meta_table"]
+__all__ = [
+    "back_transform",
+    "plot_site_forest",
+    "site_meta",
+    "site_meta_metrics",
+    "site_meta_table",
+]
 
 
 def _inputs(h: float) -> dict[str, tuple[str, str, str]]:
@@ -42,7 +48,7 @@ def _to(scale: str, x: np.ndarray) -> np.ndarray:
     return logit(x) if scale == "logit" else np.log(x)
 
 
-def _back(scale: str, x: float) -> float:
+def back_transform(scale: str, x: float) -> float:
     if not math.isfinite(x):
         return float("nan")
     return float(expit(x) if scale == "logit" else math.exp(x))
@@ -71,11 +77,11 @@ def site_meta_metrics(meta: dict[str, tuple[MetaResult, str]]) -> dict[str, floa
     for metric, (r, scale) in meta.items():
         k = f"site_meta_{metric}"
         values = {
-            k: _back(scale, r.estimate),
-            f"{k}_lo": _back(scale, r.lo),
-            f"{k}_hi": _back(scale, r.hi),
-            f"{k}_pi_lo": _back(scale, r.pi_lo),
-            f"{k}_pi_hi": _back(scale, r.pi_hi),
+            k: back_transform(scale, r.estimate),
+            f"{k}_lo": back_transform(scale, r.lo),
+            f"{k}_hi": back_transform(scale, r.hi),
+            f"{k}_pi_lo": back_transform(scale, r.pi_lo),
+            f"{k}_pi_hi": back_transform(scale, r.pi_hi),
             f"{k}_tau2": r.tau2,
             f"{k}_i2": r.i2,
         }
@@ -96,14 +102,14 @@ def site_meta_table(
         def fmt(x: float) -> str:
             return f"{x:.3f}" if math.isfinite(x) else "n/a (fewer than 3 sites)"
 
-        lo, hi = _back(scale, r.lo), _back(scale, r.hi)
-        pi_lo, pi_hi = _back(scale, r.pi_lo), _back(scale, r.pi_hi)
+        est, lo, hi = (back_transform(scale, v) for v in (r.estimate, r.lo, r.hi))
+        pi_lo, pi_hi = back_transform(scale, r.pi_lo), back_transform(scale, r.pi_hi)
         p_lo, p_hi = pooled.get(f"{metric}_lo", math.nan), pooled.get(f"{metric}_hi", math.nan)
         rows.append(
             {
                 "metric": labels.get(metric, metric),
                 "sites": r.k,
-                "average site (95% CI)": f"{_back(scale, r.estimate):.3f} [{lo:.3f}, {hi:.3f}]",
+                "average site (95% CI)": f"{est:.3f} [{lo:.3f}, {hi:.3f}]",
                 "95% prediction interval": fmt(pi_lo)
                 if not math.isfinite(pi_lo)
                 else f"[{pi_lo:.3f}, {pi_hi:.3f}]",
@@ -145,14 +151,15 @@ def plot_site_forest(
             ax.plot([est], [yv], "s", color="C0", ms=5)
             if math.isfinite(se):
                 t = _to(scale, np.array([est]))[0]
-                ax.plot([_back(scale, t - z * se), _back(scale, t + z * se)], [yv, yv], "-", c="C0")
+                ends = [back_transform(scale, t - z * se), back_transform(scale, t + z * se)]
+                ax.plot(ends, [yv, yv], "-", c="C0")
             name = f"{row['site']} (n={int(row['n'])})"
             ax.text(1.02, yv, name, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
-        m, lo, hi = (_back(scale, v) for v in (r.estimate, r.lo, r.hi))
+        m, lo, hi = (back_transform(scale, v) for v in (r.estimate, r.lo, r.hi))
         ax.fill([lo, m, hi, m], [1.0, 1.25, 1.0, 0.75], color="C3", label="average site (95% CI)")
         if math.isfinite(r.pi_lo):
-            ax.plot([_back(scale, r.pi_lo), _back(scale, r.pi_hi)], [0.35, 0.35], "-", c="C3",
-                    lw=3, alpha=0.5, label="95% prediction interval")  # fmt: skip
+            ends = [back_transform(scale, r.pi_lo), back_transform(scale, r.pi_hi)]
+            ax.plot(ends, [0.35] * 2, "-", c="C3", lw=3, alpha=0.5, label="95% prediction interval")
         ax.axvline(1.0 if scale == "log" else 0.5, color="grey", ls="--", lw=1)
         if scale == "log":
             ax.set_xscale("log")
@@ -164,22 +171,3 @@ def plot_site_forest(
     fig.suptitle(title or "Performance per site, random-effects meta-analysis", fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
-
-
-def site_meta_line(meta: dict[str, tuple[MetaResult, str]], horizon: float) -> str:
-    """One line for the terminal: the average site and the prediction interval per metric."""
-    parts = []
-    for metric, (r, scale) in meta.items():
-        label = "C" if metric == "cindex_harrell" else "O/E"
-        text = (
-            f"{label} {_back(scale, r.estimate):.3f} "
-            f"[{_back(scale, r.lo):.3f}, {_back(scale, r.hi):.3f}]"
-        )
-        if math.isfinite(r.pi_lo):
-            text += (
-                f", a new site's 95% prediction interval "
-                f"[{_back(scale, r.pi_lo):.3f}, {_back(scale, r.pi_hi):.3f}]"
-            )
-        parts.append(text)
-    k = max(r.k for r, _ in meta.values())
-    return f"across {k} sites (random effects): " + "; ".join(parts)
