@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from refracture.demo import DemoResult
+from refracture.cli.demo import DemoResult
 from refracture.ids import PATIENT_ID
 from refracture.report.summary_lines import selected_lines
 from refracture.results import Candidate, TrainResult
