@@ -1,5 +1,6 @@
 """Short lines for the terminal summary of a training run: the registered model's calibration
-for death next to re-fracture's, and its performance across the validation sites. Each line
+for death next to re-fracture's, Riley's minimum sample size for it, and its performance
+across the validation sites. Each line
 stays within 80 columns and keeps every interval whole, as the summary tables do."""
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def selected_lines(result: Any, horizon: float) -> list[str]:
             f"  death by {hd} d: observed {m.get(f'observed_death_{hd}d', math.nan):.3f}, "
             f"predicted {m.get(f'expected_death_{hd}d', math.nan):.3f} on average",
         ]
+    out += _sample_size_lines(getattr(result, "sample_size", None), sel.feature_set, hd)
     meta = getattr(sel, "site_meta", None) or {}
     if meta:
         k = max(r.k for r, _ in meta.values())
@@ -45,4 +47,21 @@ def selected_lines(result: Any, horizon: float) -> list[str]:
                 pi = _interval(back_transform(scale, r.pi_lo), back_transform(scale, r.pi_hi))
                 line += ", new site " + pi
             out.append(line)
+    return out
+
+
+def _sample_size_lines(table: Any, feature_set: str, hd: int) -> list[str]:
+    """Riley et al.'s minimum for the registered model's feature set, needed vs available."""
+    if table is None or not len(table):
+        return []
+    rows = table[table["feature_set"] == feature_set]
+    if rows.empty:
+        return []
+    out = [f"sample size (Riley et al.), {feature_set}, {rows.iloc[0]['parameters']} parameters:"]
+    for r in rows.itertuples(index=False):
+        what = "time to re-fracture" if r.outcome == "survival" else f"status at {hd} d"
+        out.append(
+            f"  {what}: needs {r.required_n} patients / {r.required_events} events, "
+            f"has {r.available_n} / {r.available_events}; shrinkage {r.expected_shrinkage:.2f}"
+        )
     return out
