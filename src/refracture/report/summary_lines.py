@@ -59,9 +59,9 @@ def _sample_size_lines(table: Any, feature_set: str, hd: int) -> list[str]:
         return []
     out = [f"sample size (Riley et al.), {feature_set}, {rows.iloc[0]['parameters']} parameters:"]
     for r in rows.itertuples(index=False):
-        what = "time to re-fracture" if r.outcome == "survival" else f"status at {hd} d"
+        what = "time to event" if r.outcome == "survival" else f"status at {hd} d"
         out.append(
-            f"  {what}: needs {r.required_n} patients / {r.required_events} events, "
-            f"has {r.available_n} / {r.available_events}; shrinkage {r.expected_shrinkage:.2f}"
+            f"  {what}: needs {r.required_n} patients ({r.required_events} events), has "
+            f"{r.available_n} ({r.available_events}); shrinkage {r.expected_shrinkage:.2f}"
         )
     return out
