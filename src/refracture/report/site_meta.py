@@ -113,7 +113,7 @@ def site_meta_table(
                 "95% prediction interval": fmt(pi_lo)
                 if not math.isfinite(pi_lo)
                 else f"[{pi_lo:.3f}, {pi_hi:.3f}]",
-                f"tau2 ({scale} scale)": f"{r.tau2:.4f}",
+                "tau2 (logit C, log O/E)": f"{r.tau2:.4f}",
                 "I2": f"{100 * r.i2:.0f}%",
                 "all sites pooled (secondary)": f"{pooled.get(metric, math.nan):.3f}"
                 + (f" [{p_lo:.3f}, {p_hi:.3f}]" if math.isfinite(p_lo) else ""),
@@ -162,12 +162,19 @@ def plot_site_forest(
             ax.plot(ends, [0.35] * 2, "-", c="C3", lw=3, alpha=0.5, label="95% prediction interval")
         ax.axvline(1.0 if scale == "log" else 0.5, color="grey", ls="--", lw=1)
         if scale == "log":
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            lo_x, hi_x = ax.get_xlim()
+            ticks = [t for t in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0) if lo_x <= t <= hi_x]
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_yticks([])
         ax.set_ylim(0, ys[0] + 1 if len(ys) else 2)
         label = "Harrell C" if metric == "cindex_harrell" else f"O/E at {int(round(horizon))} d"
         ax.set_xlabel(f"{label}; tau2 {r.tau2:.3g}, I2 {100 * r.i2:.0f}%")
-        ax.legend(loc="lower right", fontsize=7, frameon=False)
+        ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=7, frameon=False)
     fig.suptitle(title or "Performance per site, random-effects meta-analysis", fontsize=10)
     fig.tight_layout()
     return save_png(fig, path)
