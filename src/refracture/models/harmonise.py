@@ -253,8 +253,7 @@ class ComBatHarmoniser(UnseenBatchMixin, TransformerMixin, BaseEstimator):
     def _fit_location_scale(
         self, Y: np.ndarray, onehot: np.ndarray, design: np.ndarray, ref: int | None
     ) -> None:
-        """Per feature: OLS on [batch indicators, covariates] over the rows where it is known;
-        the grand mean (batch-size weighted, or the reference batch's) and pooled variance."""
+        """Per feature: OLS on [batch indicators, covariates], grand mean, pooled variance."""
         n_b, p = onehot.shape[1], Y.shape[1]
         full = np.hstack([onehot, design])
         beta = np.empty((full.shape[1], p))
