@@ -1,5 +1,6 @@
 """`refracture index` on a synthetic PACS export (tests/conftest.py synth_export): the manifest
-it builds, index.csv, the exam choice, re-runs, privacy, and index -> extract -> train."""
+it builds, index.csv, the exam choice, re-runs, privacy, and index -> extract -> train; and,
+on the same export, multi-echo series refused and DICOM SEG label maps read."""
 
 from __future__ import annotations
 
@@ -7,14 +8,21 @@ import re
 import shutil
 from pathlib import Path
 
+import highdicom as hd
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from pydicom.sr.codedict import codes
 from typer.testing import CliRunner
 
 from refracture.cli import app
-from refracture.imaging import load_volume
+from refracture.errors import ImageError
+from refracture.imaging import align_to, load_volume
+from refracture.imaging.dicom.frames import series_hash
 from refracture.imaging.dicom.index import STATE_NAME, build_index
+from refracture.imaging.dicom.seg import UNKNOWN_SEGMENT_BASE
+from refracture.imaging.readers import read_header
 
 runner = CliRunner()
 
@@ -132,9 +140,20 @@ def _patient_of(f: Path) -> str:
     return str(pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["PatientID"]).PatientID)
 
 
-def test_no_identity_reaches_any_output(indexed: Path, synth_export: Path) -> None:
+def test_no_identity_reaches_any_output(indexed: Path, synth_export: Path, tmp_path: Path):
     """Names, birth dates, record numbers, accession numbers, institutions and UIDs of the
-    export's headers appear in none of index's outputs (nor its terminal output)."""
+    export's headers appear in none of index's outputs (nor its terminal output), also for a
+    patient the clinical table does not know."""
+    clinical = pd.read_csv(synth_export / "clinical.csv", dtype=str)
+    clinical.iloc[:-1].to_csv(tmp_path / "clinical.csv", index=False)
+    done = runner.invoke(
+        app,
+        ["index", str(synth_export / "export"), "--out", str(tmp_path / "m.csv"),
+         "--clinical", str(tmp_path / "clinical.csv")],
+    )  # fmt: skip
+    assert done.exit_code == 1 and "UNLINKED-" in done.output
+    (tmp_path / "output.txt").write_text(done.output)
+    (tmp_path / "clinical.csv").unlink()
     secrets = set()
     for f in (synth_export / "export").rglob("*"):
         if not f.is_file():
@@ -146,7 +165,7 @@ def test_no_identity_reaches_any_output(indexed: Path, synth_export: Path) -> No
             value = str(ds.get(keyword, "")).strip()
             secrets.update(p for p in re.split(r"[\^ ]", value) if len(p) >= 5)
     assert len(secrets) > 100
-    for out in indexed.iterdir():
+    for out in [*indexed.iterdir(), *tmp_path.iterdir()]:
         text = out.read_text()
         leaked = sorted(s for s in secrets if s in text)
         assert not leaked, f"{out.name} holds {leaked[:3]}"
@@ -190,3 +209,73 @@ def test_index_extract_train_end_to_end(indexed: Path, synth_export: Path, tmp_p
     assert len(data.X) == 8 and not len(data.excluded)
     assert data.X["pdff_mean_normal"].between(20, 80).all()
     assert result.model_uri and result.selected is not None
+
+
+# --- the readers on the export ----------------------------------------------------------
+
+
+def _series(export: Path, startswith: str) -> list[Path]:
+    """The files of the first series whose description starts so (one patient's)."""
+    found: dict[str, list[Path]] = {}
+    for f in sorted(export.rglob("*")):
+        if f.is_file():
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            if str(ds.get("SeriesDescription", "")).startswith(startswith):
+                found.setdefault(ds.SeriesInstanceUID, []).append(f)
+    return max(found.values(), key=len)
+
+
+def test_multi_echo_source_images_are_refused_naming_the_maps(synth_export: Path) -> None:
+    files = _series(synth_export / "export", "Sag IDEAL-IQ")  # GE's source images
+    uid = pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
+    with pytest.raises(ImageError, match=r"multi-echo source images \(6 echoes.*map series"):
+        load_volume(f"{files[0].parent}#series={series_hash(uid)}", "pdff")
+
+
+def test_dicom_seg_levels_come_from_codes_or_labels_on_the_maps_grid(
+    synth_export: Path, tmp_path: Path
+) -> None:
+    files = sorted(_series(synth_export / "export", "FatFrac"))
+    source = [pydicom.dcmread(f) for f in files]
+    uid = source[0].SeriesInstanceUID
+    pdff = load_volume(f"{files[0].parent}#series={series_hash(uid)}", "pdff")
+    labels = np.zeros(pdff.shape, dtype=np.uint8)
+    labels[10:20, 40:50, 3:8] = 1  # coded L1, label says nothing
+    labels[10:20, 60:70, 3:8] = 2  # labelled 'vertebrae_T12', coded only as bone
+    labels[30:34, 50:54, 4:6] = 3  # neither: an unknown segment
+    segments = [
+        (1, "segment 1", codes.SCT.L1Vertebra),
+        (2, "vertebrae_T12", codes.SCT.Bone),
+        (3, "cement", codes.SCT.Tissue),
+    ]
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=n, segment_label=label,
+            segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=code, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for n, label, code in segments
+    ]  # fmt: skip
+    by_position = sorted(
+        source, key=lambda d: float(np.dot(np.cross(*np.reshape(d.ImageOrientationPatient, (2, 3))),
+                                           d.ImagePositionPatient)))  # fmt: skip
+    seg = hd.seg.Segmentation(
+        source_images=by_position, pixel_array=np.transpose(labels, (2, 1, 0)),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=99,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="test",
+        manufacturer_model_name="test", software_versions="1", device_serial_number="0",
+    )  # fmt: skip
+    seg.save_as(tmp_path / "opaque-name")
+    vol = load_volume(tmp_path / "opaque-name", "labels")
+    assert vol.metadata["format"] == "dicom-seg"
+    assert "1 segment(s) by SNOMED CT code, 1 by label" in vol.metadata["label_source"]
+    header = read_header(tmp_path / "opaque-name")
+    assert header.shape == vol.shape and header.modality == "SEG"
+    np.testing.assert_allclose(header.affine, vol.affine, atol=1e-6)
+    # on the map's own grid (empty frames left out: a crop of it), each voxel where drawn
+    aligned, resampled = align_to(vol, pdff, allow_resample=True)
+    assert resampled
+    expected = np.select([labels == 1, labels == 2, labels == 3],
+                         [20, 19, UNKNOWN_SEGMENT_BASE + 3], 0)  # fmt: skip
+    np.testing.assert_array_equal(aligned.data, expected)

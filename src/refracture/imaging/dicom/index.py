@@ -15,6 +15,7 @@ patient ID that is not the study's ID, or a UID.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,7 @@ def build_index(
     infos.extend(external.segs)
 
     ids = {i.patient_key: _patient_id(i.patient_key, info) for i in infos}
+    shown_ids = {k: _shown_id(pid, k, info, pseudonymiser) for k, pid in ids.items()}
     stacks = group_stacks(infos)
     by_patient: dict[str, list[StackEntry]] = {}
     for s in stacks:
@@ -120,8 +122,7 @@ def build_index(
 
     new_rows = []
     for key, mine in by_patient.items():
-        pid = ids[key]
-        shown = _shown_id(pid, key, pseudonymiser)
+        pid, shown = ids[key], shown_ids[key]
         row, reason = _decide(pid, shown, mine, info, kept_ids, external, base, out)
         for s in mine:
             s.reason = s.reason or ("" if s.used else (reason or s.classified.reason))
@@ -137,9 +138,9 @@ def build_index(
     added = pd.DataFrame(new_rows, columns=MANIFEST_COLUMNS)
     manifest = pd.concat([kept, added], ignore_index=True) if len(kept) else added
     write_table(out, manifest.fillna(""))
-    index_rows = [_index_row(s, ids, info, base, out, pseudonymiser) for s in stacks]
+    index_rows = [_index_row(s, ids, shown_ids, info, base, out) for s in stacks]
     write_table(result.index_csv, _merge_index(old_index, index_rows, kept_ids, reused))
-    _write_state(out.parent / STATE_NAME, state, infos, skipped, ids, pseudonymiser, reused)
+    _write_state(out.parent / STATE_NAME, state, infos, shown_ids, reused)
     return result
 
 
@@ -246,7 +247,12 @@ def _patient_id(key: str, info: _Clinical) -> str:
     return info.link.get(key, key)
 
 
-def _shown_id(pid: str, key: str, pseudonymiser: Any) -> str:
+def _shown_id(pid: str, key: str, info: _Clinical, pseudonymiser: Any) -> str:
+    """The ID written for a patient: the study's (pseudonymised when asked); for a patient of
+    the export the clinical table does not know, a hash of the export's ID, which may be a
+    hospital record number and must not be written."""
+    if info.given and pid not in info.rows:
+        return "UNLINKED-" + hashlib.sha256(f"refracture-index:{key}".encode()).hexdigest()[:12]
     return pseudonymiser(pid) if pseudonymiser is not None else pid
 
 
@@ -255,7 +261,7 @@ def _decide(pid, shown, stacks, info, kept_ids, external, base, out):
         return None, _KEPT
     if info.given and pid not in info.rows:
         how = f"no row whose {LINK_COLUMN} is its PatientID" if info.link else "no such patient_id"
-        return None, f"not in the clinical table ({how})"
+        return None, f"not in the clinical table ({how}; shown here by a hash of its ID)"
     clinical = info.rows.get(pid, {})
     label_file = external.by_name.get(pid)
     choice = choose_exam(stacks, clinical.get("_date"), external_labels=label_file is not None)
@@ -321,12 +327,12 @@ def _cell(value: Any) -> str:
 # --- outputs ------------------------------------------------------------------------------
 
 
-def _index_row(s, ids, info, base, out, pseudonymiser) -> dict[str, Any]:
+def _index_row(s, ids, shown_ids, info, base, out) -> dict[str, Any]:
     first = s.first
     pid = ids[first.patient_key]
     days = days_between(first.study_date, info.rows.get(pid, {}).get("_date"))
     return {
-        PATIENT_ID: _shown_id(pid, first.patient_key, pseudonymiser),
+        PATIENT_ID: shown_ids[first.patient_key],
         "exam": "E-" + series_hash(first.study_uid)[:10],
         "days_from_procedure": "" if days is None else days,
         "series": s.series,
@@ -357,10 +363,10 @@ def _merge_index(old: pd.DataFrame, rows: list[dict], kept: set[str], reused: li
     return new.sort_values([PATIENT_ID, "exam", "series_number", "image_type"], kind="stable")
 
 
-def _write_state(path, old, infos, skipped, ids, pseudonymiser, reused) -> None:
+def _write_state(path, old, infos, shown_ids, reused) -> None:
     rows = [
         {"file": i.rel, "size": i.size, "mtime_ns": i.mtime_ns,
-         PATIENT_ID: _shown_id(ids[i.patient_key], i.patient_key, pseudonymiser)}
+         PATIENT_ID: shown_ids[i.patient_key]}
         for i in infos if not os.path.isabs(i.rel)
     ]  # fmt: skip
     if len(old) and "file" in old.columns:
