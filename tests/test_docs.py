@@ -55,7 +55,7 @@ REWRITES: list[tuple[str, str, str, str]] = [
     (
         "synthetic.md",
         "--out cohort_pacs --format dicom-export",
-        "--out cohort_pacs --format dicom-export --n 2",
+        "--out cohort_pacs --format dicom-export --n 4",
         "as above",
     ),
     (

@@ -107,6 +107,30 @@ def test_without_procedure_dates_several_exams_are_listed_not_guessed(
     assert not set(listed) & set(manifest["patient_id"])
 
 
+def test_label_files_by_patient_and_pseudonymised_ids(
+    synth_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "labels" / "P0002").mkdir(parents=True)
+    shutil.copy(synth_export / "truth.json", tmp_path / "labels" / "P0002" / "labels.nii.gz")
+    monkeypatch.setenv("REFRACTURE_PSEUDONYM_KEY", "a-site-secret-of-32-characters!!")
+    done = runner.invoke(
+        app,
+        ["index", str(synth_export / "export"), "--out", str(tmp_path / "study" / "m.csv"),
+         "--clinical", str(synth_export / "clinical.csv"), "--labels", str(tmp_path / "labels"),
+         "--pseudonymise"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    from refracture.privacy import Pseudonymiser
+
+    manifest = pd.read_csv(tmp_path / "study" / "m.csv", dtype=str).set_index("patient_id")
+    expected = Pseudonymiser.from_env()
+    assert sorted(manifest.index) == sorted(expected(f"P{i:04d}") for i in range(1, 9))
+    assert manifest.loc[expected("P0002"), "labels"] == "../labels/P0002/labels.nii.gz"
+    assert manifest.loc[expected("P0003"), "labels"].startswith("../")  # a DICOM SEG
+    index = pd.read_csv(tmp_path / "study" / "index.csv", dtype=str)
+    assert index["patient_id"].str.startswith("PS-").all()
+
+
 def test_a_rerun_reads_only_new_files_and_keeps_the_rows(
     synth_export: Path, tmp_path: Path
 ) -> None:

@@ -223,7 +223,7 @@ def _external_labels(folder: str | Path | None, jobs: int) -> _External:
     found = _External()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
         stem = image_stem(path)
-        if stem != path.name or path.suffix.lower() == ".gz":
+        if stem != path.name:
             name = stem.removesuffix("_labels").removesuffix("-labels")
             key = path.parent.name if name.lower() == "labels" else name
             found.by_name[key] = path
@@ -282,6 +282,8 @@ def _decide(pid, shown, stacks, info, kept_ids, external, base, out):
                 if s.first.study_uid != choice.exam
                 else "the exam's R2* map was used instead"
                 if s.role == "t2star"
+                else "the label map from --labels was used"
+                if s.role == "labels" and label_file is not None
                 else "not chosen"
             )
     pdff = choice.maps["pdff"].first

