@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -97,6 +98,7 @@ def main() -> None:
         clinical = write_export(export, args.n, args.series, args.slices, args.jobs)
         t_write = time.perf_counter() - t0
         files = [p for p in export.rglob("*") if p.is_file()]
+        shutil.rmtree(base / "study", ignore_errors=True)  # a first run, not a re-run
 
         c0, t0 = cpu_seconds(), time.perf_counter()
         result = build_index(export, base / "study" / "manifest.csv", clinical=clinical,

@@ -25,6 +25,7 @@ from refracture.imaging.dicom.frames import (
     stack_key,
     text,
 )
+from refracture.imaging.dicom.lean import read_elements
 
 __all__ = ["FileInfo", "FrameKey", "list_files", "scan_files"]
 
@@ -149,46 +150,69 @@ _MULTI_OR_SEG = {"1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4",
                  "1.2.840.10008.5.1.4.1.1.2.1", SEG_SOP_CLASS}  # fmt: skip
 
 
+_WANTED = frozenset(tag for tag in _FAST_TAGS.values())
+_MEDIA_SOP_CLASS = 0x00020002
+
+
 def read_info(base: Path, rel: str) -> FileInfo | None:
     """One file's facts, or None when it is not a DICOM image or segmentation.
 
-    A classic single-frame file is read for :data:`_FAST_TAGS` only and its values decoded
-    from their bytes; a multi-frame image or a SEG is read whole (its functional groups and
-    references are sequences), as is any file the fast path cannot decode.
+    A classic single-frame file is read for :data:`_FAST_TAGS` only, by the lean reader
+    (:mod:`.lean`) or else by pydicom with ``specific_tags``, its values decoded from their
+    bytes; a multi-frame image or a SEG is read whole by pydicom (its functional groups and
+    references are sequences).
     """
     path = base / rel
     try:
         stat = path.stat()
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_FAST_TAGS.values()))
-        sop = text(ds.get("SOPClassUID")) or text(ds.file_meta.get("MediaStorageSOPClassUID"))
-        if sop in _MULTI_OR_SEG or _raw(ds, "NumberOfFrames") not in ("", "1"):
+        raw = read_elements(path, _WANTED)
+        if raw is not None:
+            get = _lean_getter(raw)
+        else:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(_WANTED))
+            get = _pydicom_getter(ds)
+        sop = get("SOPClassUID")
+        if sop in _MULTI_OR_SEG or get("NumberOfFrames") not in ("", "1"):
             return _full_info(path, rel, stat)
-        return _fast_info(ds, rel, stat, sop)
+        return _fast_info(get, rel, stat, sop)
     except Exception:  # noqa: BLE001 - not DICOM, truncated, unreadable: listed as skipped
         return None
 
 
-def _raw(ds: Dataset, keyword: str) -> str:
-    """A string element's value from its raw bytes (or the value pydicom already holds)."""
-    elem = ds.get_item(_FAST_TAGS[keyword])
-    if elem is None:
-        return ""
-    value = getattr(elem, "value", None)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace").strip("\x00 ").strip()
-    return text(value)
+def _lean_getter(raw: dict[int, bytes]):
+    def get(keyword: str) -> str:
+        value = raw.get(_FAST_TAGS[keyword])
+        return "" if value is None else value.decode("utf-8", "replace").strip("\x00 ").strip()
+
+    get.has = lambda keyword: _FAST_TAGS[keyword] in raw  # type: ignore[attr-defined]
+    return get
 
 
-def _fast_info(ds: Dataset, rel: str, stat: os.stat_result, sop: str) -> FileInfo | None:
-    if not _raw(ds, "SeriesInstanceUID") or ds.get_item(_FAST_TAGS["Rows"]) is None:
+def _pydicom_getter(ds: Dataset):
+    def get(keyword: str) -> str:
+        """A string element's value from its raw bytes (or the value pydicom holds)."""
+        elem = ds.get_item(_FAST_TAGS[keyword])
+        if elem is None:
+            return ""
+        value = getattr(elem, "value", None)
+        if isinstance(value, bytes):
+            return value.decode("utf-8", "replace").strip("\x00 ").strip()
+        return text(value)
+
+    get.has = lambda keyword: ds.get_item(_FAST_TAGS[keyword]) is not None  # type: ignore[attr-defined]
+    return get
+
+
+def _fast_info(get, rel: str, stat: os.stat_result, sop: str) -> FileInfo | None:
+    if not get("SeriesInstanceUID") or not get.has("Rows"):
         return None  # DICOMDIR records, reports, presentation states, raw data
-    diffusion = (_raw(ds, "DiffusionBValue"), _raw(ds, "DiffusionGradientOrientation"))
-    temporal = "/".join([_raw(ds, "TemporalPositionIdentifier"), _raw(ds, "AcquisitionNumber"),
+    diffusion = (get("DiffusionBValue"), get("DiffusionGradientOrientation"))
+    temporal = "/".join([get("TemporalPositionIdentifier"), get("AcquisitionNumber"),
                          *diffusion])  # fmt: skip
-    position = _numbers(_raw(ds, "ImagePositionPatient"), 3)
-    echo_time = _numbers(_raw(ds, "EchoTime"), 1)
-    echo_number = _raw(ds, "EchoNumbers").split("\\")[0]
-    image_type = tuple(t.strip().upper() for t in _raw(ds, "ImageType").split("\\"))
+    position = _numbers(get("ImagePositionPatient"), 3)
+    echo_time = _numbers(get("EchoTime"), 1)
+    echo_number = get("EchoNumbers").split("\\")[0]
+    image_type = tuple(t.strip().upper() for t in get("ImageType").split("\\"))
     frame = FrameKey(
         "+".join(t.replace(" ", "_") for t in image_type[2:] if t) or "-",
         None if position is None else tuple(round(v, 2) for v in position),  # type: ignore[misc]
@@ -196,7 +220,7 @@ def _fast_info(ds: Dataset, rel: str, stat: os.stat_result, sop: str) -> FileInf
          None if echo_time is None else round(echo_time[0], 3)),
         temporal,
     )  # fmt: skip
-    return _info(ds, rel, stat, sop, (frame,), (), _raw)
+    return _info(get, rel, stat, sop, (frame,), ())
 
 
 def _full_info(path: Path, rel: str, stat: os.stat_result) -> FileInfo | None:
@@ -215,30 +239,29 @@ def _full_info(path: Path, rel: str, stat: os.stat_result) -> FileInfo | None:
             )
             for f in frames_of(ds, path)
         )
-    return _info(ds, rel, stat, sop, frames, _referenced_series(ds),
-                 lambda d, k: text(d.get(k)))  # fmt: skip
+    return _info(lambda k: text(ds.get(k)), rel, stat, sop, frames, _referenced_series(ds))
 
 
-def _info(ds, rel, stat, sop, frames, referenced, get) -> FileInfo:
-    name = get(ds, "PatientName")
-    words = [*name.replace("^", " ").split(), get(ds, "PatientID"), get(ds, "PatientBirthDate")]
+def _info(get, rel, stat, sop, frames, referenced) -> FileInfo:
+    name = get("PatientName")
+    words = [*name.replace("^", " ").split(), get("PatientID"), get("PatientBirthDate")]
     return FileInfo(
         rel=rel,
         size=stat.st_size,
         mtime_ns=stat.st_mtime_ns,
-        patient_key=get(ds, "ClinicalTrialSubjectID") or get(ds, "PatientID"),
+        patient_key=get("ClinicalTrialSubjectID") or get("PatientID"),
         identity=tuple(w for w in words if len(w) >= 4),
-        study_uid=get(ds, "StudyInstanceUID"),
-        study_date=get(ds, "StudyDate"),
-        series_uid=get(ds, "SeriesInstanceUID"),
-        series_number=_int(get(ds, "SeriesNumber")),
-        description=get(ds, "SeriesDescription"),
-        modality=get(ds, "Modality"),
+        study_uid=get("StudyInstanceUID"),
+        study_date=get("StudyDate"),
+        series_uid=get("SeriesInstanceUID"),
+        series_number=_int(get("SeriesNumber")),
+        description=get("SeriesDescription"),
+        modality=get("Modality"),
         sop_class=sop,
-        manufacturer=get(ds, "Manufacturer"),
-        model=get(ds, "ManufacturerModelName"),
-        field_strength=get(ds, "MagneticFieldStrength"),
-        frame_of_reference=get(ds, "FrameOfReferenceUID"),
+        manufacturer=get("Manufacturer"),
+        model=get("ManufacturerModelName"),
+        field_strength=get("MagneticFieldStrength"),
+        frame_of_reference=get("FrameOfReferenceUID"),
         frames=frames,
         referenced_series=referenced,
     )
