@@ -29,14 +29,14 @@ from refracture.synth.phantom import PatientAnatomy, generate
 
 __all__ = ["SynthResult", "simulate_cohort", "write_cohort", "anatomy_of"]
 
-FORMATS = ("nifti", "dicom")
+FORMATS = ("nifti", "dicom", "dicom-export")
 STUDY_START = dt.date(2024, 1, 8)  # first surgery of the synthetic study: assumption
 
 
 @dataclass(frozen=True)
 class SynthResult:
     out_dir: Path
-    manifest: Path
+    manifest: Path | None  # None for a PACS export: `refracture index` builds the manifest
     clinical: Path
     truth_csv: Path
     truth_json: Path
@@ -166,8 +166,16 @@ def write_cohort(
     dicom_pdff_scale: str = "per_mille",
     jobs: int = 2,
     progress: Progress | None = None,
+    dicomdir: bool = False,
+    grid: tuple | None = None,
 ) -> SynthResult:
-    """Simulate a cohort and write it to ``out_dir`` (docs/synthetic.md lists the files)."""
+    """Simulate a cohort and write it to ``out_dir`` (docs/synthetic.md lists the files).
+
+    ``image_format`` 'dicom-export' writes a PACS export (``export/``, see
+    :mod:`refracture.synth.dicom_export`) instead of per-patient image folders and a manifest;
+    ``dicomdir`` makes it a DICOMDIR file set; ``grid``, a (shape, spacing), replaces the
+    sites' scan grids (smaller exports for tests).
+    """
     if n < 1:
         raise InputError(f"n must be at least 1 (got {n})")
     if n_sites < 1:
@@ -186,6 +194,10 @@ def write_cohort(
     _check_writable(out_dir)
 
     cohort = simulate_cohort(n, n_sites, seed, id_prefix=id_prefix)
+    if image_format == "dicom-export":
+        from refracture.synth.dicom_export import write_export
+
+        return write_export(out_dir, cohort, seed, jobs, progress, dicomdir, SynthResult, grid)
     clinical = cohort.clinical
     rng_dates = np.random.default_rng([seed, 99])
     surgery_offsets = np.sort(rng_dates.integers(0, 365, n))
