@@ -88,11 +88,19 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
             max_iter=100_000,
         )
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> CoxNet:
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        groups: np.ndarray | None = None,
+        inference: bool = True,
+    ) -> CoxNet:
         """Fit on X (n, p) and the outcome y (n,).
 
         ``groups`` (n,): the original patient of each row when rows repeat patients (a
         bootstrap replicate); the inner folds then keep each patient's rows together.
+        ``inference=False`` (a bootstrap refit): the Cox model of death under cif skips the
+        summaries only inference reads (:meth:`refracture.models.cox.CoxPH.fit`).
         """
         X, y = self._validate_fit(X, y)
         Xa = X.to_numpy(dtype=float)
@@ -131,7 +139,7 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
         ch = final.predict_cumulative_hazard_function(Xa[:1], alpha=self.alpha_, return_array=True)
         self._set_baseline(final.unique_times_, ch[0] / np.exp(lp0[0]))
         self.grouped_cv_ = groups is not None
-        self._fit_death(X, y)
+        self._fit_death(X, y, inference)
         return self
 
     def inner_folds(
