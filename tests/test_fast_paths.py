@@ -132,3 +132,35 @@ def test_replicate_metrics_equal_the_resamples_own_preprocessing(name):
     assert got is not None
     for fast, plain in zip(got, want, strict=True):
         assert pd.Series(fast).equals(pd.Series(plain))
+
+
+def _nibabel_save(path, data, affine, kind):
+    """What synth wrote with before: the same image through ``nibabel.save`` (zlib)."""
+    import nibabel as nib
+
+    if kind == "labels":
+        img = nib.Nifti1Image(data.astype(np.uint8), affine)
+    else:
+        img = nib.Nifti1Image(np.rint(data * 10.0).clip(-32768, 32767).astype(np.int16), affine)
+        img.header.set_slope_inter(0.1, 0.0)
+        img.header["descrip"] = b"PDFF (percent)"
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, path)
+
+
+def test_synth_writes_nibabels_own_nifti_stream_with_the_same_bytes_each_time(tmp_path):
+    import gzip
+
+    from refracture.synth import _save_nifti, anatomy_of, simulate_cohort
+    from refracture.synth.phantom import generate
+
+    maps = generate(anatomy_of(simulate_cohort(2, 1, 0), 0, 0))
+    for kind, data in (("labels", maps.labels), ("pdff", maps.pdff)):
+        for name in ("a", "b"):
+            _save_nifti(tmp_path / f"{name}.nii.gz", data, maps.affine, kind)
+        _nibabel_save(tmp_path / "nibabel.nii.gz", data, maps.affine, kind)
+        ours = (tmp_path / "a.nii.gz").read_bytes()
+        assert gzip.decompress(ours) == gzip.decompress((tmp_path / "nibabel.nii.gz").read_bytes())
+        assert ours == (tmp_path / "b.nii.gz").read_bytes()
