@@ -18,7 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from refracture.demo import DemoResult
+from refracture.cli.demo import DemoResult
 from refracture.ids import PATIENT_ID
 from refracture.results import Candidate, TrainResult
 from refracture.text import ci_text
