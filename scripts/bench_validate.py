@@ -12,7 +12,9 @@ predictions (B resamples). Target (issue 21): cox + logistic under ``cif`` in un
 2 workers. The script checks that 1 and 2 workers give identical metrics; CPU times count the
 worker processes too. ``--save`` writes every metric at full precision with the timings;
 ``--reference`` compares this run with such a file from the code before a change: every
-metric must be equal to the last digit, and the JSON gives the seconds before and after.
+metric must be equal to the last digit, and the JSON gives the seconds before and after
+(``scripts/bench_validate_reference.json``: cox + logistic, ``cif``, 2 workers, saved from
+the code before the bootstrap refits skipped inference).
 A model refused in the estimand (a net-only model under ``cif``) is listed under ``skipped``.
 """
 
