@@ -58,7 +58,7 @@ def test_cox_refit_without_inference_is_lifelines_fit(estimand):
 def test_harrell_c_of_every_column_is_scikit_survivals():
     rng = np.random.default_rng(0)
     checked = 0
-    for _ in range(150):
+    for _ in range(100):
         n = int(rng.integers(1, 40))
         time = rng.integers(1, int(rng.integers(2, 15)), n).astype(float)  # many tied times
         event = rng.random(n) < rng.random()
@@ -74,14 +74,14 @@ def test_harrell_c_of_every_column_is_scikit_survivals():
             continue
         np.testing.assert_array_equal(harrell_c_columns(event, time, est), want)
         checked += 1
-    assert checked > 50
+    assert checked > 30
     with pytest.raises(NoComparablePairException):  # the only event is last and alone
         harrell_c_columns(np.array([False, True]), np.array([1.0, 2.0]), np.zeros((2, 1)))
 
 
 def test_design_checks_on_arrays_answer_as_pandas():
     rng = np.random.default_rng(1)
-    for _ in range(200):
+    for _ in range(100):
         n, p = int(rng.integers(1, 25)), int(rng.integers(1, 6))
         A = rng.integers(0, int(rng.integers(1, 4)), (n, p)).astype(float)
         A[rng.random((n, p)) < 0.15] = np.nan
