@@ -111,7 +111,10 @@ class CauseSpecificHazardsMixin(ProportionalHazardsMixin):
     cif_dh1_: np.ndarray
     cif_dh2_: np.ndarray
 
-    def _fit_death(self, X: pd.DataFrame, y: np.ndarray) -> None:
+    def _fit_death(self, X: pd.DataFrame, y: np.ndarray, inference: bool = True) -> None:
+        """Fit the shrunk cause-specific Cox model of death and the common grid of jumps.
+        ``inference`` is accepted for the host's bootstrap refits; the death model computes no
+        summaries to skip."""
         if self.estimand != "cif":
             self.death_model_ = None
             return
