@@ -18,6 +18,7 @@ configured model's.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -111,12 +112,23 @@ class ImputedModels(SurvivalEstimator):
             return [X.iloc[k * n : (k + 1) * n] for k in range(int(self.m))]
         return [X[k * n : (k + 1) * n] for k in range(int(self.m))]
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> Any:
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        groups: np.ndarray | None = None,
+        inference: bool = True,
+    ) -> Any:
+        """One fit of the model per stacked copy; ``groups`` and ``inference`` (a bootstrap
+        refit skips what only inference reads) go to each fit that takes them."""
         y = check_outcome(y)
+        accepts = inspect.signature(self.estimator.fit).parameters
+        kw: dict[str, Any] = {"groups": groups} if groups is not None else {}
+        if "inference" in accepts:
+            kw["inference"] = inference
         self.estimators_ = []
         for block in self._blocks(X):
             est = clone(self.estimator)
-            kw = {"groups": groups} if groups is not None else {}
             self.estimators_.append(est.fit(block.reset_index(drop=True), y, **kw))
         first = self.estimators_[0]
         self.feature_names_in_ = first.feature_names_in_
