@@ -24,6 +24,7 @@ from refracture.validation.catalogue import (
     ESTIMATORS,
     estimator_of,
     headline_specs,
+    horizon_label,
     metric_spec,
     metric_specs,
 )
@@ -148,6 +149,9 @@ def summary_metrics(candidate: Any, horizon: float) -> dict[str, str]:
             )
     if "cindex_oob" in r.metrics:
         out["forest out-of-bag C"] = f"{r.metrics['cindex_oob']:.3f}"
+    death = f"oe_ratio_death_{horizon_label(horizon)}"
+    if death in r.metrics:  # under cif: death's calibration next to re-fracture's
+        out[f"O/E of death {int(round(horizon))} d (validation data)"] = ci_text(r.metrics, death)
     return out
 
 

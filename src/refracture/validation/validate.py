@@ -52,6 +52,7 @@ from refracture.validation.bootstrap import (
 )
 from refracture.validation.catalogue import INTERNAL_AUTO, metric_specs
 from refracture.validation.concordance import concordance, ranking_score
+from refracture.validation.death import death_metrics, death_risk
 from refracture.validation.internal import no_information, summarise_internal
 from refracture.validation.metrics import Evaluation, Metrics, Reasons, compute_metrics, time_grid
 from refracture.validation.result import ValidationResult
@@ -100,17 +101,20 @@ def _per_fold(
 
 def _fit_folds(
     template: RiskPipeline, X: pd.DataFrame, y: np.ndarray, plan: SplitPlan, predict, notes: list
-) -> tuple[list[tuple], RiskPipeline | None, SplitPlan]:
-    """Fit every fold and predict its held-out patients. Internal-external folds of the
-    ``none`` split that cannot be fitted are dropped with a note (the bootstrap still
-    validates); any other fold's failure is the run's."""
+) -> tuple[list[tuple], list[np.ndarray | None], RiskPipeline | None, SplitPlan]:
+    """Fit every fold and predict its held-out patients (and, under ``cif``, their risk of
+    death). Internal-external folds of the ``none`` split that cannot be fitted are dropped
+    with a note (the bootstrap still validates); any other fold's failure is the run's."""
     parts: list[tuple[Fold, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    deaths: list[np.ndarray | None] = []  # risk of death of the validation rows (cif models)
+    estimand = predict.keywords["estimand"]
     final = None
     try:
         for fold in plan.folds:
             model = _fit(template, X.iloc[fold.train], y[fold.train], f"data without {fold.label}"
                          if plan.per_site else f"training data of {fold.label}")  # fmt: skip
             parts.append((fold, *predict(model, X.iloc[fold.valid])))
+            deaths.append(death_risk(model, X.iloc[fold.valid], estimand))
             if plan.kind in ("random", "site"):
                 final = model  # the development data are this fold's training data
     except (ModelError, InputError) as err:
@@ -120,8 +124,8 @@ def _fit_folds(
         n = len(plan.development)
         desc = f"no hold-out: internal validation by bootstrap on all {n} patients"
         plan = SplitPlan("none", desc, plan.development, [], "apparent")
-        parts = []
-    return parts, final, plan
+        parts, deaths = [], []
+    return parts, deaths, final, plan
 
 
 def _oob_cindex(final: RiskPipeline, X: pd.DataFrame, y: np.ndarray, ev_args: dict) -> float:
@@ -203,7 +207,7 @@ def validate(
     score = partial(compute_metrics, times=times, horizon=horizon, estimand=estimand)
 
     notes: list[str] = []
-    parts, final, plan = _fit_folds(
+    parts, deaths, final, plan = _fit_folds(
         template, X, y, plan_split(y, site, vcfg, horizon), predict, notes
     )
     dev = plan.development
@@ -212,7 +216,11 @@ def validate(
     risk_dev, lp_dev, surv_dev = predict(final, X.iloc[dev])
     if not parts:
         parts = [(Fold("all", dev, dev), risk_dev, lp_dev, surv_dev)]
+        deaths = [death_risk(final, X.iloc[dev], estimand)]
     predictions, (y_v, risk_v, lp_v, surv_v) = _pooled(parts, ids, site, y, plan.role)
+    if all(d is not None for d in deaths):
+        order = np.argsort(np.concatenate([p[0].valid for p in parts]), kind="mergesort")
+        predictions["risk_death"] = np.concatenate(deaths)[order]  # type: ignore[arg-type]
 
     # every metric estimates its censoring distribution on the patients it is computed on
     valid_metrics, valid_why = score(y_v, risk_v, surv_v, lp=lp_v)
@@ -254,6 +262,10 @@ def validate(
     )
     metrics |= inside.values
     reasons |= inside.reasons
+    if "risk_death" in predictions:  # O/E of death next to re-fracture's
+        death_values, death_why = death_metrics(y_v, predictions["risk_death"], horizon)
+        metrics |= death_values
+        reasons |= death_why
     boot_risk = np.array([r.risk for r in done]).reshape(len(done), len(dev))
     metrics |= stability_metrics(risk_dev, boot_risk, risk_groups)
     metrics["n_development"] = float(len(dev))
