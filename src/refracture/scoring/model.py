@@ -23,6 +23,9 @@ class ScoringModel:
     version: str
     bundle: ModelBundle
     load_seconds: float = 0.0
+    #: The MLflow store the model was loaded from ("" for a model built in memory): whoever
+    #: reads the model again (Spark's UDF) points MLflow at it for that call only.
+    tracking_uri: str = ""
 
     @property
     def label(self) -> str:
@@ -64,7 +67,7 @@ def load_model(uri: str, tracking_uri: str | None = None) -> ScoringModel:
     with use_store(store) as client:
         bundle, version = _load_bundle(uri, store, client)
     bundle = bundle.with_version(version)
-    return ScoringModel(uri, version, bundle, time.perf_counter() - start)
+    return ScoringModel(uri, version, bundle, time.perf_counter() - start, store)
 
 
 def _load_bundle(uri: str, store: str, client: Any) -> tuple[ModelBundle, str]:
