@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
+from refracture.meanings import MEANINGS, ROLES
 
 ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic", "finegray"]
 Estimand = Literal["cif", "net"]
@@ -29,12 +30,28 @@ class DataConfig(_Strict):
     manifest: Path | None = None
     clinical: Path
     id_column: str = Field(PATIENT_ID, min_length=1, description="the patient ID column")
+    exclude: dict[str, str] = Field(
+        {}, description="patient ID -> reason: left out on purpose, listed in the cohort flow"
+    )
     cache_dir: Path = Path(".refracture-cache")
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _exclude_ids_as_text(cls, v: Any) -> Any:
+        # YAML reads `0042: reason` as the number 42: keep IDs as they were written
+        if isinstance(v, dict):
+            return {str(k): ("" if r is None else str(r)) for k, r in v.items()}
+        return v
 
 
 class OutcomeConfig(_Strict):
     time: str = "time_days"
     event: str = "event"
+    death: str | None = Field(
+        None,
+        description="a 0/1 death column, when the event column holds 0/1 re-fracture: the two "
+        "are combined into 0 censored, 1 re-fracture, 2 death before re-fracture",
+    )
     horizon_days: float = Field(365.0, gt=0)
     estimand: Estimand | None = Field(
         None,
@@ -54,6 +71,11 @@ class CovariatesConfig(_Strict):
         description="plausible [low, high] of numeric columns with study-specific names; "
         "training refuses values outside, scoring flags them (defaults cover age, bmi, ...)",
     )
+    roles: dict[str, str] = Field(
+        {},
+        description="meaning -> the study's column (" + ", ".join(ROLES) + "): the plausible "
+        "range of the column, and the adjustment covariates of the biomarker analysis",
+    )
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> CovariatesConfig:
@@ -64,11 +86,33 @@ class CovariatesConfig(_Strict):
         bad = [k for k, (lo, hi) in self.ranges.items() if not lo < hi]
         if bad:
             raise ValueError(f"ranges must be [low, high] with low < high: {', '.join(bad)}")
+        unknown = [r for r in self.roles if r not in ROLES]
+        if unknown:
+            raise ValueError(
+                f"roles: unknown role(s) {', '.join(unknown)} (known: {', '.join(ROLES)})"
+            )
         return self
 
     @property
     def names(self) -> list[str]:
         return [*self.numeric, *self.binary, *self.categorical]
+
+    def role_of(self, column: str) -> str | None:
+        """The meaning ``covariates.roles`` gives a column, or None."""
+        return next((r for r, c in self.roles.items() if c == column), None)
+
+    @property
+    def plausible_ranges(self) -> dict[str, tuple[float, float]]:
+        """Each numeric column's range from the config: ``ranges``, else its role's (an
+        ``Alter`` column with the role age: 18 to 110). Other columns keep refracture's
+        defaults by name (:func:`refracture.ranges.plausible_range`)."""
+        out = {c: MEANINGS[r].range for r, c in self.roles.items() if MEANINGS[r].range}
+        return {**out, **dict(self.ranges)}  # type: ignore[dict-item]
+
+    @property
+    def cell_units(self) -> dict[str, tuple[str, ...]]:
+        """Unit suffixes a cell of each role column may carry ('27 kg/m2' in the bmi column)."""
+        return {c: MEANINGS[r].units for r, c in self.roles.items() if MEANINGS[r].units}
 
 
 class ImagingConfig(_Strict):
@@ -256,34 +300,72 @@ class RunConfig(_Strict):
             )
         return self
 
+    def role_columns(self) -> dict[str, str]:
+        """Meaning -> column: ``covariates.roles``, with the ``analysis`` section's columns
+        (the biomarker analysis's own choice) taking precedence."""
+        a = self.analysis
+        named = {"tscore": a.tscore, "age": a.age, "sex": a.sex, "bmi": a.bmi}
+        return {**self.covariates.roles, **{r: c for r, c in named.items() if c}}
+
     @property
     def has_imaging(self) -> bool:
         return self.data.manifest is not None and "clinical+imaging" in self.feature_sets
 
 
-def _format_validation_error(err: ValidationError) -> str:
-    msgs = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        head, sep, rest = msg.partition(": ")
-        if not e["loc"] and sep and " " not in head:  # a section-level rule names its key
-            key, msg = head, rest
-        if e["type"] == "extra_forbidden":
-            msgs.append(f"config key '{key}': unknown key")
-        else:
-            msgs.append(f"config key '{key}': {msg}")
-    return "; ".join(msgs)
+#: What ``refracture init`` writes where the user must choose: a config still holding it is
+#: refused, naming the key, until the edit is made.
+REQUIRED_EDIT = "REQUIRED-EDIT"
+
+
+def required_edits(raw: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(config key, the text after the marker) of every value still holding
+    :data:`REQUIRED_EDIT`."""
+    found: list[tuple[str, str]] = []
+    items = (
+        raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+    )
+    for k, v in items:
+        key = f"{prefix}{k}" if isinstance(raw, dict) else prefix.rstrip(".")
+        if isinstance(v, str) and v.strip().startswith(REQUIRED_EDIT):
+            found.append((key, v.strip().removeprefix(REQUIRED_EDIT).strip(" :")))
+        elif isinstance(v, dict | list):
+            found += required_edits(v, f"{key}.")
+    return found
+
+
+def config_errors(raw: Any) -> tuple[RunConfig | None, list[tuple[str, str]]]:
+    """The validated config, or None and every (config key, what is wrong)."""
+    if not isinstance(raw, dict):
+        return None, [("(top level)", "the config must be a YAML mapping of sections")]
+    edits = [
+        (key, f"a required edit is not made yet: {what or 'see the comment beside it'}; "
+         f"replace {REQUIRED_EDIT} by your choice")
+        for key, what in required_edits(raw)
+    ]  # fmt: skip
+    if edits:
+        return None, edits
+    try:
+        return RunConfig.model_validate(raw), []
+    except ValidationError as err:
+        return None, [_key_and_message(e) for e in err.errors()]
+
+
+def _key_and_message(e: Any) -> tuple[str, str]:
+    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    head, sep, rest = msg.partition(": ")
+    if not e["loc"] and sep and " " not in head:  # a section-level rule names its key
+        key, msg = head, rest
+    return key, "unknown key" if e["type"] == "extra_forbidden" else msg
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Validate a config dictionary; errors name the offending key."""
-    if not isinstance(raw, dict):
-        raise ConfigError("the config must be a YAML mapping of sections", file=source)
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err), file=source) from None
+    cfg, errors = config_errors(raw)
+    if cfg is None:
+        text = "; ".join(f"config key '{k}': {m}" for k, m in errors)
+        raise ConfigError(text, file=source)
+    return cfg
 
 
 def packaged_config(name: str) -> Path | None:
@@ -323,6 +405,12 @@ def _config_path(path: str | Path) -> Path:
             raise ConfigError("config file not found", file=path)
         path = shipped
     return path
+
+
+def read_config_yaml(path: str | Path) -> tuple[Path, Any]:
+    """(the file read, its parsed YAML): :func:`load_config` without the validation."""
+    path = _config_path(path)
+    return path, _read_yaml(path)
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -31,7 +31,7 @@ from refracture.covariates import (
     columns_hint,
 )
 from refracture.errors import ConfigError, InputError
-from refracture.ids import PATIENT_ID, patient_ids
+from refracture.ids import PATIENT_ID, patient_id_text, patient_ids
 from refracture.imaging.metadata import SCANNER_COLUMNS, scanner_metadata
 from refracture.models.design import collinear_columns
 from refracture.models.harmonise import BATCH_SOURCES, batch_labels
@@ -216,7 +216,8 @@ def coerce_covariates(
         binary=covariates.binary,
         categorical=dict.fromkeys(covariates.categorical),
         imaging=imaging_features,
-        ranges=covariates.ranges,
+        ranges=covariates.plausible_ranges,
+        units=covariates.cell_units,
     )
     kinds = TRAINING_ERRORS if check_plausible else (NOT_NUMBER, NOT_BINARY)
     check.raise_errors(labels, source=source, kinds=kinds)
@@ -267,7 +268,9 @@ def scanner_columns(table: pd.DataFrame, manifest: pd.DataFrame | None = None) -
     if manifest is not None and PATIENT_ID in manifest.columns:
         cols = [c for c in _MANIFEST_SCANNER if c in manifest.columns]
         keys = _text(manifest[PATIENT_ID]).to_numpy()
-        rows = dict(zip(keys, manifest[cols].to_dict("records"), strict=True))
+        # a manifest with only the required columns has no scanner column: no record to add
+        records = manifest[cols].to_dict("records") if cols else [{}] * len(keys)
+        rows = dict(zip(keys, records, strict=True))
     field_v, vendor_v, scanner_v = field.to_numpy().copy(), vendor.to_numpy(), scanner.to_numpy()
     header_field = table.get("qc_field_strength_t")
     header_vendor = table.get("qc_vendor")
@@ -347,6 +350,8 @@ def _outcome(
             file=source,
         )
     event = pd.to_numeric(table[oc.event], errors="coerce")
+    if oc.death is not None:
+        event = _combined_event(table, ids, event, oc.death, oc.event, source)
     bad = ~event.isin([0, 1, 2])
     if bad.any():
         examples = ", ".join(repr(v) for v in table[oc.event][bad].head(3))
@@ -358,6 +363,36 @@ def _outcome(
     return make_outcome(event.to_numpy(dtype=np.int8), time.to_numpy(dtype=float))
 
 
+def _combined_event(
+    table: pd.DataFrame,
+    ids: pd.Series,
+    refracture: pd.Series,
+    death_column: str,
+    event_column: str,
+    source: str | Path | None,
+) -> pd.Series:
+    """One 0/1/2 event from a 0/1 re-fracture column and a 0/1 death column
+    (``outcome.death``): 1 re-fracture, else 2 death, else 0 censored."""
+    if death_column not in table.columns:
+        raise InputError(
+            f"death column '{death_column}' is missing from the clinical table",
+            key="outcome.death",
+            file=source,
+        )
+    death = pd.to_numeric(table[death_column], errors="coerce")
+    for values, name in ((refracture, event_column), (death, death_column)):
+        bad = ~values.isin([0, 1])
+        if bad.any():
+            found = ", ".join(repr(v) for v in table[name][bad].head(3))
+            raise InputError(
+                f"'{name}' must be 0 or 1 when outcome.death combines a re-fracture and a death "
+                f"column; found {found}",
+                patient_id=name_list(ids[bad], 5),
+                file=source,
+            )
+    return pd.Series(np.where(refracture == 1, 1, np.where(death == 1, 2, 0)), index=table.index)
+
+
 def assemble(
     clinical: pd.DataFrame,
     features: pd.DataFrame | None,
@@ -366,6 +401,7 @@ def assemble(
     clinical_source: str | Path | None = None,
     features_source: str | Path | None = None,
     manifest: pd.DataFrame | None = None,
+    exclude: dict[str, str] | None = None,
 ) -> Dataset:
     """Join the clinical table to the imaging features and check everything a model needs.
 
@@ -381,10 +417,29 @@ def assemble(
     (:func:`scanner_columns`: the feature table's ``scanner_*`` columns, else ``manifest``'s
     ``field_strength_t``, ``vendor``, ``scanner``) and the preserved covariates outside the
     model go to ``Dataset.harmonisation_inputs``.
+
+    ``exclude`` (patient ID -> reason; default ``data.exclude``, each reason prefixed with
+    "excluded on purpose") leaves patients out before anything is checked: they are listed in
+    ``excluded`` with the reason.
     """
     cov = cfg.covariates
     if len(clinical) == 0:
         raise InputError("no patients: the clinical table has no rows", file=clinical_source)
+    if exclude is None:
+        exclude = {p: f"excluded on purpose: {why}" for p, why in cfg.data.exclude.items()}
+    on_purpose: list[tuple[str, str]] = []
+    if exclude and PATIENT_ID in clinical.columns:
+        text_ids = clinical[PATIENT_ID].map(patient_id_text)
+        out = text_ids.isin(list(exclude)).to_numpy()
+        on_purpose = [(pid, exclude[pid]) for pid in text_ids[out]]
+        clinical = clinical[~out]
+        if features is not None and PATIENT_ID in features.columns:
+            features = features[~features[PATIENT_ID].map(patient_id_text).isin(list(exclude))]
+        if len(clinical) == 0:
+            raise InputError(
+                "no patients left: data.exclude leaves out every patient of the clinical table",
+                key="data.exclude",
+            )
     harmonising = _harmonising(cfg)
     if harmonising:
         _check_preserve(clinical, cfg, clinical_source)
@@ -404,7 +459,7 @@ def assemble(
     )
     site = pd.Series(site, index=X_all.index, name="site")
     scanners: pd.DataFrame | None = None
-    excluded: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str]] = list(on_purpose)
     keep = np.ones(len(X_all), dtype=bool)
 
     if features is not None:
