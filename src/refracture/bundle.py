@@ -46,6 +46,15 @@ class CovariateSpec:
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     batch: tuple[str, ...] = ()
     preserved: tuple[str, ...] = ()
+    #: meaning -> column (``covariates.roles``): the unit a cell may carry ("27 kg/m2")
+    roles: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def cell_units(self) -> dict[str, tuple[str, ...]]:
+        """Unit suffixes a cell of each role column may carry, as training read them."""
+        from refracture.meanings import MEANINGS
+
+        return {c: MEANINGS[r].units for r, c in self.roles.items() if r in MEANINGS}
 
     @property
     def numbers(self) -> list[str]:
@@ -118,6 +127,7 @@ class ModelBundle:
     terms : the model's terms after encoding (``age``, ``sex[M]``).
     registered_model, model_version : registry name, and the version (or run ID).
     training : :class:`TrainingSummary`.
+    id_column : the study's patient ID column (``data.id_column``), which scoring reads.
     harmonisation : the ``harmonisation:`` settings the pipeline's ComBat step was fitted with
         and its known ``batches`` (empty without harmonisation); for readers of the bundle,
         the step itself is in ``pipeline``.
@@ -141,6 +151,9 @@ class ModelBundle:
     training: TrainingSummary = field(default_factory=TrainingSummary)
     harmonisation: Mapping[str, Any] = field(default_factory=dict)
     site_units: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: the patient ID column of the training data (``data.id_column``): scoring reads a
+    #: clinical table or features file by it
+    id_column: str = "patient_id"
 
     @property
     def label(self) -> str:
@@ -178,6 +191,7 @@ class ModelBundle:
                 "ranges": {k: [float(a), float(b)] for k, (a, b) in cov.ranges.items()},
                 "batch": list(cov.batch),
                 "preserved": list(cov.preserved),
+                "roles": dict(cov.roles),
             },
             "extraction": None
             if self.extraction is None
@@ -193,6 +207,7 @@ class ModelBundle:
             "training": dataclasses.asdict(self.training),
             "harmonisation": dict(self.harmonisation),
             "site_units": {s: dict(u) for s, u in self.site_units.items()},
+            "id_column": self.id_column,
         }
 
     @classmethod
@@ -220,6 +235,7 @@ class ModelBundle:
                 ranges={k: (float(a), float(b)) for k, (a, b) in cov["ranges"].items()},
                 batch=tuple(cov.get("batch", ())),
                 preserved=tuple(cov.get("preserved", ())),
+                roles=dict(cov.get("roles") or {}),
             ),
             extraction=None if extraction is None else ExtractionConfig(**extraction),
             risk_groups=(float(data["risk_groups"][0]), float(data["risk_groups"][1])),
@@ -236,6 +252,7 @@ class ModelBundle:
                 str(s): {str(k): str(v) for k, v in u.items()}
                 for s, u in (data.get("site_units") or {}).items()
             },
+            id_column=str(data.get("id_column") or "patient_id"),
         )
 
     def to_dir(self, folder: str | Path) -> Path:

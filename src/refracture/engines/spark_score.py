@@ -287,6 +287,7 @@ def score_spark(
     pseudonymise: bool = False,
     master: str = DEFAULT_MASTER,
     handle: SparkHandle | None = None,
+    id_column: str | None = None,
 ) -> ScoreResult:
     """:func:`refracture.scoring.score` on Spark: the same checks, rows, order and file.
 
@@ -303,6 +304,7 @@ def score_spark(
         features=features,
         tracking_uri=tracking_uri,
         pseudonymise=pseudonymise,
+        id_column=id_column,
     )
     images = data.kind == "manifest" and model.uses_images
     with nullcontext(handle) if handle is not None else spark_session(master) as spark:
