@@ -137,7 +137,15 @@ def check_study(
     if manifest is not None and imaging:
         report.extend(check_manifest(manifest, cfg.extraction, headers=headers, progress=progress))
     _cross(report, cfg, str(manifest or ""), imaging)
-    exclude = {pid: f"excluded on purpose: {why}" for pid, why in cfg.data.exclude.items()}
+    known = set()
+    for name in ("clinical", "manifest"):
+        if name in report.tables:
+            known |= set(report.tables[name][PATIENT_ID])
+    exclude = {
+        pid: f"excluded on purpose: {why}"
+        for pid, why in cfg.data.exclude.items()
+        if pid in known
+    }
     report = report.without(exclude) if exclude else report
     if exclude:
         report.notes.append(
