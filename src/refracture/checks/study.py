@@ -142,9 +142,7 @@ def check_study(
         if name in report.tables:
             known |= set(report.tables[name][PATIENT_ID])
     exclude = {
-        pid: f"excluded on purpose: {why}"
-        for pid, why in cfg.data.exclude.items()
-        if pid in known
+        pid: f"excluded on purpose: {why}" for pid, why in cfg.data.exclude.items() if pid in known
     }
     report = report.without(exclude) if exclude else report
     if exclude:

@@ -115,37 +115,37 @@ def print_problems(
         target.print(f"... and {len(rows) - limit} more (every one is in check.csv)")
 
 
-#: Per command, what to tell a user who pressed Ctrl-C: ``hint(ctx) -> text`` (the commands
-#: that can resume register theirs).
-RESUME_HINTS: dict[str, Callable[[Any], str]] = {}
+#: Per command, what to tell a user who pressed Ctrl-C: ``hint(command line) -> text`` (the
+#: commands that can resume register theirs).
+RESUME_HINTS: dict[str, Callable[[Callable[..., str]], str]] = {}
 
 
-def command_line(ctx: Any, add: tuple[str, ...] = ()) -> str:
-    """The command as typed again from its parsed options: ``refracture score --model ...``."""
+def command_line(fn: Callable[..., Any], values: dict[str, Any], add: tuple[str, ...] = ()) -> str:
+    """The command as typed again from its parsed options: ``refracture score --model ...``
+    (options left at their default are left out; ``add`` appends flags such as --resume)."""
+    import inspect
     import shlex
 
-    words = ["refracture", ctx.info_name]
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if value is None or value == param.default or not param.opts:
+    words = ["refracture", fn.__name__.replace("_", "-")]
+    for name, param in inspect.signature(fn).parameters.items():
+        decls = getattr(param.default, "param_decls", None)
+        value = values.get(name)
+        if not decls or value is None or value == getattr(param.default, "default", None):
             continue
-        if param.is_flag:
-            flags = param.opts if value else param.secondary_opts
-            words += flags[:1]
+        on, _, off = decls[0].partition("/")
+        if isinstance(value, bool):
+            words += [on] if value else ([off] if off else [])
         else:
-            words += [param.opts[0], str(value)]
+            words += [on, str(value)]
     words += [a for a in add if a not in words]
     return shlex.join(words)
 
 
-def _interrupted(fn_name: str) -> str:
-    import click
-
-    hint = RESUME_HINTS.get(fn_name)
-    ctx = click.get_current_context(silent=True)
-    if hint is None or ctx is None:
+def _interrupted(fn: Callable[..., Any], values: dict[str, Any]) -> str:
+    hint = RESUME_HINTS.get(fn.__name__)
+    if hint is None:
         return "finished outputs were kept; run the same command again"
-    return hint(ctx)
+    return hint(lambda *add: command_line(fn, values, add))
 
 
 def handle_errors(fn: F) -> F:
@@ -169,7 +169,7 @@ def handle_errors(fn: F) -> F:
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             console.print(
-                f"[yellow]interrupted[/]: {escape(_interrupted(fn.__name__))}",
+                f"[yellow]interrupted[/]: {escape(_interrupted(fn, kwargs))}",
                 highlight=False,
                 soft_wrap=True,
             )

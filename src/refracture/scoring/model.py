@@ -81,7 +81,7 @@ def load_model(uri: str, tracking_uri: str | None = None) -> ScoringModel:
     if not isinstance(bundle, ModelBundle):
         raise InputError(f"the model '{uri}' is not a refracture model (no scoring bundle)")
     version = bundle.model_version
-    if uri.startswith("models:/"):
+    if uri.startswith("models:/") and not uri.startswith("models:/m-"):  # m-: a logged model
         from mlflow import MlflowClient
         from mlflow.store.artifact.utils.models import get_model_name_and_version
 

@@ -95,7 +95,7 @@ def _checked(cfg: RunConfig, exclude_invalid: bool, store: Path, progress) -> Ch
 
 
 def _measure(
-    cfg: RunConfig, excluded: dict[str, str], staging: Path, progress, pseudonymiser
+    cfg: RunConfig, excluded: dict[str, str], staging: Path, progress, pseudonymiser, pictures
 ) -> Any:
     from refracture.features import extract_cohort
     from refracture.features.manifest import read_manifest
@@ -110,7 +110,7 @@ def _measure(
         out_dir=staging / "extraction",
         jobs=cfg.validation.jobs,
         cache_dir=cfg.data.cache_dir,
-        qc_png=True,
+        qc_png=pictures,  # the QC pictures are pages of the report
         progress=progress,
         pseudonymiser=pseudonymiser,
     )
@@ -128,9 +128,11 @@ def prepare_inputs(
     progress: Progress | None = None,
     pseudonymiser: Any = None,
     exclude_invalid: bool = False,
+    pictures: bool = True,
 ) -> StudyInputs:
-    """Check, measure and assemble (module docstring). Raises a
-    :class:`~refracture.errors.CheckError` listing every problem, or InputError."""
+    """Check, measure and assemble (module docstring); ``pictures``: draw the QC pictures
+    (for the report). Raises a :class:`~refracture.errors.CheckError` listing every problem,
+    or InputError."""
     report = _checked(cfg, exclude_invalid, store, progress)
     excluded = dict(report.excluded)  # original IDs -> reason
     clinical = read_clinical(cfg)
@@ -150,7 +152,9 @@ def prepare_inputs(
         staging = runs_folder(store) / f"{STAGING_PREFIX}{secrets.token_hex(6)}"
         inputs.staging = staging
         try:
-            extraction, inputs.manifest = _measure(cfg, excluded, staging, progress, pseudonymiser)
+            extraction, inputs.manifest = _measure(
+                cfg, excluded, staging, progress, pseudonymiser, pictures
+            )
             found = extraction_problems(
                 extraction.features, extraction.errors, cfg, str(cfg.data.manifest)
             )

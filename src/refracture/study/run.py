@@ -164,6 +164,7 @@ def train(
         progress=progress,
         pseudonymiser=pseudonymiser,
         exclude_invalid=exclude_invalid,
+        pictures=report,
     )
     try:
         exp_id = tracking.setup(uri, cfg.mlflow.experiment)

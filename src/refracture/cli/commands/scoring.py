@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from refracture.cli.app import (
     RESUME_HINTS,
     SPARK_MASTER,
     app,
-    command_line,
     console,
     handle_errors,
     out,
@@ -155,8 +155,8 @@ def score(
         raise typer.Exit(result.exit_code)
 
 
-def _score_resume(ctx: object) -> str:
-    return f"the finished chunks are kept; resume with `{command_line(ctx, ('--resume',))}`"
+def _score_resume(command: Callable[..., str]) -> str:
+    return f"the finished chunks are kept; resume with `{command('--resume')}`"
 
 
 RESUME_HINTS["score"] = _score_resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -11,7 +12,6 @@ from refracture.cli.app import (
     PSEUDONYMISE,
     RESUME_HINTS,
     app,
-    command_line,
     console,
     handle_errors,
     out,
@@ -156,10 +156,10 @@ def train(
             out.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
-def _train_resume(ctx: object) -> str:
+def _train_resume(command: Callable[..., str]) -> str:
     return (
         "the MLflow run is marked KILLED; start again with "
-        f"`{command_line(ctx)}`: it reuses the feature cache (data.cache_dir), so the "
+        f"`{command()}`: it reuses the feature cache (data.cache_dir), so the "
         "patients already measured are not measured again"
     )
 
