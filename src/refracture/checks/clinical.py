@@ -37,7 +37,8 @@ FIX_RANGE = (
 
 
 def problem_of(err: InputError, what_to_do: str = "") -> Problem:
-    """An input error of a reader as a problem row."""
+    """An input error of a reader as a problem row (its message says what is wrong; the
+    table's what-to-do column gets ``what_to_do``, the one line does not repeat it)."""
     return Problem(
         patient_id=err.patient_id or "",
         file=err.file or "",
@@ -46,6 +47,7 @@ def problem_of(err: InputError, what_to_do: str = "") -> Problem:
         problem=err.message,
         what_to_do=what_to_do,
         key=bool(err.key),
+        advise=False,
     )
 
 
@@ -68,7 +70,7 @@ def clinical_ids(table: pd.DataFrame, file: str, id_column: str) -> tuple[pd.Ser
         ]  # fmt: skip
     ids = table[PATIENT_ID].map(patient_id_text)
     problems = []
-    line = pd.Series(np.arange(len(table)) + 2, index=table.index)
+    line = pd.Series(np.asarray(table.index) + 2, index=table.index)  # CSV lines as read
     if (ids == "").any():
         lines = ", ".join(map(str, line[ids == ""].head(10)))
         problems.append(
@@ -207,9 +209,12 @@ def _events(table: pd.DataFrame, cfg: RunConfig, file: str) -> list[Problem]:
         return []
     out = []
     if not (event == 1).any():
+        counts = [f"{int((event == 0).sum())} censored"]
+        counts += [f"{int((event == 2).sum())} died"] if (event == 2).any() else []
         out.append(
             Problem("", file, "outcome.event", "",
-                    f"no re-fracture in the outcome (no event 1 among {len(table)} patients)",
+                    f"no re-fracture in the outcome (no event 1 among {len(table)} patients: "
+                    f"{', '.join(counts)}), so no risk model can be fitted",
                     "check the event coding (outcome.event)", key=True)
         )  # fmt: skip
     if oc.horizon_days > time.max():
@@ -236,7 +241,6 @@ def check_clinical(cfg: RunConfig, path: str | Path, purpose: str = "train") -> 
     except InputError as err:
         report.problems.append(problem_of(err, "fix data.clinical, or export the table again"))
         return report
-    table = table.reset_index(drop=True)
     ids, problems = clinical_ids(table, file, cfg.data.id_column)
     report.problems += problems
     report.counts["clinical"] = len(table)

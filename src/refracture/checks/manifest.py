@@ -149,9 +149,9 @@ def check_manifest(
                     "add the columns with these names")
         )  # fmt: skip
         return report
-    table = table.reset_index(drop=True).map(lambda v: "" if v is None else str(v).strip())
+    table = table.map(lambda v: "" if v is None else str(v).strip())
     ids = table[PATIENT_ID]
-    lines = pd.Series(np.arange(len(table)) + 2)
+    lines = pd.Series(np.asarray(table.index) + 2, index=table.index)  # CSV lines as read
     if (ids == "").any():
         shown = ", ".join(map(str, lines[ids == ""].head(10)))
         report.problems.append(
@@ -167,9 +167,9 @@ def check_manifest(
         )  # fmt: skip
     base = path.parent
     rows = [r for r in table.to_dict("records") if r[PATIENT_ID]]
-    for i, row in enumerate(table.to_dict("records")):
+    for line, row in zip(lines, table.to_dict("records"), strict=True):
         if row[PATIENT_ID]:
-            report.problems += _row_problems(row, i + 2, file, base)
+            report.problems += _row_problems(row, int(line), file, base)
     report.counts["manifest"] = len(table)
     report.tables["manifest"] = table
     if headers:

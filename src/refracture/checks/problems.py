@@ -36,6 +36,8 @@ class Problem:
     problem: str
     what_to_do: str
     key: bool = False
+    #: the one line carries the what-to-do (False when the problem text already says it)
+    advise: bool = True
 
     @property
     def patient_level(self) -> bool:
@@ -48,11 +50,12 @@ class Problem:
                                         self.problem, self.what_to_do), strict=True))  # fmt: skip
 
     def one_line(self) -> str:
-        """``patient P3: file clinical.csv: column 'age' ...; what to do``."""
+        """``patient P3: file clinical.csv: column 'age' ...; what to do``: what training
+        prints when this is the only problem."""
         parts = [f"patient {self.patient_id}"] if self.patient_id else []
         parts += [f"file {self.file}"] if self.file else []
         parts += [f"config key '{self.column}'"] if self.key and self.column else []
-        tail = f" ({self.what_to_do})" if self.what_to_do else ""
+        tail = f"; {self.what_to_do}" if self.what_to_do and self.advise else ""
         return ": ".join([*parts, self.problem]) + tail
 
 

@@ -107,9 +107,11 @@ def print_problems(
     for name in ("patient", "file", "column", "value", "problem", "what to do"):
         table.add_column(name, overflow="fold")
     for row in rows[:limit]:
-        cells = list(row.values())
-        cells[1] = Path(cells[1]).name if cells[1] else ""
-        table.add_row(*(escape(str(c)) for c in cells))
+        cells = [str(c) for c in row.values()]
+        cells[1] = Path(cells[1]).name if cells[1] else ""  # the full path is in check.csv
+        if "/" in cells[3] and len(cells[3]) > 30:
+            cells[3] = ".../" + "/".join(Path(cells[3]).parts[-2:])
+        table.add_row(*(escape(c) for c in cells))
     target.print(table)
     if len(rows) > limit:
         target.print(f"... and {len(rows) - limit} more (every one is in check.csv)")

@@ -124,13 +124,14 @@ class TableColumn:
     def cell_lines(self, ids: pd.Series) -> tuple[list[str], int]:
         """One line per cell that is not a plain number (row, patient, value, what happens)
         and the number of those that check and train refuse."""
+        line = self.text.index.to_numpy() + 2  # CSV lines as read (blank rows dropped)
         lines = [
-            f"line {i + 2} ({ids.iloc[i]}): {v!r} is {why}: check and train refuse it; correct it "
-            "or leave the cell empty"
+            f"line {line[i]} ({ids.iloc[i]}): {v!r} is {why}: check and train refuse it; "
+            "correct it or leave the cell empty"
             for i, v, why in self.unreadable
         ]
         lines += [
-            f"line {i + 2} ({ids.iloc[i]}): {v!r} is read as {read}"
+            f"line {line[i]} ({ids.iloc[i]}): {v!r} is read as {read}"
             for i, v, read in self.converted
         ]
         return lines, len(self.unreadable)
@@ -139,9 +140,10 @@ class TableColumn:
 def _range_cells(col: TableColumn, ids: pd.Series, lo: float, hi: float) -> list[str]:
     number = col.number
     out = np.flatnonzero(((number < lo) | (number > hi)).to_numpy())
+    line = number.index.to_numpy() + 2
     return [
-        f"line {i + 2} ({ids.iloc[i]}): {number.iloc[i]:g} is outside the plausible {fmt(lo)} to "
-        f"{fmt(hi)}: check and train refuse it; correct it, leave it empty, or widen the range"
+        f"line {line[i]} ({ids.iloc[i]}): {number.iloc[i]:g} is outside the plausible {fmt(lo)} "
+        f"to {fmt(hi)}: check and train refuse it; correct it, leave it empty, or widen the range"
         for i in out
     ]
 
@@ -188,8 +190,9 @@ def guess_kind(c: TableColumn, n: int, ids: pd.Series) -> ColumnGuess:
     levels = c.levels
     if len(levels) == 1:
         return ColumnGuess(c.name, "left_out", f"a single value ({levels.index[0]})")
-    if c.is_numeric and len(np.unique(c.values)) >= 2:
-        return _numeric_guess(c, ids, missing)
+    distinct = np.unique(c.values) if c.is_numeric else np.array([])
+    if len(distinct) > 2 or (len(distinct) == 2 and set(distinct) == {0.0, 1.0}):
+        return _numeric_guess(c, ids, missing)  # two other codes (1/2): categorical below
     if len(levels) > min(MAX_LEVELS, max(2, present // 2)):
         shown = "; ".join(f"line {i + 2}: {v!r}" for i, v, _ in c.unreadable[:3])
         return ColumnGuess(
