@@ -73,8 +73,8 @@ def test_separate_re_fracture_and_death_columns_are_combined(
         "line 5 (P0004): 7 is outside the plausible 18 to 110",
         "line 7 (P0006): '27 kg/m2' is read as 27 (unit 'kg/m2' dropped)",
         "line 8 (P0007): '-2,7' is read as -2.7 (decimal comma)",
-        "Refraktur: re-fracture, codes 0/1",
-        "verstorben: death, codes 0/1",
+        "Refraktur: named like a re-fracture, codes 0/1",
+        "verstorben: named like death, codes 0/1",
         "0 censored, 1 re-fracture, 2 death before re-fracture",
     ):
         assert said in text, said

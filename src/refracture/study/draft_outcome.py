@@ -151,26 +151,34 @@ class EventChoice:
         return self.event if self.event is not None else f"{REQUIRED_EDIT}: {self.edit}"
 
 
-def _meaning(c: TableColumn) -> str:
-    codes = set(np.unique(c.values).tolist())
+_SAID = {
+    "re-fracture": "named like a re-fracture",
+    "death": "named like death",
+    "event": "named like an event or a status",
+}
+
+
+def _kind(c: TableColumn) -> str:
     if _says(c.name, REFRACTURE):
-        kind = "re-fracture"
-    elif _says(c.name, DEATH):
-        kind = "death"
-    else:
-        kind = "event"
-    return f"{kind}, codes {'/'.join(fmt(x) for x in sorted(codes))}"
+        return "re-fracture"
+    return "death" if _says(c.name, DEATH) else "event"
 
 
 def _candidates(cols: dict[str, TableColumn]) -> dict[str, str]:
-    """Columns that could be the event or death: 0/1(/2) columns named like an outcome."""
+    """Columns that could be the event or death (0/1(/2) columns named like an outcome),
+    each with its kind: re-fracture, death or event."""
     out = {}
     for c in cols.values():
         if is_event(c) and (
             name_score(c.name, EVENT_WORDS) > 0 or _says(c.name, REFRACTURE) or _says(c.name, DEATH)
         ):
-            out[c.name] = _meaning(c)
+            out[c.name] = _kind(c)
     return out
+
+
+def _line(c: TableColumn, kind: str) -> str:
+    codes = "/".join(fmt(x) for x in np.unique(c.values))
+    return f"{c.name}: {_SAID[kind]}, codes {codes}"
 
 
 def choose_event(
@@ -185,11 +193,11 @@ def choose_event(
                 file=path,
             )
     found = _candidates(cols)
-    deaths = [n for n, m in found.items() if m.startswith("death")]
-    refx = [n for n, m in found.items() if m.startswith("re-fracture")]
-    generic = [n for n, m in found.items() if m.startswith("event")]
+    deaths = [n for n, k in found.items() if k == "death"]
+    refx = [n for n, k in found.items() if k == "re-fracture"]
+    generic = [n for n, k in found.items() if k == "event"]
     coded = [n for n in refx + generic if 2 in cols[n].values]
-    lines = [f"{n}: {m}" for n, m in found.items()]
+    lines = [_line(cols[n], k) for n, k in found.items()]
     lines += [
         f"{c.name}: death, but dates: a date is not an outcome code; code death as 2 in the "
         "event column, or as a 0/1 death column"
