@@ -168,16 +168,22 @@ def train(
     )
     try:
         exp_id = tracking.setup(uri, cfg.mlflow.experiment)
-        tracking.close_orphaned_runs(exp_id)
     except BaseException:
         inputs.discard()
         raise
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    with mlflow.start_run(run_name=f"train {stamp}", tags=tracking.process_tags()) as parent:
+    run_name, tags = f"train {stamp}", tracking.process_tags()
+
+    # MLflow's fluent API points at this store inside the block only (tracking.use_store)
+    with (
+        tracking.use_store(uri, exp_id) as client,
+        mlflow.start_run(run_name=run_name, experiment_id=exp_id, tags=tags) as parent,
+    ):
+        tracking.close_orphaned_runs(exp_id, client)
         try:
             return _train_in_run(
                 cfg, inputs, parent.info.run_id, exp_id, uri, config_path, progress,
-                report=report, register=register, pseudonymised=pseudonymise,
+                report=report, register=register, pseudonymised=pseudonymise, client=client,
             )  # fmt: skip
         except KeyboardInterrupt:
             # Ctrl-C: the run was stopped on purpose, not failed (the terminal says how to
@@ -198,6 +204,7 @@ def _train_in_run(
     report: bool,
     register: bool,
     pseudonymised: bool,
+    client: Any = None,
 ) -> TrainResult:
     import mlflow
 
@@ -237,7 +244,9 @@ def _train_in_run(
         selected, cfg, dataset, digest,
         site_units=extraction.site_units if extraction is not None else None,
     )  # fmt: skip
-    decision = _register(cfg, selected, dataset, model_info.model_uri, parent_id, digest, register)
+    decision = _register(
+        cfg, selected, dataset, model_info.model_uri, parent_id, digest, register, client
+    )
     mlflow.set_tags(
         {
             "refracture.selected": selected.label,
@@ -308,6 +317,7 @@ def _register(
     parent_id: str,
     digest: str,
     register: bool,
+    client: Any = None,
 ) -> Any:
     """Register the selected model and move the alias if it is better; with ``register``
     False, a decision saying the model stays in its run."""
@@ -340,6 +350,7 @@ def _register(
         design=registry.Design.from_config(cfg, estimand=dataset.estimand),
         uncertainty=registry.Uncertainty.from_metrics(selected.result.metrics, metric),
         margin=cfg.mlflow.promote_margin,
+        client=client,
     )
 
 
