@@ -257,7 +257,7 @@ def test_roles_give_study_columns_their_ranges_and_a_required_edit_is_refused(
     assert cfg.covariates.plausible_ranges == {"Alter": (18.0, 110.0), "x": (0.0, 1.0)}
     assert cfg.data.exclude == {"42": ""}  # IDs stay text
     raw["covariates"]["roles"] = {"weight_kg": "Gewicht"}
-    with pytest.raises(ConfigError, match="unknown role"):
+    with pytest.raises(ConfigError, match="roles.weight_kg.*Input should be 'age', 'sex'"):
         parse_config(raw)
     raw["covariates"]["roles"] = {}
     raw["outcome"] = {"event": "REQUIRED-EDIT: the re-fracture column: a or b?"}

@@ -6,7 +6,7 @@ patient's PDFF map is stored as a fraction, one age is 400, and the clinical tab
 the hospital's own ID column. `train` must refuse what `score` would refuse, before anything
 reaches MLflow; exclusions on purpose and `--exclude-invalid` go through with their reasons;
 the model scores by the study's ID column; Ctrl-C leaves a KILLED run and the command that
-resumes. Everything shares one 30-patient cohort and one feature cache.
+resumes. Everything shares one 22-patient cohort and one feature cache.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ mlflow:
 def hospital(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hospital")
     cohort = root / "synth"
-    write_cohort(cohort, n=30, n_sites=1, seed=11, jobs=2)  # 7 re-fractures by a year
+    write_cohort(cohort, n=22, n_sites=1, seed=16, jobs=2)  # 8 re-fractures by a year
     shutil.copytree(cohort / "images", root / "images")
     for sidecar in (root / "images").rglob("*.json"):
         sidecar.unlink()  # nothing declares a unit: each site's is decided from its patients
@@ -142,7 +142,7 @@ def test_train_refuses_what_score_would_and_excludes_only_on_purpose(
                               "--jobs", "1", "--cache-dir", str(hospital / "cache")])  # fmt: skip
     assert res.exit_code == 1, res.output
     scores = pd.read_csv("scores.csv").set_index("patient_id")
-    assert len(scores) == 30 and "risk_death_365d" in scores
+    assert len(scores) == 22 and "risk_death_365d" in scores
     assert scores.loc[FRACTION, "status"] == "error"
     assert "PDFF looks like a fraction" in scores.loc[FRACTION, "error"]
     assert "age=400 outside plausible" in scores.loc[WRONG_AGE, "warnings"]

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from refracture.config import ExtractionConfig
 from refracture.errors import ModelError
 from refracture.files import atomic_path, write_text
+from refracture.ids import PATIENT_ID
 
 __all__ = ["BUNDLE_VERSION", "CovariateSpec", "ModelBundle", "TrainingSummary"]
 
@@ -153,7 +154,7 @@ class ModelBundle:
     site_units: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: the patient ID column of the training data (``data.id_column``): scoring reads a
     #: clinical table or features file by it
-    id_column: str = "patient_id"
+    id_column: str = PATIENT_ID
 
     @property
     def label(self) -> str:
@@ -252,7 +253,7 @@ class ModelBundle:
                 str(s): {str(k): str(v) for k, v in u.items()}
                 for s, u in (data.get("site_units") or {}).items()
             },
-            id_column=str(data.get("id_column") or "patient_id"),
+            id_column=str(data.get("id_column") or PATIENT_ID),
         )
 
     def to_dir(self, folder: str | Path) -> Path:

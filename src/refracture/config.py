@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
-from refracture.meanings import MEANINGS, ROLES
+from refracture.meanings import MEANINGS, Role
 
 ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic", "finegray"]
 Estimand = Literal["cif", "net"]
@@ -30,27 +30,20 @@ class DataConfig(_Strict):
     manifest: Path | None = None
     clinical: Path
     id_column: str = Field(PATIENT_ID, min_length=1, description="the patient ID column")
-    exclude: dict[str, str] = Field(
-        {}, description="patient ID -> reason: left out on purpose, listed in the cohort flow"
-    )
+    exclude: dict[str, str] = Field({}, description="patient ID -> reason, left out on purpose")
     cache_dir: Path = Path(".refracture-cache")
 
     @field_validator("exclude", mode="before")
     @classmethod
-    def _exclude_ids_as_text(cls, v: Any) -> Any:
-        # YAML reads `0042: reason` as the number 42: keep IDs as they were written
-        if isinstance(v, dict):
-            return {str(k): ("" if r is None else str(r)) for k, r in v.items()}
-        return v
+    def _exclude_ids_as_text(cls, v: Any) -> Any:  # YAML reads `42: reason` as a number
+        return {str(k): str(r or "") for k, r in v.items()} if isinstance(v, dict) else v
 
 
 class OutcomeConfig(_Strict):
     time: str = "time_days"
     event: str = "event"
     death: str | None = Field(
-        None,
-        description="a 0/1 death column, when the event column holds 0/1 re-fracture: the two "
-        "are combined into 0 censored, 1 re-fracture, 2 death before re-fracture",
+        None, description="a 0/1 death column, combined with a 0/1 event column into 0/1/2"
     )
     horizon_days: float = Field(365.0, gt=0)
     estimand: Estimand | None = Field(
@@ -71,10 +64,8 @@ class CovariatesConfig(_Strict):
         description="plausible [low, high] of numeric columns with study-specific names; "
         "training refuses values outside, scoring flags them (defaults cover age, bmi, ...)",
     )
-    roles: dict[str, str] = Field(
-        {},
-        description="meaning -> the study's column (" + ", ".join(ROLES) + "): the plausible "
-        "range of the column, and the adjustment covariates of the biomarker analysis",
+    roles: dict[Role, str] = Field(
+        {}, description="meaning -> the study's column: its plausible range, the analysis's role"
     )
 
     @model_validator(mode="after")
@@ -86,26 +77,16 @@ class CovariatesConfig(_Strict):
         bad = [k for k, (lo, hi) in self.ranges.items() if not lo < hi]
         if bad:
             raise ValueError(f"ranges must be [low, high] with low < high: {', '.join(bad)}")
-        unknown = [r for r in self.roles if r not in ROLES]
-        if unknown:
-            raise ValueError(
-                f"roles: unknown role(s) {', '.join(unknown)} (known: {', '.join(ROLES)})"
-            )
         return self
 
     @property
     def names(self) -> list[str]:
         return [*self.numeric, *self.binary, *self.categorical]
 
-    def role_of(self, column: str) -> str | None:
-        """The meaning ``covariates.roles`` gives a column, or None."""
-        return next((r for r, c in self.roles.items() if c == column), None)
-
     @property
     def plausible_ranges(self) -> dict[str, tuple[float, float]]:
-        """Each numeric column's range from the config: ``ranges``, else its role's (an
-        ``Alter`` column with the role age: 18 to 110). Other columns keep refracture's
-        defaults by name (:func:`refracture.ranges.plausible_range`)."""
+        """Ranges from the config: ``ranges``, else the role's (``Alter`` as age: 18 to 110);
+        other columns keep the defaults by name (:func:`refracture.ranges.plausible_range`)."""
         out = {c: MEANINGS[r].range for r, c in self.roles.items() if MEANINGS[r].range}
         return {**out, **dict(self.ranges)}  # type: ignore[dict-item]
 
@@ -301,8 +282,7 @@ class RunConfig(_Strict):
         return self
 
     def role_columns(self) -> dict[str, str]:
-        """Meaning -> column: ``covariates.roles``, with the ``analysis`` section's columns
-        (the biomarker analysis's own choice) taking precedence."""
+        """Meaning -> column: ``covariates.roles``, overridden by the ``analysis`` section."""
         a = self.analysis
         named = {"tscore": a.tscore, "age": a.age, "sex": a.sex, "bmi": a.bmi}
         return {**self.covariates.roles, **{r: c for r, c in named.items() if c}}
@@ -317,32 +297,28 @@ class RunConfig(_Strict):
 REQUIRED_EDIT = "REQUIRED-EDIT"
 
 
-def required_edits(raw: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """(config key, the text after the marker) of every value still holding
-    :data:`REQUIRED_EDIT`."""
-    found: list[tuple[str, str]] = []
+def required_edits(raw: Any, key: str = "") -> list[tuple[str, str]]:
+    """(config key, the text after the marker) of every value holding :data:`REQUIRED_EDIT`."""
+    if isinstance(raw, str) and raw.strip().startswith(REQUIRED_EDIT):
+        return [(key, raw.strip().removeprefix(REQUIRED_EDIT).strip(" :"))]
     items = (
-        raw.items() if isinstance(raw, dict) else enumerate(raw) if isinstance(raw, list) else ()
+        raw.items() if isinstance(raw, dict) else enumerate(raw if isinstance(raw, list) else [])
     )
-    for k, v in items:
-        key = f"{prefix}{k}" if isinstance(raw, dict) else prefix.rstrip(".")
-        if isinstance(v, str) and v.strip().startswith(REQUIRED_EDIT):
-            found.append((key, v.strip().removeprefix(REQUIRED_EDIT).strip(" :")))
-        elif isinstance(v, dict | list):
-            found += required_edits(v, f"{key}.")
-    return found
+    nested = (
+        required_edits(v, f"{key}.{k}".strip(".") if isinstance(raw, dict) else key)
+        for k, v in items
+    )
+    return [found for inner in nested for found in inner]
 
 
 def config_errors(raw: Any) -> tuple[RunConfig | None, list[tuple[str, str]]]:
     """The validated config, or None and every (config key, what is wrong)."""
     if not isinstance(raw, dict):
         return None, [("(top level)", "the config must be a YAML mapping of sections")]
-    edits = [
-        (key, f"a required edit is not made yet: {what or 'see the comment beside it'}; "
-         f"replace {REQUIRED_EDIT} by your choice")
-        for key, what in required_edits(raw)
-    ]  # fmt: skip
-    if edits:
+    said = "a required edit is not made yet: {}; replace " + REQUIRED_EDIT + " by your choice"
+    if edits := [
+        (key, said.format(what or "see its comment")) for key, what in required_edits(raw)
+    ]:
         return None, edits
     try:
         return RunConfig.model_validate(raw), []

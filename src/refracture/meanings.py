@@ -18,10 +18,17 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
-__all__ = ["MEANINGS", "ROLES", "Meaning", "name_words", "recognise"]
+__all__ = ["MEANINGS", "ROLES", "Meaning", "Role", "name_words", "recognise"]
+
+#: The roles a config's ``covariates.roles`` may name.
+Role = Literal[
+    "age", "sex", "bmi", "tscore", "cement_volume", "n_fractured", "weight", "height"
+]  # fmt: skip
+ROLES: tuple[str, ...] = get_args(Role)
 
 
 @dataclass(frozen=True)
@@ -116,8 +123,7 @@ MEANINGS: dict[str, Meaning] = {
         ),
     )
 }  # fmt: skip
-#: The roles a config's ``covariates.roles`` may name.
-ROLES = tuple(MEANINGS)
+assert tuple(MEANINGS) == ROLES  # one list: the Literal above names the same roles
 
 
 def _plain(text: str) -> str:

@@ -19,6 +19,7 @@ original patient of each row of a bootstrap replicate:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -276,7 +277,9 @@ def make_pipeline(
         )
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}' (one of {', '.join(MODELS)})", key="models")
-    estimand = model_params.setdefault("estimand", AUTO)
+    if "estimand" in inspect.signature(MODELS[name]).parameters:  # a net-only model may not
+        model_params.setdefault("estimand", AUTO)  # take one (a study's own added model)
+    estimand = model_params.get("estimand", AUTO)
     if estimand not in (AUTO, *MODELS[name].estimands):
         raise ModelError(estimand_refusal(MODELS[name], str(estimand)))
     prep = make_preprocessor(
