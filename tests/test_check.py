@@ -290,3 +290,23 @@ def test_check_csv_is_json_safe_text(study: Path) -> None:
     rows = [p.row() for p in report.problems]
     assert rows and json.loads(json.dumps(rows)) == rows
     assert rows[0]["patient_id"] == "P0001" and "found nothing" in rows[0]["problem"]
+
+
+def test_a_pseudonymised_train_refuses_without_the_sites_ids(
+    study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from refracture.privacy import Pseudonymiser
+
+    monkeypatch.chdir(study)
+    monkeypatch.setenv("REFRACTURE_PSEUDONYM_KEY", "a long secret kept at the site")
+    clin = pd.read_csv(study / "clinical.csv", dtype={"patient_id": str})
+    clin.loc[1, "age"] = 400
+    clin.loc[2, "age"] = "seventy"
+    clin.to_csv(study / "clinical.csv", index=False)
+    res = runner.invoke(app, ["train", "--config", str(study / "study.yaml"), "--pseudonymise"])
+    assert res.exit_code == 2, res.output
+    listed = (study / "refracture-runs" / "check.csv").read_text()
+    hidden = Pseudonymiser(b"a long secret kept at the site")
+    for pid in ("P0002", "P0003"):
+        assert pid not in listed and pid not in res.output
+        assert hidden(pid) in listed

@@ -126,6 +126,21 @@ class CheckReport:
                 )
         return self.without(reasons)
 
+    def pseudonymised(self, pseudonymiser: Any) -> CheckReport:
+        """The report with every patient ID replaced by its keyed pseudonym, in the ID column
+        and inside the texts (``train --pseudonymise``)."""
+        ids = {p.patient_id for p in self.problems if p.patient_id}
+
+        def hide(text: str) -> str:
+            return pseudonymiser.scrub(text, ids) if text else text
+
+        problems = [
+            replace(p, patient_id=pseudonymiser(p.patient_id) if p.patient_id else "",
+                    file=hide(p.file), value=hide(p.value), problem=hide(p.problem))
+            for p in self.problems
+        ]  # fmt: skip
+        return replace(self, problems=problems, notes=[hide(n) for n in self.notes])
+
     def raise_problems(self, doing: str, csv: Path | None = None) -> None:
         """Refuse ``doing`` (e.g. "training") with every problem: a :class:`CheckError` whose
         message is the one problem, or how many there are and where they are listed."""

@@ -80,17 +80,23 @@ class StudyInputs:
         self.staging = None
 
 
-def _refuse(report: CheckReport, store: Path, doing: str = "training") -> None:
+def _refuse(report: CheckReport, store: Path, pseudonymiser: Any = None) -> None:
+    """Write check.csv and refuse; with a pseudonymiser, the IDs that are not already
+    pseudonyms are replaced (no site ID reaches a file)."""
     if report.problems:
+        if pseudonymiser is not None:
+            report = report.pseudonymised(pseudonymiser)
         csv = report.write(runs_folder(store) / "check.csv")
-        report.raise_problems(doing, csv)
+        report.raise_problems("training", csv)
 
 
-def _checked(cfg: RunConfig, exclude_invalid: bool, store: Path, progress) -> CheckReport:
+def _checked(
+    cfg: RunConfig, exclude_invalid: bool, store: Path, progress, pseudonymiser
+) -> CheckReport:
     report = check_study(cfg, progress=progress)
     if exclude_invalid:
         report = report.exclude_patients()
-    _refuse(report, store)
+    _refuse(report, store, pseudonymiser)
     return report
 
 
@@ -133,7 +139,7 @@ def prepare_inputs(
     """Check, measure and assemble (module docstring); ``pictures``: draw the QC pictures
     (for the report). Raises a :class:`~refracture.errors.CheckError` listing every problem,
     or InputError."""
-    report = _checked(cfg, exclude_invalid, store, progress)
+    report = _checked(cfg, exclude_invalid, store, progress, pseudonymiser)
     excluded = dict(report.excluded)  # original IDs -> reason
     clinical = read_clinical(cfg)
 
