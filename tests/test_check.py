@@ -112,7 +112,7 @@ def test_check_lists_every_problem_at_once(study: Path, synth_nifti: Path) -> No
         assert rows["what_to_do"].iloc[0], pid
     p8 = table[table["patient_id"] == "P0008"]
     assert {"treated_levels", "pdff"} <= set(p8["column"]), p8
-    assert "not 3-D" in " ".join(p8["problem"])
+    assert "a 3-D volume is expected" in " ".join(p8["problem"])
     assert not (table["patient_id"] == "P0004").any()  # '-2,7' is read as -2.7 ...
     assert "'-2,7' -> -2.7 (decimal comma)" in res.output  # ... and said
     for pid in EXPECTED:

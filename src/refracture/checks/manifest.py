@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from refracture.checks.clinical import problem_of
-from refracture.checks.images import grid_findings, header_findings, read_header
+from refracture.checks.images import grid_findings, header_findings, image_exists, read_header
 from refracture.checks.problems import CheckReport, Problem
 from refracture.config import ExtractionConfig
-from refracture.errors import InputError
+from refracture.errors import ImageError, InputError
 from refracture.features.manifest import IMAGE_COLUMNS, LEVEL_COLUMNS, REQUIRED_COLUMNS
 from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import field_strength_tesla, find_sidecar, parse_unit, read_sidecar
@@ -33,9 +33,11 @@ Progress = Callable[[str, int, int], None]
 STAGE = "checking image headers"
 
 
-def _resolve(text: str, base: Path) -> Path:
+def _resolve(text: str, base: Path) -> str:
+    """An image location of the manifest (a path, a DICOM folder with a ``#series=``
+    selector) made absolute against the manifest's folder."""
     p = Path(text).expanduser()
-    return p if p.is_absolute() else (base / p)
+    return str(p if p.is_absolute() else (base / p))
 
 
 def _row_problems(row: dict[str, Any], line: int, file: str, base: Path) -> list[Problem]:
@@ -53,7 +55,7 @@ def _row_problems(row: dict[str, Any], line: int, file: str, base: Path) -> list
         text = row[col]
         if not text:
             out.append(Problem(pid, file, col, "", f"no {col} image given", "add the path"))
-        elif not _resolve(text, base).exists():
+        elif not image_exists(_resolve(text, base)):
             out.append(Problem(pid, file, col, text, f"{col} image not found", FIX_PATH))
     for kind in ("pdff", "r2star"):
         col = f"{kind}_units"
@@ -71,7 +73,7 @@ def _row_problems(row: dict[str, Any], line: int, file: str, base: Path) -> list
                     "of docs/data.md (percent, fraction, per_mille; per_s, t2star_ms)",
                 )
             )
-        image = _resolve(row[kind], base) if row[kind] else None
+        image = _resolve(row[kind], base).split("#")[0] if row[kind] else None
         sidecar = find_sidecar(image) if image is not None else None
         if sidecar is not None:
             try:
@@ -98,18 +100,22 @@ def _image_problems(
     headers = {}
     out = []
     for col in IMAGE_COLUMNS:
-        path = _resolve(row[col], base) if row[col] else None
-        if path is None or not path.exists():
+        location = _resolve(row[col], base) if row[col] else None
+        if location is None or not image_exists(location):
             continue
         try:
-            headers[col] = read_header(path)
-        except Exception as err:  # noqa: BLE001 - any reader failure is the file's problem
+            headers[col] = read_header(location)
+        except ImageError as err:  # the reader's own reason: not 3-D, two series, ...
+            out.append(Problem(pid, err.file or location, col, "", err.message,
+                               "export the image again, or fix the manifest"))  # fmt: skip
+            continue
+        except Exception as err:  # noqa: BLE001 - any other reader failure is the file's too
             why = " ".join(str(err).split())[:200] or type(err).__name__
-            out.append(Problem(pid, str(path), col, "", f"cannot read the {col} image's header "
+            out.append(Problem(pid, location, col, "", f"cannot read the {col} image's header "
                                f"({why})", "export the image again"))  # fmt: skip
             continue
         out += [
-            Problem(pid, str(path), col, "", text, "export the image again, or fix the manifest")
+            Problem(pid, location, col, "", text, "export the image again, or fix the manifest")
             for text in header_findings(headers[col], col, config)
         ]
     ref = headers.get("pdff")
