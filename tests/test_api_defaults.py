@@ -84,7 +84,7 @@ def test_the_analysis_adjusts_by_roles_and_says_what_it_cannot(study) -> None:
     assert partial["adjusted_for"].tolist() == ["Alter;Sexo"]
     note = (
         "no clinical column has the role bmi (covariates.roles.bmi): BMI is not related to "
-        "the markers"
+        "the markers nor adjusted for in the per-vertebra models"
     )
     assert note in res.notes  # the terminal prints them, the page lists them
     without_sex = run_analysis(

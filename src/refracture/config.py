@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from refracture.config_edits import REQUIRED_EDIT, key_and_message, required_edits
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
@@ -96,6 +97,19 @@ class CovariatesConfig(_Strict):
         return {c: MEANINGS[r].units for r, c in self.roles.items() if MEANINGS[r].units}
 
 
+class ImputationConfig(_Strict):
+    """How missing covariates are filled in; ``imputation: multiple`` is short for
+    ``{method: multiple}``."""
+
+    method: Literal["single", "multiple"] = Field(
+        "single",
+        description="single: median / most frequent value; multiple: chained equations with "
+        "the outcome, m imputations, predictions averaged",
+    )
+    m: int = Field(10, ge=2, le=100, description="imputations (multiple)")
+    iterations: int = Field(5, ge=1, le=100, description="passes of the chained equations")
+
+
 class ImagingConfig(_Strict):
     features: list[str] = []
 
@@ -108,6 +122,9 @@ class AnalysisConfig(_Strict):
     sex: str | None = Field(None, description="clinical column with sex (two values)")
     bmi: str | None = Field(None, description="clinical column with BMI in kg/m2")
     site: str | None = Field("site", description="column naming the site (clinical or manifest)")
+    batch: Literal["scanner", "field_strength", "site"] | None = Field(
+        "scanner", description="scanner batch the analysis adjusts for (R2* depends on it)"
+    )
     osteoporosis_tscore: float = Field(-2.5, description="osteoporosis: T-score at or below")
 
 
@@ -119,7 +136,13 @@ class HarmonisationConfig(_Strict):
     preserve: list[str] = Field(
         [], description="covariates whose effects on the imaging features harmonisation keeps"
     )
-    unseen_batch: Literal["refuse", "reference", "pooled"] = "refuse"
+    unseen_batch: Literal["refuse", "reference", "pooled", "estimate"] = "refuse"
+    min_batch_patients: int = Field(
+        20,
+        ge=2,
+        description="unseen_batch 'estimate': fewest scans of a new scanner to estimate its "
+        "location and scale from (fewer are refused)",
+    )
     reference_batch: str | None = Field(
         None, description="with unseen_batch 'reference': the batch whose scale new ones take"
     )
@@ -232,6 +255,7 @@ class RunConfig(_Strict):
     outcome: OutcomeConfig = OutcomeConfig()
     covariates: CovariatesConfig = CovariatesConfig()
     imaging: ImagingConfig = ImagingConfig()
+    imputation: ImputationConfig = ImputationConfig()
     harmonisation: HarmonisationConfig = HarmonisationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     extraction: ExtractionConfig = ExtractionConfig()
@@ -241,6 +265,11 @@ class RunConfig(_Strict):
     selection_metric: str = "cindex_harrell_optcorr"
     risk_groups: tuple[float, float] = (0.10, 0.20)
     mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("imputation", mode="before")
+    @classmethod
+    def _imputation_word(cls, v: Any) -> Any:
+        return {"method": v} if isinstance(v, str) else v
 
     @field_validator("models", "feature_sets")
     @classmethod
@@ -292,47 +321,17 @@ class RunConfig(_Strict):
         return self.data.manifest is not None and "clinical+imaging" in self.feature_sets
 
 
-#: What ``refracture init`` writes where the user must choose: a config still holding it is
-#: refused, naming the key, until the edit is made.
-REQUIRED_EDIT = "REQUIRED-EDIT"
-
-
-def required_edits(raw: Any, key: str = "") -> list[tuple[str, str]]:
-    """(config key, the text after the marker) of every value holding :data:`REQUIRED_EDIT`."""
-    if isinstance(raw, str) and raw.strip().startswith(REQUIRED_EDIT):
-        return [(key, raw.strip().removeprefix(REQUIRED_EDIT).strip(" :"))]
-    items = (
-        raw.items() if isinstance(raw, dict) else enumerate(raw if isinstance(raw, list) else [])
-    )
-    nested = (
-        required_edits(v, f"{key}.{k}".strip(".") if isinstance(raw, dict) else key)
-        for k, v in items
-    )
-    return [found for inner in nested for found in inner]
-
-
 def config_errors(raw: Any) -> tuple[RunConfig | None, list[tuple[str, str]]]:
     """The validated config, or None and every (config key, what is wrong)."""
     if not isinstance(raw, dict):
         return None, [("(top level)", "the config must be a YAML mapping of sections")]
     said = "a required edit is not made yet: {}; replace " + REQUIRED_EDIT + " by your choice"
-    if edits := [
-        (key, said.format(what or "see its comment")) for key, what in required_edits(raw)
-    ]:
+    if edits := [(k, said.format(w or "see its comment")) for k, w in required_edits(raw)]:
         return None, edits
     try:
         return RunConfig.model_validate(raw), []
     except ValidationError as err:
-        return None, [_key_and_message(e) for e in err.errors()]
-
-
-def _key_and_message(e: Any) -> tuple[str, str]:
-    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    msg = str(e["msg"]).removeprefix("Value error, ")
-    head, sep, rest = msg.partition(": ")
-    if not e["loc"] and sep and " " not in head:  # a section-level rule names its key
-        key, msg = head, rest
-    return key, "unknown key" if e["type"] == "extra_forbidden" else msg
+        return None, [key_and_message(e) for e in err.errors()]
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refracture.config import REQUIRED_EDIT
+from refracture.config_edits import REQUIRED_EDIT
 from refracture.covariates import columns_hint
 from refracture.errors import InputError
 from refracture.ids import PATIENT_ID

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from refracture.config import REQUIRED_EDIT
+from refracture.config_edits import REQUIRED_EDIT
 from refracture.ids import PATIENT_ID
 from refracture.study.draft_columns import fmt
 
