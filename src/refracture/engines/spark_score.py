@@ -293,6 +293,7 @@ def score_spark(
     pseudonymise: bool = False,
     master: str = DEFAULT_MASTER,
     handle: SparkHandle | None = None,
+    id_column: str | None = None,
 ) -> ScoreResult:
     """:func:`refracture.scoring.score` on Spark: the same checks, rows, order and file.
 
@@ -309,6 +310,7 @@ def score_spark(
         features=features,
         tracking_uri=tracking_uri,
         pseudonymise=pseudonymise,
+        id_column=id_column,
     )
     harmoniser = getattr(model.pipeline, "harmoniser", None)
     if harmoniser is not None and harmoniser.unseen_batch == "estimate":

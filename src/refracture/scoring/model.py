@@ -91,7 +91,7 @@ def _load_bundle(uri: str, store: str, client: Any) -> tuple[ModelBundle, str]:
     if not isinstance(bundle, ModelBundle):
         raise InputError(f"the model '{uri}' is not a refracture model (no scoring bundle)")
     version = bundle.model_version
-    if uri.startswith("models:/"):
+    if uri.startswith("models:/") and not uri.startswith("models:/m-"):  # m-: a logged model
         from mlflow.store.artifact.utils.models import get_model_name_and_version
 
         try:
