@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -18,10 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from refracture.cli.demo import DemoResult
 from refracture.ids import PATIENT_ID
-from refracture.report.summary_lines import selected_lines
-from refracture.results import Candidate, TrainResult
 from refracture.text import ci_text
 from refracture.validation.catalogue import (
     ADDED_VALUE,
@@ -30,6 +27,10 @@ from refracture.validation.catalogue import (
     headline_specs,
     metric_spec,
 )
+
+if TYPE_CHECKING:  # the tables need them; the progress bars (refracture check) do not
+    from refracture.cli.demo import DemoResult
+    from refracture.results import Candidate, TrainResult
 
 
 class StageProgress:
@@ -193,6 +194,7 @@ def added_value_tables(
         return []
     h = float(horizon)
     compact = width < WIDE
+
     specs = list(ADDED_VALUE)
     groups = [specs[:2], specs[2:]] if compact else [specs]
     tables = []
@@ -266,14 +268,20 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
     _print_metrics(console, result, "Validation at the horizon (95% CI)")
     for table in added_value_tables(result.candidates, horizon, console.width):
         console.print(table)
+    from refracture.report.summary_lines import selected_lines
+
     for line in selected_lines(result, horizon):  # death O/E, sites' meta-analysis
         console.print(line, soft_wrap=True, highlight=False, markup=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     d = result.decision
-    console.print(
+    said = (
         f"registered [bold]{escape(d.model_name)}[/] version {d.version} "
-        f"({escape(result.selected.label)}, {result.selection_metric} {d.value:.4f}): "
+        if d.version
+        else "selected "  # train --no-register
+    )
+    console.print(
+        f"{said}({escape(result.selected.label)}, {result.selection_metric} {d.value:.4f}): "
         f"{escape(d.reason)}"
     )
     for warning in result.dataset.warnings:  # e.g. fewer than 10 events per model parameter
