@@ -20,13 +20,6 @@ from rich.table import Table
 
 from refracture.ids import PATIENT_ID
 from refracture.text import ci_text
-from refracture.validation.catalogue import (
-    ADDED_VALUE,
-    ESTIMATORS,
-    estimator_of,
-    headline_specs,
-    metric_spec,
-)
 
 if TYPE_CHECKING:  # the tables need them; the progress bars (refracture check) do not
     from refracture.cli.demo import DemoResult
@@ -143,6 +136,14 @@ def metrics_tables(
     row) with the selection metric and a forest's out-of-bag C, then their values on the
     validation data unless those are the development data themselves. Columns that do not fit
     ``width`` go to a further table, so every CI stays on one line."""
+    # the registry's package imports the models: read it only when a table is drawn
+    from refracture.validation.catalogue import (
+        ESTIMATORS,
+        estimator_of,
+        headline_specs,
+        metric_spec,
+    )
+
     h = float(horizon)
     compact = width < WIDE
     labels = _labels(candidates, selected, compact)
@@ -194,6 +195,7 @@ def added_value_tables(
         return []
     h = float(horizon)
     compact = width < WIDE
+    from refracture.validation.catalogue import ADDED_VALUE
 
     specs = list(ADDED_VALUE)
     groups = [specs[:2], specs[2:]] if compact else [specs]
