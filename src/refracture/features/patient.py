@@ -34,6 +34,7 @@ from refracture.imaging.geometry import align_to
 from refracture.imaging.io import load_volume
 from refracture.imaging.label_fit import label_fit
 from refracture.imaging.label_qc import LabelQC, check_labels, enforce_label_policy
+from refracture.imaging.layout import LabelLayout, label_layout
 from refracture.imaging.metadata import (
     dicom_device_id,
     row_sidecars,
@@ -89,7 +90,8 @@ class Stage:
 @dataclass
 class Prepared:
     """A patient after step 1: volumes on the PDFF grid (maps in their stored units), ROIs,
-    the label QC and the unit evidence."""
+    the label QC, the unit evidence, and where the labels lie on the label map's own grid
+    (``layout_native``) and on the PDFF grid (``layout``)."""
 
     patient_id: str
     row: Mapping[str, Any]
@@ -107,6 +109,8 @@ class Prepared:
     sidecars: dict[str, dict | None]
     label_qc: LabelQC
     evidence: UnitEvidence
+    layout_native: LabelLayout | None = None
+    layout: LabelLayout | None = None
 
 
 def prepare_patient(
@@ -150,7 +154,8 @@ def prepare_patient(
 
     # Label QC on the label map's own grid, before any measurement is keyed to a level.
     stage.name = "labels"
-    label_qc = check_labels(vols["labels"], conv, [*treated, *fractured])
+    layout_native = label_layout(vols["labels"].data)  # shared by every step below
+    label_qc = check_labels(vols["labels"], conv, [*treated, *fractured], layout=layout_native)
     enforce_label_policy(
         label_qc, config.on_label_problem, patient_id=pid, file=vols["labels"].path
     )
@@ -164,7 +169,8 @@ def prepare_patient(
     )
 
     stage.name = "roi"
-    rois = build_rois(labels.data, pdff.spacing, conv, config.erosion_mm)
+    layout = layout_native if labels is vols["labels"] else label_layout(labels.data)
+    rois = build_rois(labels.data, pdff.spacing, conv, config.erosion_mm, layout=layout)
     if not rois.levels:
         found = ", ".join(str(v) for v in rois.unknown_labels[:10]) or "none"
         raise ImageError(
@@ -233,6 +239,8 @@ def prepare_patient(
         sidecars,
         label_qc,
         evidence,
+        layout_native,
+        layout,
     )
 
 
@@ -311,11 +319,15 @@ def finish_patient(
     # Morphometry on the label map's own grid: resampling would cost the heights their
     # sub-voxel precision.
     stage.name = "morphometry"
-    morph = measure_vertebrae(prep.labels_native, prep.conv, treated, fractured)
+    morph = measure_vertebrae(
+        prep.labels_native, prep.conv, treated, fractured, layout=prep.layout_native
+    )
     features.update(morph.features)
 
     stage.name = "registration"
-    fit = label_fit(prep.labels.data, [pdff.data, r2star.data], pdff.affine, prep.conv)
+    fit = label_fit(
+        prep.labels.data, [pdff.data, r2star.data], pdff.affine, prep.conv, layout=prep.layout
+    )
 
     stage.name = "scanner"
     device_id = None

@@ -31,7 +31,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
+
+from refracture.imaging.layout import LabelLayout, grow, label_layout
 
 __all__ = [
     "MAX_SHIFT_MM",
@@ -100,6 +103,8 @@ def label_fit(
     maps: Sequence[np.ndarray],
     affine: np.ndarray,
     values: Iterable[int],
+    *,
+    layout: LabelLayout | None = None,
 ) -> LabelFit:
     """Judge the alignment of ``labels`` with ``maps`` (all on one grid; module docstring).
 
@@ -113,36 +118,42 @@ def label_fit(
         Voxel -> RAS mm of the grid.
     values : iterable of int
         The label values of vertebrae (others are ignored).
+    layout : LabelLayout, optional
+        The label map's :func:`~refracture.imaging.layout.label_layout`, when already known.
     """
     spacing = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
-    ids = np.where(np.isin(labels, np.fromiter(values, dtype=np.int64)), labels, 0)
-    if not ids.any():
+    layout = layout if layout is not None else label_layout(labels)
+    wanted = [v for v in layout.slices if v in set(values)]
+    body_box = layout.union(wanted)
+    if body_box is None:
         return LabelFit((0.0, 0.0, 0.0), 1.0)
     reach = np.ceil(MAX_SHIFT_MM / spacing).astype(int) + 1
     # crop to the labels plus the search reach plus the smoothing margin
     margin = reach + np.ceil(3 * SIGMA_MM / spacing).astype(int)
-    lo, hi = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(ids.any(axis=other))
-        lo.append(max(int(idx[0]) - margin[axis], 0))
-        hi.append(min(int(idx[-1]) + margin[axis] + 1, ids.shape[axis]))
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    ids = ids[box]
+    box = grow(body_box, margin, labels.shape)
+    shape = tuple(s.stop - s.start for s in box)
 
+    # the label borders and the voxels near the labels, on the labels' own box (two voxels
+    # around them: the cross-shaped filters see no further)
+    own = grow(body_box, 2, labels.shape)
+    crop = labels[own]
+    table = layout.lookup({v: v for v in wanted}, dtype=np.int32)
+    ids = table[crop] if table is not None else np.where(np.isin(crop, wanted), crop, 0)
     cross = ndimage.generate_binary_structure(3, 1)
     inner = ndimage.grey_erosion(ids, footprint=cross, mode="nearest")
     outer = ndimage.grey_dilation(ids, footprint=cross, mode="nearest")
-    border = np.argwhere((ids > 0) & ((inner != ids) | (outer != ids)))
+    at = np.array([a.start - b.start for a, b in zip(own, box, strict=True)])
+    border = np.argwhere((ids > 0) & ((inner != ids) | (outer != ids))) + at
     if len(border) > N_POINTS:
         border = border[np.linspace(0, len(border) - 1, N_POINTS).astype(int)]
     near = ndimage.binary_dilation(ids > 0, structure=cross, iterations=2)
+    near_box = tuple(slice(a, a + n) for a, n in zip(at, near.shape, strict=True))
 
-    edges = np.zeros(ids.shape, dtype=np.float32)
+    edges = np.zeros(shape, dtype=np.float32)
     sigma = np.maximum(SIGMA_MM / spacing, 0.5)
     for m in maps:
         grad = ndimage.gaussian_gradient_magnitude(_ranks(np.asarray(m[box])), sigma)
-        scale = float(np.percentile(grad[near], 90)) if near.any() else 0.0
+        scale = float(np.percentile(grad[near_box][near], 90)) if near.any() else 0.0
         if scale > 0:
             edges += grad / scale
     # zeros beyond the crop: a border moved out of the image meets no edge
@@ -180,35 +191,49 @@ def _ranks(data: np.ndarray, levels: int = 256) -> np.ndarray:
     Edges of the ranks do not depend on the map's unit or scale, nor on any monotone transform
     (a T2* map in ms, 1000 / R2*, has the edges of the R2* map), and a few extreme voxels (CSF in
     a T2* map, fit failures) cannot outweigh the rest.
+
+    Maps hold few distinct values (stored as 16-bit integers and scaled), so the values are
+    factorised (pandas' hash table, one pass) and the cuts and ranks computed on the distinct
+    values with their counts: the same numbers as sorting every voxel, in a fraction of the time.
     """
-    data = np.asarray(data, dtype=np.float64)
-    finite = np.isfinite(data)
+    flat = np.asarray(data).ravel()
+    codes, uniques = pd.factorize(flat)  # NaN -> code -1
+    uniques = np.asarray(uniques, dtype=np.float64)
+    counts = np.bincount(codes[codes >= 0], minlength=uniques.size)
+    finite = np.isfinite(uniques)
     if not finite.any():
-        return np.zeros(data.shape, dtype=np.float32)
-    everywhere = bool(finite.all())
-    ordered = np.sort(data.ravel() if everywhere else data[finite])
-    cuts = _sorted_quantiles(ordered, np.linspace(0.0, 1.0, levels + 1)[1:-1])
-    if not everywhere:
-        n = ordered.size  # the median as np.median takes it: the mean of the middle pair
-        data = np.where(finite, data, np.mean(ordered[[(n - 1) // 2, n // 2]]))
-    out = np.searchsorted(cuts, data) / levels
-    return out.astype(np.float32)
+        return np.zeros(np.shape(data), dtype=np.float32)
+    order = np.argsort(uniques[finite], kind="stable")
+    values, per_value = uniques[finite][order], counts[finite][order]
+    ends = np.cumsum(per_value)  # the sorted finite voxels, value by value
+    cuts = _counted_quantiles(values, ends, np.linspace(0.0, 1.0, levels + 1)[1:-1])
+    rank_of = np.searchsorted(cuts, uniques)
+    if codes.min() < 0 or not finite.all():
+        n = int(ends[-1])  # the median as np.median takes it: the mean of the middle pair
+        middle = values[np.searchsorted(ends, [(n - 1) // 2, n // 2], side="right")]
+        fill = np.searchsorted(cuts, np.mean(middle))
+        rank_of[~finite] = fill
+        rank_of = np.append(rank_of, fill)  # code -1 (NaN) takes the last entry
+    out = rank_of[codes] / levels
+    return out.astype(np.float32).reshape(np.shape(data))
 
 
-def _sorted_quantiles(ordered: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """``np.quantile(x, q)`` (method "linear") from ``ordered = np.sort(x)``, bit for bit.
+def _counted_quantiles(values: np.ndarray, ends: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(x, q)`` (method "linear") from the distinct values of ``x`` in ascending
+    order and ``ends``, the cumulative counts of each, bit for bit.
 
-    Written out because ``np.quantile`` partitions its input again for every call (about 6x
-    the cost of one sort for the 255 cuts of a map); this is NumPy's own interpolation (its
-    ``_lerp``, which takes the upper neighbour's side from t = 0.5 on) on the sorted values.
-    A test compares it with ``np.quantile``.
+    Written out because ``np.quantile`` sorts its input; this is NumPy's own interpolation (its
+    ``_lerp``, which takes the upper neighbour's side from t = 0.5 on) on the sorted values,
+    the k-th of which is the first value whose cumulative count exceeds k. A test compares it
+    with ``np.quantile``.
     """
-    n = ordered.size
+    n = int(ends[-1])
     virtual = q * (n - 1)
     below = np.floor(virtual).astype(np.intp)
     above = np.minimum(below + 1, n - 1)
     t = virtual - below
-    a, b = ordered[below], ordered[above]
+    a = values[np.searchsorted(ends, below, side="right")]
+    b = values[np.searchsorted(ends, above, side="right")]
     diff = b - a
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
