@@ -354,16 +354,15 @@ class _Sampler:
             self.mask, ijk.reshape(-1, 3).T, order=1, mode="constant", cval=0.0
         ).reshape(len(origins), len(t))
         # per ray, the inside sample nearest the origin, then the outside samples either
-        # side of its run (running max / min of outside indices), all rays at once
+        # side of its run (the last outside index before it, the first after), all rays at once
         n, m = vals.shape
         idx = np.arange(m)
         inside = vals >= 0.5
         dist = np.where(inside, np.abs(idx - m // 2), m)
         k = np.argmin(dist, axis=1)
-        rows = np.arange(n)
-        last_out = np.maximum.accumulate(np.where(inside, -1, idx), axis=1)[rows, k]
-        first_out = np.minimum.accumulate(np.where(inside, m, idx)[:, ::-1], axis=1)[:, ::-1]
-        first_out = first_out[rows, k]
+        rows, kk = np.arange(n), k[:, None]
+        last_out = np.where(~inside & (idx <= kk), idx, -1).max(axis=1)
+        first_out = np.where(~inside & (idx >= kk), idx, m).min(axis=1)
         ok = inside[rows, k] & (last_out >= 0) & (first_out < m)  # the ray left the body
         lo, hi = np.clip(last_out + 1, 1, m - 1), np.clip(first_out - 1, 0, m - 2)
         # the mask falls through 0.5 between two samples: interpolate linearly
