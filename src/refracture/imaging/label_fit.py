@@ -153,11 +153,19 @@ def label_fit(
         scale = float(np.percentile(grad[near_box][near], 90)) if near.any() else 0.0
         if scale > 0:
             edges += grad / scale
-    # zeros beyond the crop: a border moved out of the image meets no edge
-    padded = np.pad(edges, [(int(r), int(r)) for r in reach]).ravel()
-    shape = np.array(edges.shape) + 2 * reach
+    # zeros beyond the crop: a border moved out of the image meets no edge (padded only where
+    # the labels moved by the largest shift searched leave the crop)
+    limit = np.floor(MAX_SHIFT_MM / spacing).astype(int)
+    before = np.maximum(
+        limit - np.array([b.start - c.start for b, c in zip(body_box, box, strict=True)]), 0
+    )
+    after = np.maximum(
+        limit - np.array([c.stop - b.stop for b, c in zip(body_box, box, strict=True)]), 0
+    )
+    padded = np.pad(edges, [(int(a), int(b)) for a, b in zip(before, after, strict=True)]).ravel()
+    shape = np.array(edges.shape) + before + after
     strides = np.array([shape[1] * shape[2], shape[2], 1])
-    base = (border + reach) @ strides
+    base = (border + before) @ strides
 
     def fit(shifts: np.ndarray) -> np.ndarray:
         out = np.empty(len(shifts))
@@ -166,7 +174,6 @@ def label_fit(
             out[a : a + 128] = padded[base[None, :] + off[:, None]].mean(axis=1)
         return out
 
-    limit = np.floor(MAX_SHIFT_MM / spacing).astype(int)
     step = np.maximum(np.round(COARSE_MM / spacing).astype(int), 1)
     grid = _grid([np.arange(-lim, lim + 1, s) for lim, s in zip(limit, step, strict=True)])
     coarse = fit(grid)
