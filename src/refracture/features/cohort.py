@@ -1,10 +1,11 @@
 """Features for a cohort: ``refracture extract``.
 
 Patients run one at a time or, when asked for (``jobs > 1``), in a reusable pool of worker
-processes (loky, as joblib uses): the pool starts once per process and is reused by later
-calls, and it does not re-run the caller's script, so the functions work from a plain script,
-a notebook or stdin without an ``if __name__ == "__main__"`` guard. One failing patient
-becomes a row of ``errors`` and never stops the batch.
+processes forked with the extraction modules already imported (:mod:`refracture.features.pool`):
+the pool starts once per process and is reused by later calls, and it does not re-run the
+caller's script, so the functions work from a plain script, a notebook or stdin without an
+``if __name__ == "__main__"`` guard. One failing patient becomes a row of ``errors`` and never
+stops the batch.
 
 Units are decided once per site (:mod:`refracture.imaging.site_units`), in two passes that do
 not measure a patient twice when it can be helped:
@@ -205,23 +206,29 @@ run_task_in_worker = _run_in_worker
 
 #: Runs patient tasks and yields what each returned, in task order, reporting its own progress
 #: under the stage it is given (e.g. the Spark engine); the default runs them here or in a
-#: loky pool. :func:`extract_cohort` calls it once per pass (:data:`STAGE`, :data:`STAGE_UNITS`).
+#: pool of warm workers. :func:`extract_cohort` calls it once per pass (:data:`STAGE`,
+#: :data:`STAGE_UNITS`).
 TaskRunner = Callable[[list[PatientTask], Progress | None, str], Iterable[TaskDone]]
 
 
 def _ordered(tasks: list[_Task], jobs: int) -> Iterator[_Done]:
-    """Results in task order. With ``jobs > 1`` joblib's loky pool runs them (the pool the
-    bootstrap uses too, started once per process); at most ``4 * jobs`` patients are
-    dispatched ahead, so memory stays bounded and results come back as they finish in order."""
+    """Results in task order. With ``jobs > 1`` warm worker processes run them, a few patients
+    per task (:mod:`refracture.features.pool`: started once per process, with the extraction
+    modules already imported); a bounded number of tasks is in flight, so memory stays bounded
+    and results come back in order as they finish."""
     if jobs <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield _run_task(task)
         return
-    from joblib import Parallel, delayed
+    from refracture.features.pool import map_ordered
 
-    workers = min(jobs, len(tasks))
-    run = Parallel(n_jobs=workers, backend="loky", return_as="generator", pre_dispatch=4 * workers)
-    yield from run(delayed(_run_in_worker)(task) for task in tasks)
+    yield from map_ordered(_run_in_worker, tasks, jobs, on_lost=_lost)
+
+
+def _lost(task: _Task, message: str) -> _Done:
+    """The error row of a patient whose worker process died measuring it."""
+    pid = str(task.row[PATIENT_ID])
+    return _Done(task.index, error=("worker", f"patient {pid}: {message}"))
 
 
 def _check_jobs(jobs: int) -> None:
@@ -294,6 +301,10 @@ def extract_cohort(
     the local runs.
     """
     config = config or ExtractionConfig()
+    if jobs > 1 and runner is None:
+        from refracture.features.pool import warm
+
+        warm()  # the workers' imports run while the manifest is read
     if isinstance(manifest, str | Path):
         df = read_manifest(manifest)
     else:
