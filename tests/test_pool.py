@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pool_probe
-
 from refracture.features.pool import chunk_size, map_ordered
 
 ROOT = Path(__file__).resolve().parents[1]
