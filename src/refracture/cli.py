@@ -16,7 +16,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from refracture import __version__
 from refracture.errors import RefractureError
 
 app = typer.Typer(
@@ -75,6 +74,8 @@ def _spark_engine(engine: str) -> bool:
 
 def _version(value: bool) -> None:
     if value:
+        from refracture import __version__
+
         out.print(f"refracture {__version__}")
         raise typer.Exit()
 

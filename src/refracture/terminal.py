@@ -1,9 +1,13 @@
-"""What the commands show on the terminal: progress bars per stage and summary tables."""
+"""What the commands show on the terminal: progress bars per stage and summary tables.
+
+The progress bars need rich alone: the summaries' modules (results, validation) are imported by
+the functions that print them, so a command that only shows progress starts fast.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -18,11 +22,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from refracture.demo import DemoResult
 from refracture.ids import PATIENT_ID
-from refracture.results import Candidate, TrainResult
 from refracture.text import ci_text
-from refracture.validation.catalogue import ADDED_VALUE, METRICS
+
+if TYPE_CHECKING:
+    from refracture.demo import DemoResult
+    from refracture.results import Candidate, TrainResult
 
 
 class StageProgress:
@@ -90,6 +95,8 @@ def metrics_tables(
     catalogue). At ``width`` >= 160 one table; narrower, two tables of three metrics each, so
     every CI stays on one line in an 80-column terminal."""
     h = float(horizon)
+    from refracture.validation.catalogue import METRICS
+
     specs = {spec.key: spec for spec in METRICS}
     columns = [
         ("cindex_harrell", "", specs["cindex_harrell"]),
@@ -134,6 +141,8 @@ def added_value_tables(
         return []
     h = float(horizon)
     compact = width < WIDE
+    from refracture.validation.catalogue import ADDED_VALUE
+
     specs = list(ADDED_VALUE)
     groups = [specs[:2], specs[2:]] if compact else [specs]
     tables = []
