@@ -205,6 +205,10 @@ def extract(
 
     --engine spark measures the patients on Spark executors (see docs/deploy.md).
     """
+    if jobs > 1 and engine == "local":
+        from refracture.features.pool import warm
+
+        warm()  # the workers' imports run on another core while this process starts
     from refracture.config import ExtractionConfig, load_extraction_config
     from refracture.features import extract_cohort
     from refracture.privacy import Pseudonymiser
@@ -411,6 +415,10 @@ def score(
     --engine spark measures the images and scores on Spark executors (no --resume; see
     docs/deploy.md).
     """
+    if manifest is not None and jobs > 1 and engine == "local":
+        from refracture.features.pool import warm
+
+        warm()  # the workers' imports run on another core while the model loads
     from refracture.errors import InputError
     from refracture.scoring import score as run_score
     from refracture.terminal import StageProgress
