@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 
-from refracture.demo import run_demo
+from refracture.cli.demo import run_demo
 from refracture.tracking import quiet_mlflow
 
 

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from refracture.cli import app
-from refracture.terminal import WIDE
+from refracture.cli.terminal import WIDE
 from refracture.validation.metrics import metric_names
 
 
@@ -355,7 +355,7 @@ def test_summary_tables_fit_the_terminal_with_cis_on_one_line(trained, width) ->
 
     from rich.console import Console
 
-    from refracture.terminal import print_train_summary
+    from refracture.cli.terminal import print_train_summary
 
     buf = io.StringIO()
     console = Console(file=buf, width=width, force_terminal=False, color_system=None)

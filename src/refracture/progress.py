@@ -1,7 +1,7 @@
 """The one shape of progress reporting: ``progress(stage, done, total)``.
 
 Library functions take an optional :class:`Progress` and call it as work advances; only the
-command line (:mod:`refracture.terminal`) turns the calls into progress bars, so the library
+command line (:mod:`refracture.cli.terminal`) turns the calls into progress bars, so the library
 never prints and works the same from a script, a notebook or a server.
 """
 

@@ -539,7 +539,7 @@ def run_analysis(
     out_dir : path, optional
         Writes ``associations.csv``, ``biomarkers.html`` and the plots under ``plots/``.
     progress : callable, optional
-        ``progress(stage, done, total)``, e.g. :class:`refracture.terminal.StageProgress`.
+        ``progress(stage, done, total)``, e.g. :class:`refracture.cli.terminal.StageProgress`.
     notes : list of str
         Notes from earlier steps (e.g. patients whose images failed), shown first.
 

@@ -26,7 +26,7 @@ from refracture.ids import PATIENT_ID
 from refracture.text import ci_text
 
 if TYPE_CHECKING:
-    from refracture.demo import DemoResult
+    from refracture.cli.demo import DemoResult
     from refracture.results import Candidate, TrainResult
 
 
