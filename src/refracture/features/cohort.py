@@ -220,9 +220,15 @@ def _ordered(tasks: list[_Task], jobs: int) -> Iterator[_Done]:
         for task in tasks:
             yield _run_task(task)
         return
-    from refracture.features.pool import map_ordered
+    from refracture.features import pool
 
-    yield from map_ordered(_run_in_worker, tasks, jobs, on_lost=_lost)
+    if pool.available():
+        yield from pool.map_ordered(_run_in_worker, tasks, jobs, on_lost=_lost)
+        return
+    from joblib import Parallel, delayed  # no fork server (Windows): loky's fresh workers
+
+    run = Parallel(n_jobs=jobs, backend="loky", return_as="generator", pre_dispatch=4 * jobs)
+    yield from run(delayed(_run_in_worker)(task) for task in tasks)
 
 
 def _lost(task: _Task, message: str) -> _Done:

@@ -37,7 +37,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any, TypeVar
 
-__all__ = ["PRELOAD", "chunk_size", "map_ordered", "shutdown", "warm"]
+__all__ = ["PRELOAD", "available", "chunk_size", "map_ordered", "shutdown", "warm"]
 
 #: Modules the fork server imports once, so workers start with them (everything a patient needs).
 PRELOAD = ("refracture.features.cohort",)
@@ -85,13 +85,18 @@ _lock = threading.Lock()
 _pool: dict[str, Any] = {"executor": None, "workers": 0}
 
 
+def available() -> bool:
+    """Whether this platform has a fork server (Linux, macOS; not Windows)."""
+    return "forkserver" in multiprocessing.get_all_start_methods()
+
+
 def warm() -> None:
     """Start the fork server and its imports in the background; returns at once.
 
     Call it when workers will be needed, before other work (reading the manifest): the imports
     then happen on another core meanwhile. Harmless when the server already runs.
     """
-    if multiprocessing.parent_process() is not None:
+    if multiprocessing.parent_process() is not None or not available():
         return  # a worker does not start servers of its own
     with _lock:
         ctx = _Context()
