@@ -222,23 +222,28 @@ def _face_dilation(mask: np.ndarray) -> np.ndarray:
 
 def _gradient_magnitude(data: np.ndarray, sigma: np.ndarray) -> np.ndarray:
     """``scipy.ndimage.gaussian_gradient_magnitude(data, sigma)`` of a 3-D float32 array, bit
-    for bit, in eight one-dimensional passes instead of nine.
+    for bit, in eight one-dimensional passes instead of nine and three buffers.
 
     SciPy smooths each axis's derivative along the axes in order, so the derivatives along the
     second and third axes both start with the same smoothing along the first: it is done once
     here. Every pass is SciPy's own (``gaussian_filter1d``, mode "reflect", truncate 4, float32
-    intermediates), so every number is the same; a test compares the two.
+    intermediates, in place as SciPy's ``gaussian_filter`` does), so every number is the same;
+    a test compares the two.
     """
 
-    def g(x: np.ndarray, axis: int, order: int) -> np.ndarray:
-        return ndimage.gaussian_filter1d(x, sigma[axis], axis, order, output=np.float32)
+    def g(x: np.ndarray, axis: int, order: int, out: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter1d(x, sigma[axis], axis, order, output=out)
 
-    first = g(data, 0, 0)  # shared by the derivatives along axes 1 and 2
-    out = g(g(g(data, 0, 1), 1, 0), 2, 0)
+    out, first, other = (np.empty(data.shape, dtype=np.float32) for _ in range(3))
+    g(data, 0, 0, first)  # shared by the derivatives along axes 1 and 2
+    g(g(g(data, 0, 1, out), 1, 0, out), 2, 0, out)
     np.multiply(out, out, out)
-    for tmp in (g(g(first, 1, 1), 2, 0), g(g(first, 1, 0), 2, 1)):
-        np.multiply(tmp, tmp, tmp)
-        out += tmp
+    g(g(first, 1, 1, other), 2, 0, other)
+    np.multiply(other, other, other)
+    out += other
+    g(g(first, 1, 0, first), 2, 1, first)
+    np.multiply(first, first, first)
+    out += first
     np.sqrt(out, out)
     return out
 
