@@ -151,8 +151,15 @@ def map_ordered(
 
     ``fn`` must not raise (it returns its errors). When a worker dies, the items of every task
     then in flight are run again one at a time; ``on_lost(item, message)`` is the result of an
-    item whose worker died while it ran alone.
+    item whose worker died while it ran alone. Without a fork server (Windows) joblib's loky
+    workers run the items.
     """
+    if not available():  # no fork server (Windows): loky's fresh workers, one item per task
+        from joblib import Parallel, delayed
+
+        run = Parallel(n_jobs=workers, backend="loky", return_as="generator")
+        yield from run(delayed(fn)(item) for item in items)
+        return
     warm()
     chunk = chunk_size(len(items), workers)
     todo = deque(items[i : i + chunk] for i in range(0, len(items), chunk))

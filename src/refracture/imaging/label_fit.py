@@ -131,22 +131,8 @@ def label_fit(
     # crop to the labels plus the search reach plus the smoothing margin
     margin = reach + np.ceil(3 * SIGMA_MM / spacing).astype(int)
     box = grow(body_box, margin, labels.shape)
-    shape = tuple(s.stop - s.start for s in box)
-
-    # the label borders and the voxels near the labels, on the labels' own box (two voxels
-    # around them: the cross-shaped filters see no further)
-    own = grow(body_box, 2, labels.shape)
-    crop = labels[own]
-    table = layout.lookup({v: v for v in wanted}, dtype=np.int32)
-    ids = table[crop] if table is not None else np.where(np.isin(crop, wanted), crop, 0)
-    at = np.array([a.start - b.start for a, b in zip(own, box, strict=True)])
-    border = np.argwhere((ids > 0) & _differs_from_a_face_neighbour(ids)) + at
-    if len(border) > N_POINTS:
-        border = border[np.linspace(0, len(border) - 1, N_POINTS).astype(int)]
-    near = _face_dilation(_face_dilation(ids > 0))
-    near_box = tuple(slice(a, a + n) for a, n in zip(at, near.shape, strict=True))
-
-    edges = np.zeros(shape, dtype=np.float32)
+    border, near_box, near = _borders(labels, layout, wanted, body_box, box)
+    edges = np.zeros(tuple(s.stop - s.start for s in box), dtype=np.float32)
     sigma = np.maximum(SIGMA_MM / spacing, 0.5)
     for m in maps:
         grad = _gradient_magnitude(_ranks(np.asarray(m[box])), sigma)
@@ -187,6 +173,28 @@ def label_fit(
     gain = top / here if here > 0 else (1.0 if top == 0 else float("inf"))
     shift = np.asarray(affine, dtype=float)[:3, :3] @ best if top > here else np.zeros(3)
     return LabelFit(tuple(float(x) for x in shift), float(gain))  # type: ignore[arg-type]
+
+
+def _borders(
+    labels: np.ndarray, layout: LabelLayout, wanted: list[int], body_box: tuple, box: tuple
+) -> tuple[np.ndarray, tuple, np.ndarray]:
+    """The label border voxels sampled for the fit (indices in ``box``), and the voxels near
+    the labels (within two face steps) with the sub-box of ``box`` they are given on.
+
+    Both are found on the labels' own box grown by two voxels: the cross-shaped filters see no
+    further, so they are the voxels the whole ``box`` would give, in the same order.
+    """
+    own = grow(body_box, 2, labels.shape)
+    crop = labels[own]
+    table = layout.lookup({v: v for v in wanted}, dtype=np.int32)
+    ids = table[crop] if table is not None else np.where(np.isin(crop, wanted), crop, 0)
+    at = np.array([a.start - b.start for a, b in zip(own, box, strict=True)])
+    border = np.argwhere((ids > 0) & _differs_from_a_face_neighbour(ids)) + at
+    if len(border) > N_POINTS:
+        border = border[np.linspace(0, len(border) - 1, N_POINTS).astype(int)]
+    near = _face_dilation(_face_dilation(ids > 0))
+    near_box = tuple(slice(a, a + n) for a, n in zip(at, near.shape, strict=True))
+    return border, near_box, near
 
 
 def _face_slices(axis: int, shape: tuple[int, ...]) -> tuple[tuple, tuple]:

@@ -32,8 +32,7 @@ from scipy import ndimage
 
 from refracture.errors import ImageError
 from refracture.imaging.anatomy import NOT_A_BODY, typical_height_mm, typical_volume_ml
-from refracture.imaging.layout import LabelLayout
-from refracture.imaging.morphometry import label_mask, level_boxes
+from refracture.imaging.layout import LabelLayout, label_mask, level_boxes
 from refracture.imaging.volume import Volume
 from refracture.levels import LEVEL_ORDER, level_rank, sort_levels
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LabelLayout", "Box", "grow", "label_layout"]
+__all__ = ["LabelLayout", "Box", "grow", "label_layout", "label_mask", "level_boxes"]
 
 Box = tuple[slice, slice, slice]
 
@@ -101,3 +101,31 @@ def label_layout(data: np.ndarray) -> LabelLayout:
         for v, sl in found.items()
     }
     return LabelLayout(shape, box, slices, lo, hi)  # type: ignore[arg-type]
+
+
+def level_boxes(
+    data: np.ndarray, conv: Mapping[int, str], layout: LabelLayout | None = None
+) -> dict[str, tuple[list[int], tuple]]:
+    """Level -> (its label values, bounding box) for the levels present (``layout``: the label
+    map's :func:`label_layout`, computed when not given)."""
+    layout = layout if layout is not None else label_layout(data)
+    by_level: dict[str, list[int]] = {}
+    boxes: dict[str, list[tuple]] = {}
+    for v, box in layout.slices.items():
+        level = conv.get(v)
+        if level is not None:
+            by_level.setdefault(level, []).append(v)
+            boxes.setdefault(level, []).append(box)
+    out = {}
+    for level, vals in by_level.items():
+        bs = boxes[level]
+        box = tuple(
+            slice(min(b[a].start for b in bs), max(b[a].stop for b in bs)) for a in range(3)
+        )
+        out[level] = (vals, box)
+    return out
+
+
+def label_mask(crop: np.ndarray, values: list[int]) -> np.ndarray:
+    """``np.isin(crop, values)``, one comparison when there is one value (the usual case)."""
+    return crop == values[0] if len(values) == 1 else np.isin(crop, values)

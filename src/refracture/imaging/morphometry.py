@@ -45,7 +45,7 @@ from scipy import ndimage
 
 from refracture.ids import PATIENT_ID
 from refracture.imaging.anatomy import NOT_A_BODY, typical_height_mm
-from refracture.imaging.layout import LabelLayout, label_layout
+from refracture.imaging.layout import LabelLayout, label_mask, level_boxes
 from refracture.imaging.volume import Volume
 from refracture.levels import LEVEL_ORDER, sort_levels
 
@@ -263,34 +263,6 @@ def measure_vertebrae(
 
 
 # --- one body ------------------------------------------------------------------------------
-
-
-def level_boxes(
-    data: np.ndarray, conv: Mapping[int, str], layout: LabelLayout | None = None
-) -> dict[str, tuple[list[int], tuple]]:
-    """Level -> (its label values, bounding box) for the levels present (``layout``: the label
-    map's :func:`~refracture.imaging.layout.label_layout`, computed when not given)."""
-    layout = layout if layout is not None else label_layout(data)
-    by_level: dict[str, list[int]] = {}
-    boxes: dict[str, list[tuple]] = {}
-    for v, box in layout.slices.items():
-        level = conv.get(v)
-        if level is not None:
-            by_level.setdefault(level, []).append(v)
-            boxes.setdefault(level, []).append(box)
-    out = {}
-    for level, vals in by_level.items():
-        bs = boxes[level]
-        box = tuple(
-            slice(min(b[a].start for b in bs), max(b[a].stop for b in bs)) for a in range(3)
-        )
-        out[level] = (vals, box)
-    return out
-
-
-def label_mask(crop: np.ndarray, values: list[int]) -> np.ndarray:
-    """``np.isin(crop, values)``, one comparison when there is one value (the usual case)."""
-    return crop == values[0] if len(values) == 1 else np.isin(crop, values)
 
 
 def _tangent(level: str, order: list[str], centroids: dict[str, np.ndarray]) -> np.ndarray:
