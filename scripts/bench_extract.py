@@ -232,27 +232,43 @@ def measure(cohort: Path, jobs_list: list[int], repeat: int, stages: bool) -> di
         },
     }
     if stage_runs:
-        table = {}
-        for name in STAGES:
-            cpu = statistics.median(r[0].get(name, 0.0) for r in stage_runs) / n
-            wall = statistics.median(r[1].get(name, 0.0) for r in stage_runs) / n
-            table[name] = {
-                "what": STAGE_TITLES[name],
-                "cpu_ms_per_patient": round(1000 * cpu, 1),
-                "wall_ms_per_patient": round(1000 * wall, 1),
-                "cpu_ratio_to_reference_decode": round(cpu / ref_cpu, 2),
-            }
-        total = statistics.median(sum(r[0].values()) for r in stage_runs) / n
-        out["stages"] = table
-        out["stages_total_cpu_s_per_patient"] = round(total, 4)
-        out["stages_total_cpu_ratio_to_reference_decode"] = round(total / ref_cpu, 2)
+        out.update(_stage_table(stage_runs, n, ref_cpu))
+    out.update(_extract_figures(runs, n, ref_cpu, pool_start_cpu))
+    return out
+
+
+def _stage_table(stage_runs: list[tuple[dict, dict]], n: int, ref_cpu: float) -> dict[str, Any]:
+    """Per stage: median CPU and wall ms per patient, and the CPU over the reference decode."""
+    table = {}
+    for name in STAGES:
+        cpu = statistics.median(r[0].get(name, 0.0) for r in stage_runs) / n
+        wall = statistics.median(r[1].get(name, 0.0) for r in stage_runs) / n
+        table[name] = {
+            "what": STAGE_TITLES[name],
+            "cpu_ms_per_patient": round(1000 * cpu, 1),
+            "wall_ms_per_patient": round(1000 * wall, 1),
+            "cpu_ratio_to_reference_decode": round(cpu / ref_cpu, 2),
+        }
+    total = statistics.median(sum(r[0].values()) for r in stage_runs) / n
+    return {
+        "stages": table,
+        "stages_total_cpu_s_per_patient": round(total, 4),
+        "stages_total_cpu_ratio_to_reference_decode": round(total / ref_cpu, 2),
+    }
+
+
+def _extract_figures(
+    runs: dict[str, list[dict]], n: int, ref_cpu: float, pool_start_cpu: float | None
+) -> dict[str, Any]:
+    """Per ``--jobs``: wall and CPU (all processes), and the speed-ups over ``--jobs 1``."""
     extract = {}
     for key, got in runs.items():
-        wall = statistics.median(g["wall"] for g in got)
+        cores = int(key.removeprefix("jobs_"))
         cpu = statistics.median(g["cpu_total"] for g in got)
         busiest = statistics.median(
-            max(g["cpu_total"] / 2, g["cpu_main"], *g["cpu_workers"]) for g in got
+            max(g["cpu_total"] / cores, g["cpu_main"], *g["cpu_workers"]) for g in got
         )
+        wall = statistics.median(g["wall"] for g in got)
         extract[key] = {
             "wall_s": round(wall, 3),
             "wall_s_per_patient": round(wall / n, 4),
@@ -265,22 +281,21 @@ def measure(cohort: Path, jobs_list: list[int], repeat: int, stages: bool) -> di
             "all_wall_s": [round(g["wall"], 2) for g in got],
             "failed": got[-1]["failed"],
         }
-    out["extract"] = extract
+    out: dict[str, Any] = {"extract": extract}
     if pool_start_cpu is not None:
         out["cpu_pool_start_s"] = round(pool_start_cpu, 3)
-    if "jobs_1" in extract:
-        for key, fig in extract.items():
-            if key != "jobs_1":
-                one = extract["jobs_1"]
-                jobs = int(key.removeprefix("jobs_"))
-                with_start = (fig["cpu_s"] + (pool_start_cpu or 0.0)) / jobs
-                out[f"speedup_{key}_vs_jobs_1"] = {
-                    "by_wall_time": round(one["wall_s"] / fig["wall_s"], 3),
-                    "by_cpu_accounting": round(one["cpu_s"] / fig["cpu_busiest_core_s"], 3),
-                    "by_cpu_accounting_with_pool_start": round(
-                        one["cpu_s"] / max(with_start, fig["cpu_busiest_core_s"]), 3
-                    ),
-                }
+    one = extract.get("jobs_1")
+    for key, fig in extract.items():
+        if one is None or key == "jobs_1":
+            continue
+        with_start = (fig["cpu_s"] + (pool_start_cpu or 0.0)) / int(key.removeprefix("jobs_"))
+        out[f"speedup_{key}_vs_jobs_1"] = {
+            "by_wall_time": round(one["wall_s"] / fig["wall_s"], 3),
+            "by_cpu_accounting": round(one["cpu_s"] / fig["cpu_busiest_core_s"], 3),
+            "by_cpu_accounting_with_pool_start": round(
+                one["cpu_s"] / max(with_start, fig["cpu_busiest_core_s"]), 3
+            ),
+        }
     return out
 
 
