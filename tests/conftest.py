@@ -7,21 +7,62 @@ from pathlib import Path
 import pytest
 
 from refracture.synth import write_cohort
+from shared_build import built_once
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from cpu_meter import register
+
+    register(config)
+
+
+#: Test files that run first because they take longest (CPU seconds, scripts/test_cpu_report.py):
+#: with two workers, a long file started last would leave the other worker idle at the end.
+LONG_FIRST = (
+    "test_docs.py",
+    "test_demo.py",
+    "test_score.py",
+    "test_report.py",
+    "test_privacy.py",
+    "test_spark.py",
+    "test_server.py",
+    "test_interrupt.py",
+    "test_harmonisation_e2e.py",
+    "test_train.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Schedule a file's tests on one xdist worker (its module fixtures are built once), except
+    in files that say ``SPLIT_ACROSS_WORKERS = True`` (their expensive inputs are built once per
+    session by :func:`shared_build.built_once`, so their tests can share both workers); the
+    longest files first."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    for item in items:
+        if not getattr(getattr(item, "module", None), "SPLIT_ACROSS_WORKERS", False):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="session")
 def synth_nifti(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight patients from four sites as NIfTI (seed 3)."""
-    out = tmp_path_factory.mktemp("synth_nifti")
-    write_cohort(out, n=8, n_sites=4, seed=3, image_format="nifti", jobs=2)
+    """Eight patients from four sites as NIfTI (seed 3), written once per session."""
+    out, _ = built_once(
+        tmp_path_factory,
+        "synth_nifti",
+        lambda out: write_cohort(out, n=8, n_sites=4, seed=3, image_format="nifti", jobs=1),
+    )
     return out
 
 
 @pytest.fixture(scope="session")
 def synth_dicom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same eight patients as GE-style DICOM series (PDFF stored per mille)."""
-    out = tmp_path_factory.mktemp("synth_dicom")
-    write_cohort(out, n=8, n_sites=4, seed=3, image_format="dicom", jobs=2)
+    out, _ = built_once(
+        tmp_path_factory,
+        "synth_dicom",
+        lambda out: write_cohort(out, n=8, n_sites=4, seed=3, image_format="dicom", jobs=1),
+    )
     return out
 
 
@@ -55,32 +96,86 @@ analysis:
 """
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    """A real SQLite MLflow store after one `train` on a 90-patient synthetic cohort.
+def _mlflow_uri_state() -> tuple[object, ...]:
+    """MLflow's process-wide tracking/registry URIs and their environment variables."""
+    import os
 
-    Returns a namespace with ``root``, ``cohort``, ``config`` (path), ``tracking_uri`` and
-    ``result`` (the TrainResult).
-    """
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return (
+        tracking_utils._tracking_uri,
+        registry_utils._registry_uri,
+        fluent._active_experiment_id,
+        *(
+            os.environ.get(n)
+            for n in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+        ),
+    )
+
+
+def _train_once(root: Path):  # type: ignore[no-untyped-def]
     import contextlib
-    from types import SimpleNamespace
 
     from refracture.config import load_config
     from refracture.study import train
     from refracture.tracking import quiet_mlflow
 
-    root = tmp_path_factory.mktemp("trained")
     cohort = root / "cohort"
     write_cohort(cohort, n=90, n_sites=2, seed=21, jobs=2)
     config = root / "train.yaml"
     config.write_text(TRAIN_CONFIG.format(cohort=cohort, root=root, bootstrap=10))
     quiet_mlflow()
+    before = _mlflow_uri_state()
     with contextlib.chdir(root):
         result = train(load_config(config), config_path=config)
+    return result, (before, _mlflow_uri_state())
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A real SQLite MLflow store after one `train` on a 90-patient synthetic cohort, trained
+    once per session and shared by every worker (tests that change the store copy it first).
+
+    Returns a namespace with ``root``, ``cohort``, ``config`` (path), ``tracking_uri``,
+    ``result`` (the TrainResult) and ``mlflow_state`` (MLflow's URIs before and after train).
+    """
+    from types import SimpleNamespace
+
+    root, (result, state) = built_once(tmp_path_factory, "trained", _train_once)
     return SimpleNamespace(
+        mlflow_state=state,
         root=root,
-        cohort=cohort,
-        config=config,
+        cohort=root / "cohort",
+        config=root / "train.yaml",
         tracking_uri=f"sqlite:///{root}/mlflow.db",
         result=result,
     )
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_settings_as_found():
+    """Every test leaves MLflow's process-wide URIs and their environment variables as it found
+    them (refracture itself never leaves them changed; some tests set them on purpose). MLflow
+    is not imported for a test that does not import it."""
+    import os
+    import sys
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+    settings = (
+        ("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+        ("mlflow.tracking._model_registry.utils", "_registry_uri"),
+        ("mlflow.tracking.fluent", "_active_experiment_id"),
+    )
+    env = {name: os.environ.get(name) for name in names}
+    saved = [getattr(sys.modules.get(m), f, None) for m, f in settings]
+    yield
+    for (module, field), value in zip(settings, saved, strict=True):
+        if module in sys.modules:
+            setattr(sys.modules[module], field, value)
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

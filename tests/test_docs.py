@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_build import built_once
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = ("bash", "python")
@@ -114,6 +116,9 @@ def read_blocks(page: Path) -> list[Block]:
 
 
 ALL = [b for page in PAGES for b in read_blocks(page)]
+
+#: The pages run on both xdist workers; the sandbox is built once for both (tests/conftest.py).
+SPLIT_ACROSS_WORKERS = True
 
 
 def rewritten(block: Block) -> str:
@@ -214,9 +219,11 @@ def build_sandbox(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sandbox(tmp_path_factory.mktemp("docs"))
+    """Built once per session, shared by both workers (each page has its own folder)."""
+    root, _ = built_once(tmp_path_factory, "docs-sandbox", build_sandbox)
+    return root
 
 
 def page_dir(root: Path, page: str) -> Path:
