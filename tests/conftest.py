@@ -66,6 +66,20 @@ def synth_dicom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+#: A smaller scan grid than the sites' for the export (5x fewer voxels; T10-L5 all inside).
+EXPORT_GRID = ((64, 128, 14), (2.5, 2.5, 4.0))
+
+
+@pytest.fixture(scope="session")
+def synth_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same eight patients (seed 3) as a PACS export (export/, clinical.csv with procedure
+    dates): GE classic and compressed, Siemens enhanced, Philips mixed-type series, DICOM SEG
+    labels, two follow-up exams; on :data:`EXPORT_GRID`. Do not write into it."""
+    out = tmp_path_factory.mktemp("synth_export")
+    write_cohort(out, n=8, n_sites=4, seed=3, image_format="dicom-export", jobs=2, grid=EXPORT_GRID)
+    return out
+
+
 TRAIN_CONFIG = """
 data:
   manifest: {cohort}/manifest.csv

@@ -55,6 +55,12 @@ REWRITES: list[tuple[str, str, str, str]] = [
     ),
     ("synthetic.md", "--out batch --n 50", "--out batch --n 4", "as above"),
     (
+        "synthetic.md",
+        "--out cohort_pacs --format dicom-export",
+        "--out cohort_pacs --format dicom-export --n 4",
+        "as above",
+    ),
+    (
         "training.md",
         "refracture synth --out cohort  ",
         "refracture synth --out cohort --n 80 ",
@@ -71,7 +77,7 @@ NEEDS: dict[str, list[str]] = {
     "README.md": ["refracture-demo/.refracture-cache=.refracture-cache"],
     "analysis.md": [],
     "api.md": [],
-    "data.md": ["labels.nii.gz", "pacs"],
+    "data.md": ["labels.nii.gz"],
     "deploy.md": [],
     "errors.md": ["study.yaml", "cohort", ".refracture-cache", "mlflow.db"],
     "extract.md": ["manifest.csv", "images"],
@@ -190,15 +196,13 @@ def build_sandbox(root: Path) -> Path:
     quick copy of configs/synthetic.yaml (cox and logistic, 4 bootstrap replicates), one
     `refracture train` into ./mlflow.db and two more registered versions of the same model (so
     a page can promote version 3 and roll back to 1), four new patients in tonight/ and new/,
-    a manifest of two of them in the sandbox itself, and one DICOM export in pacs/."""
+    a manifest of two of them in the sandbox itself."""
     shared = root / "shared"
     shared.mkdir(parents=True)
     steps = [
         "refracture synth --out cohort --n 80",
         "refracture synth --out tonight --n 4 --seed 1 --id-prefix N",
         "cp -r tonight new",
-        "refracture synth --out dcm --n 1 --sites 1 --seed 2 --format dicom",
-        "mkdir -p pacs && cp -r dcm/images/P0001 pacs/export_RF-001",
         "cp cohort/images/P0001/labels.nii.gz labels.nii.gz",
         "cp -r tonight/images images && cp tonight/clinical.csv clinical.csv"
         " && head -3 tonight/manifest.csv > manifest.csv",

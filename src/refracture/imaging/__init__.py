@@ -2,6 +2,7 @@
 vertebral morphometry, label-map QC and the label/map registration check.
 
 Public entry points: :func:`load_volume` (any supported format -> :class:`Volume`),
+:func:`read_header` (the same formats, header only -> :class:`ImageHeader`),
 :func:`align_to` (onto the PDFF grid), :func:`build_rois`, :func:`grouped_stats`,
 :func:`measure_vertebrae`, :func:`check_labels`, :func:`label_fit`.
 
@@ -20,6 +21,10 @@ _API = {
     "align_to": "geometry",
     "same_grid": "geometry",
     "load_volume": "io",
+    "READERS": "readers",
+    "ImageHeader": "readers",
+    "read_header": "readers",
+    "register_reader": "readers",
     "LabelFit": "label_fit",
     "label_fit": "label_fit",
     "LabelQC": "label_qc",
