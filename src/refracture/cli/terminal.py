@@ -212,6 +212,10 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
     )
     for table in added_value_tables(result.candidates, horizon, console.width):
         console.print(table)
+    from refracture.report.summary_lines import selected_lines  # imports the report package
+
+    for line in selected_lines(result, horizon):  # death O/E, sites' meta-analysis
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     d = result.decision
