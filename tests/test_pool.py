@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 import pool_probe
-from refracture.features.pool import chunk_size, map_ordered
+from refracture.features.pool import chunk_size, map_ordered, parts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,6 +26,9 @@ def test_workers_start_with_the_extraction_modules_imported() -> None:
 def test_results_keep_their_order_and_a_dying_worker_loses_only_its_patient() -> None:
     items = list(range(40))
     assert chunk_size(len(items), 2) == 4  # several patients per task
+    tasks = parts(items, 2)  # guided: full chunks first, single patients at the end
+    assert sum(tasks, []) == items and [len(t) for t in tasks[-4:]] == [1] * 4
+    assert [len(t) for t in tasks] == sorted((len(t) for t in tasks), reverse=True)
     got = list(map_ordered(pool_probe.double_or_die, items, 2, on_lost=pool_probe.lost))
     expected = [2 * i for i in items]
     expected[17] = "lost 17: the worker process measuring it died"

@@ -14,7 +14,9 @@ library's fork-server start sends except the main module (the tasks name only re
 functions, so no worker needs it).
 
 Patients travel in chunks of a few (:func:`chunk_size`), so the round trips do not cost more
-than the work; results come back in task order with a bounded number of chunks in flight.
+than the work, and the chunks shrink to one patient towards the end of the batch (guided
+scheduling, :func:`parts`), so no worker is left alone with a full chunk while the others wait;
+results come back in task order with a bounded number of chunks in flight.
 A worker that dies (a crash in a native reader, the out-of-memory killer) takes the chunks in
 flight with it: those patients are run again one at a time in a fresh pool, so only the patient
 that kills a worker on its own becomes an error row.
@@ -37,13 +39,13 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any, TypeVar
 
-__all__ = ["PRELOAD", "available", "chunk_size", "map_ordered", "shutdown", "warm"]
+__all__ = ["PRELOAD", "available", "chunk_size", "map_ordered", "parts", "shutdown", "warm"]
 
 #: Modules the fork server imports once, so workers start with them (everything a patient needs).
 PRELOAD = ("refracture.features.cohort",)
 #: Patients per task, at most; chunks in flight per worker.
 MAX_CHUNK = 4
-AHEAD_PER_WORKER = 2
+AHEAD_PER_WORKER = 3
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -131,9 +133,21 @@ def shutdown() -> None:
 
 
 def chunk_size(n_items: int, workers: int) -> int:
-    """Patients per task: up to :data:`MAX_CHUNK`, fewer for small batches so every worker
-    gets several tasks (the last task of a worker is what the others may wait for)."""
-    return max(1, min(MAX_CHUNK, n_items // (4 * max(workers, 1))))
+    """Patients in the next task when ``n_items`` are left: up to :data:`MAX_CHUNK`, a quarter
+    of each worker's share of what is left, at least one (the last task of a worker is what the
+    others may wait for)."""
+    return max(1, min(MAX_CHUNK, -(-n_items // (4 * max(workers, 1)))))
+
+
+def parts(items: list[T], workers: int) -> list[list[T]]:
+    """``items`` cut into consecutive tasks of :func:`chunk_size` of what is left: full chunks
+    first, single patients at the end (guided scheduling)."""
+    out, i = [], 0
+    while i < len(items):
+        k = chunk_size(len(items) - i, workers)
+        out.append(items[i : i + k])
+        i += k
+    return out
 
 
 def _run_chunk(fn: Callable[[T], R], items: list[T]) -> list[R]:
@@ -161,8 +175,7 @@ def map_ordered(
         yield from run(delayed(fn)(item) for item in items)
         return
     warm()
-    chunk = chunk_size(len(items), workers)
-    todo = deque(items[i : i + chunk] for i in range(0, len(items), chunk))
+    todo = deque(parts(items, workers))
     ahead = AHEAD_PER_WORKER * workers
     pending: deque[tuple[list[T], Future]] = deque()
     suspects: deque[T] = deque()  # after a worker died: one at a time, nothing else running
