@@ -541,23 +541,34 @@ def test_clinical_missing_outcome_column(tmp_path: Path, store: Path, clinical) 
     )
 
 
-def test_train_when_no_patient_images_can_be_measured(
+def test_train_when_no_patient_images_can_be_found(
     tmp_path: Path, store: Path, synth_nifti: Path, clinical
 ) -> None:
+    """The check finds every missing image before anything is measured, all at once."""
     manifest = pd.read_csv(synth_nifti / "manifest.csv")
     manifest["pdff"] = [str(tmp_path / "gone" / p) for p in manifest["pdff"]]
+    for col in ("r2star", "labels"):
+        manifest[col] = [str(synth_nifti / p) for p in manifest[col]]
     manifest.to_csv(tmp_path / "manifest.csv", index=False)
     data = f"data:\n  manifest: {tmp_path}/manifest.csv\n  cache_dir: {tmp_path}/cache\n"
     config = CLINICAL_ONLY.replace("data:\n", data) + "imaging:\n  features: [pdff_mean_normal]\n"
     config = config.replace("numeric: [age, bmd_tscore]", "numeric: [age]")
     config = config.replace("binary: [prior_fracture]", "binary: []").replace("{{sex: F}}", "{{}}")
-    assert_input_error(
-        train_args(tmp_path, store, clinical, config=config),
-        "patient P0001",
-        "pdff.nii.gz",
-        says="no patient's images could be measured \\(first error: .*pdff image not found",
-        after_progress=True,  # the extraction's progress bar
-    )
+    res = invoke(*train_args(tmp_path, store, clinical, config=config))
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    line = message_lines(res.output)[-1]
+    assert re.fullmatch(
+        r"error: 8 problems in the inputs of 8 patient\(s\): nothing was started for training; "
+        r"all listed above and in .*check\.csv; fix them, or leave the patients out with "
+        r"data\.exclude or train --exclude-invalid",
+        line,
+    ), line
+    print(line)
+    listed = pd.read_csv(store.parent / "refracture-runs" / "check.csv")
+    assert listed["patient_id"].tolist() == [f"P000{i}" for i in range(1, 9)]
+    assert set(listed["problem"]) == {"pdff image not found"}
+    assert not (tmp_path / "cache").exists()  # nothing was measured
 
 
 def test_clinical_table_with_no_rows(tmp_path: Path, store: Path, clinical) -> None:
@@ -620,6 +631,7 @@ def test_analyse_with_a_clinical_table_with_no_rows(
         ],
         "clinical.csv",
         says="no patients: the clinical table has no rows",
+        after_progress=True,  # the check reads the images' headers
     )
 
 

@@ -207,7 +207,10 @@ def finished_children(root: Path) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def run_folders(root: Path) -> list[Path]:
-    return sorted((root / "refracture-runs").glob("*"))
+    """The run folders (named by their MLflow run; the images are measured in a hidden
+    staging folder before the run starts, so a refused run leaves no MLflow run)."""
+    runs = (root / "refracture-runs").glob("*")
+    return sorted(d for d in runs if d.is_dir() and not d.name.startswith("."))
 
 
 def test_killed_train_leaves_whole_files_and_a_rerun_gives_the_clean_results(
@@ -220,7 +223,7 @@ def test_killed_train_leaves_whole_files_and_a_rerun_gives_the_clean_results(
     res = runner.invoke(app, ["train", "--config", str(clean / "run.yaml"), "--no-report"])
     assert res.exit_code == 0, res.output
 
-    # Killed once its features are written, i.e. while it validates the models.
+    # Killed once its features are in its run folder, i.e. while it validates the models.
     proc = start("train", "--config", killed / "run.yaml", "--no-report", cwd=killed)
     extracted = lambda: any(  # noqa: E731
         (d / "extraction" / "extraction.json").is_file() for d in run_folders(killed)

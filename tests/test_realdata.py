@@ -131,13 +131,21 @@ def test_init_leaves_out_mostly_missing_and_constant_columns(
 
 
 def test_init_writes_ranges_it_recognises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges by meaning (an adult's age, a BMI); values outside are listed, not widened."""
     monkeypatch.chdir(tmp_path)
-    _, path = init(tmp_path, study_table("rossi"))  # ages from 17: outside the built-in 18-110
+    output, path = init(tmp_path, study_table("rossi"))  # ages from 17: outside 18-110
     cfg = load_config(path)
-    assert cfg.covariates.ranges == {"age": (0.0, 120.0)}
+    assert cfg.covariates.ranges == {"age": (18.0, 110.0)}
+    assert cfg.covariates.roles == {"age": "age"}
+    text = path.read_text()
+    n17 = int((study_table("rossi")["age"] == 17).sum())
+    assert text.count("17 is outside the plausible 18 to 110: check and train refuse it") == n17
+    assert "refracture train would stop:" in " ".join(output.split())
     (tmp_path / "w").mkdir()
     _, path = init(tmp_path / "w", study_table("whas500"))
-    assert load_config(path).covariates.ranges == {"age": (0.0, 120.0), "bmi": (10.0, 80.0)}
+    cfg = load_config(path)
+    assert cfg.covariates.ranges == {"age": (18.0, 110.0), "bmi": (10.0, 70.0)}
+    assert "# hr: [low, high]   # not recognised" in path.read_text()
 
 
 def test_init_sets_id_column_only_when_it_is_not_patient_id(
@@ -220,6 +228,8 @@ def init_and_train(
     _, path = init(folder, table)
     edited = edit_draft(path.read_text(), models=models, bootstrap=bootstrap, store=store,
                         name=name)  # fmt: skip
+    if name == "rossi":  # released prisoners from 17: the user widens the adult age range
+        edited = edited.replace("    age: [18, 110]", "    age: [16, 110]")
     path.write_text(edited)
     res = runner.invoke(app, ["train", "--config", str(path), "--no-report"])
     assert res.exit_code == 0, res.output

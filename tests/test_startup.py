@@ -47,16 +47,22 @@ def _probe(argsets: list[list[str]], cwd: Path) -> dict:
 
 def test_help_of_every_command_imports_no_heavy_package(tmp_path: Path) -> None:
     commands = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
-    assert {"extract", "init", "promote", "score", "train"} <= set(commands)
+    assert {"check", "extract", "init", "promote", "score", "train"} <= set(commands)
     got = _probe([["--help"], *([c, "--help"] for c in commands)], tmp_path)
     assert got["codes"] == [0] * (len(commands) + 1)
     assert got["loaded"] == [], got["loaded"]
 
 
-def test_init_imports_no_model_library(synth_nifti: Path, tmp_path: Path) -> None:
-    got = _probe([["init", "--clinical", str(synth_nifti / "clinical.csv")]], tmp_path)
+def test_init_and_check_import_no_model_library(synth_nifti: Path, tmp_path: Path) -> None:
+    clinical = str(synth_nifti / "clinical.csv")
+    got = _probe([["init", "--clinical", clinical]], tmp_path)
     assert got["codes"] == [0] and (tmp_path / "study.yaml").is_file()
     assert got["loaded"] == ["pandas"], got["loaded"]  # reading the table needs pandas
+    check = ["check", "--config", "study.yaml", "--clinical", clinical, "--out", "check.csv"]
+    got = _probe([check], tmp_path)
+    assert got["codes"][0] in (0, 1) and (tmp_path / "check.csv").is_file()
+    # nibabel reads the headers and imports SciPy's top level itself; no model library
+    assert set(got["loaded"]) <= {"pandas", "scipy"}, got["loaded"]
 
 
 def test_promote_imports_mlflow_but_no_model_library(trained, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from refracture.config import ExtractionConfig
 from refracture.errors import ModelError
 from refracture.files import atomic_path, write_text
+from refracture.ids import PATIENT_ID
 
 __all__ = ["BUNDLE_VERSION", "CovariateSpec", "ModelBundle", "TrainingSummary"]
 
@@ -46,6 +47,15 @@ class CovariateSpec:
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     batch: tuple[str, ...] = ()
     preserved: tuple[str, ...] = ()
+    #: meaning -> column (``covariates.roles``): the unit a cell may carry ("27 kg/m2")
+    roles: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def cell_units(self) -> dict[str, tuple[str, ...]]:
+        """Unit suffixes a cell of each role column may carry, as training read them."""
+        from refracture.meanings import MEANINGS
+
+        return {c: MEANINGS[r].units for r, c in self.roles.items() if r in MEANINGS}
 
     @property
     def numbers(self) -> list[str]:
@@ -118,6 +128,7 @@ class ModelBundle:
     terms : the model's terms after encoding (``age``, ``sex[M]``).
     registered_model, model_version : registry name, and the version (or run ID).
     training : :class:`TrainingSummary`.
+    id_column : the study's patient ID column (``data.id_column``), which scoring reads.
     harmonisation : the ``harmonisation:`` settings the pipeline's ComBat step was fitted with
         and its known ``batches`` (empty without harmonisation); for readers of the bundle,
         the step itself is in ``pipeline``.
@@ -141,6 +152,9 @@ class ModelBundle:
     training: TrainingSummary = field(default_factory=TrainingSummary)
     harmonisation: Mapping[str, Any] = field(default_factory=dict)
     site_units: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: the patient ID column of the training data (``data.id_column``): scoring reads a
+    #: clinical table or features file by it
+    id_column: str = PATIENT_ID
 
     @property
     def label(self) -> str:
@@ -178,6 +192,7 @@ class ModelBundle:
                 "ranges": {k: [float(a), float(b)] for k, (a, b) in cov.ranges.items()},
                 "batch": list(cov.batch),
                 "preserved": list(cov.preserved),
+                "roles": dict(cov.roles),
             },
             "extraction": None
             if self.extraction is None
@@ -193,6 +208,7 @@ class ModelBundle:
             "training": dataclasses.asdict(self.training),
             "harmonisation": dict(self.harmonisation),
             "site_units": {s: dict(u) for s, u in self.site_units.items()},
+            "id_column": self.id_column,
         }
 
     @classmethod
@@ -220,6 +236,7 @@ class ModelBundle:
                 ranges={k: (float(a), float(b)) for k, (a, b) in cov["ranges"].items()},
                 batch=tuple(cov.get("batch", ())),
                 preserved=tuple(cov.get("preserved", ())),
+                roles=dict(cov.get("roles") or {}),
             ),
             extraction=None if extraction is None else ExtractionConfig(**extraction),
             risk_groups=(float(data["risk_groups"][0]), float(data["risk_groups"][1])),
@@ -236,6 +253,7 @@ class ModelBundle:
                 str(s): {str(k): str(v) for k, v in u.items()}
                 for s, u in (data.get("site_units") or {}).items()
             },
+            id_column=str(data.get("id_column") or PATIENT_ID),
         )
 
     def to_dir(self, folder: str | Path) -> Path:

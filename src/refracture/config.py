@@ -12,9 +12,11 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from refracture.config_edits import REQUIRED_EDIT, key_and_message, required_edits
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
+from refracture.meanings import MEANINGS, Role
 
 ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic", "finegray"]
 Estimand = Literal["cif", "net"]
@@ -29,12 +31,21 @@ class DataConfig(_Strict):
     manifest: Path | None = None
     clinical: Path
     id_column: str = Field(PATIENT_ID, min_length=1, description="the patient ID column")
+    exclude: dict[str, str] = Field({}, description="patient ID -> reason, left out on purpose")
     cache_dir: Path = Path(".refracture-cache")
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _exclude_ids_as_text(cls, v: Any) -> Any:  # YAML reads `42: reason` as a number
+        return {str(k): str(r or "") for k, r in v.items()} if isinstance(v, dict) else v
 
 
 class OutcomeConfig(_Strict):
     time: str = "time_days"
     event: str = "event"
+    death: str | None = Field(
+        None, description="a 0/1 death column, combined with a 0/1 event column into 0/1/2"
+    )
     horizon_days: float = Field(365.0, gt=0)
     estimand: Estimand | None = Field(
         None,
@@ -54,6 +65,9 @@ class CovariatesConfig(_Strict):
         description="plausible [low, high] of numeric columns with study-specific names; "
         "training refuses values outside, scoring flags them (defaults cover age, bmi, ...)",
     )
+    roles: dict[Role, str] = Field(
+        {}, description="meaning -> the study's column: its plausible range, the analysis's role"
+    )
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> CovariatesConfig:
@@ -69,6 +83,18 @@ class CovariatesConfig(_Strict):
     @property
     def names(self) -> list[str]:
         return [*self.numeric, *self.binary, *self.categorical]
+
+    @property
+    def plausible_ranges(self) -> dict[str, tuple[float, float]]:
+        """Ranges from the config: ``ranges``, else the role's (``Alter`` as age: 18 to 110);
+        other columns keep the defaults by name (:func:`refracture.ranges.plausible_range`)."""
+        out = {c: MEANINGS[r].range for r, c in self.roles.items() if MEANINGS[r].range}
+        return {**out, **dict(self.ranges)}  # type: ignore[dict-item]
+
+    @property
+    def cell_units(self) -> dict[str, tuple[str, ...]]:
+        """Unit suffixes a cell of each role column may carry ('27 kg/m2' in the bmi column)."""
+        return {c: MEANINGS[r].units for r, c in self.roles.items() if MEANINGS[r].units}
 
 
 class ImputationConfig(_Strict):
@@ -284,34 +310,37 @@ class RunConfig(_Strict):
             )
         return self
 
+    def role_columns(self) -> dict[str, str]:
+        """Meaning -> column: ``covariates.roles``, overridden by the ``analysis`` section."""
+        a = self.analysis
+        named = {"tscore": a.tscore, "age": a.age, "sex": a.sex, "bmi": a.bmi}
+        return {**self.covariates.roles, **{r: c for r, c in named.items() if c}}
+
     @property
     def has_imaging(self) -> bool:
         return self.data.manifest is not None and "clinical+imaging" in self.feature_sets
 
 
-def _format_validation_error(err: ValidationError) -> str:
-    msgs = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = str(e["msg"]).removeprefix("Value error, ")
-        head, sep, rest = msg.partition(": ")
-        if not e["loc"] and sep and " " not in head:  # a section-level rule names its key
-            key, msg = head, rest
-        if e["type"] == "extra_forbidden":
-            msgs.append(f"config key '{key}': unknown key")
-        else:
-            msgs.append(f"config key '{key}': {msg}")
-    return "; ".join(msgs)
+def config_errors(raw: Any) -> tuple[RunConfig | None, list[tuple[str, str]]]:
+    """The validated config, or None and every (config key, what is wrong)."""
+    if not isinstance(raw, dict):
+        return None, [("(top level)", "the config must be a YAML mapping of sections")]
+    said = "a required edit is not made yet: {}; replace " + REQUIRED_EDIT + " by your choice"
+    if edits := [(k, said.format(w or "see its comment")) for k, w in required_edits(raw)]:
+        return None, edits
+    try:
+        return RunConfig.model_validate(raw), []
+    except ValidationError as err:
+        return None, [key_and_message(e) for e in err.errors()]
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     """Validate a config dictionary; errors name the offending key."""
-    if not isinstance(raw, dict):
-        raise ConfigError("the config must be a YAML mapping of sections", file=source)
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err), file=source) from None
+    cfg, errors = config_errors(raw)
+    if cfg is None:
+        text = "; ".join(f"config key '{k}': {m}" for k, m in errors)
+        raise ConfigError(text, file=source)
+    return cfg
 
 
 def packaged_config(name: str) -> Path | None:
@@ -351,6 +380,12 @@ def _config_path(path: str | Path) -> Path:
             raise ConfigError("config file not found", file=path)
         path = shipped
     return path
+
+
+def read_config_yaml(path: str | Path) -> tuple[Path, Any]:
+    """(the file read, its parsed YAML): :func:`load_config` without the validation."""
+    path = _config_path(path)
+    return path, _read_yaml(path)
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from refracture.cells import read_number
 from refracture.errors import InputError
 from refracture.ranges import plausible_range, unit_mistake
 from refracture.text import name_list
@@ -46,6 +47,7 @@ UNMEASURED = "unmeasured"  # an imaging feature with no value
 UNKNOWN_CATEGORY = "unknown_category"
 OUTSIDE_TRAINING = "outside_training"
 UNIT_MISTAKE = "unit_mistake"  # an imaging feature physics rules out in its unit
+CONVERTED = "converted"  # a number read from a decimal comma or with its unit (a note)
 
 TRAINING_ERRORS = (NOT_NUMBER, IMPLAUSIBLE, NOT_BINARY)
 SCORING_ERRORS = (MISSING, NOT_NUMBER, NOT_BINARY, UNKNOWN_CATEGORY, UNIT_MISTAKE)
@@ -69,7 +71,9 @@ class Finding:
         if self.kind == UNMEASURED:
             return f"no {c} (not measurable): imputed with the training median"
         if self.kind == NOT_NUMBER:
-            return f"{c} is not a number ({v!r})"
+            return f"{c} is not a number ({v!r}{_why_not(v)})"
+        if self.kind == CONVERTED:
+            return f"{c} {v!r} read as {self.read_as(i)}"
         if self.kind == NOT_BINARY:
             return f"{c} must be 0 or 1 (got {v:g})"
         if self.kind == IMPLAUSIBLE:
@@ -85,11 +89,23 @@ class Finding:
             return str(v)  # the rule's own sentence, naming the column and value
         return f"{c}: {self.kind}"  # pragma: no cover - every kind is listed above
 
+    def read_as(self, i: int) -> str:
+        """``-2.7 (decimal comma)``: the number a converted cell was read as, and how."""
+        read = read_number(self.values[i], self.detail or ())  # type: ignore[arg-type]
+        return f"{read.value:g} ({read.conversion})"
+
+    def table_message_of(self, i: int) -> str:
+        """The ``i``-th offending row as training words it (one patient's problem)."""
+        if self.kind == NOT_NUMBER:
+            v = self.values[i]
+            return f"column '{self.column}' must hold numbers; found {v!r}{_why_not(v)}"
+        return self.message(i)
+
     def table_message(self) -> str:
         """All offending rows of this column in one line (training refuses the table)."""
         c = self.column
         if self.kind == NOT_NUMBER:
-            found = ", ".join(repr(v) for v in self.values[:3])
+            found = ", ".join(f"{v!r}{_why_not(v)}" for v in self.values[:3])
             return f"column '{c}' must hold numbers; found {found}"
         if self.kind == NOT_BINARY:
             found = ", ".join(repr(float(v)) for v in self.values[:3])  # type: ignore[arg-type]
@@ -148,6 +164,12 @@ class CovariateCheck:
         )
 
 
+def _why_not(value: object) -> str:
+    """': a date, not a number' for a cell whose problem is more than being text."""
+    why = read_number(value).problem
+    return f": {why}" if why and why != "text, not a number" else ""
+
+
 def category_label(v: object) -> object:
     """A categorical value as text (NaN when missing); 1.0 from a numeric column -> '1'."""
     if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
@@ -187,6 +209,7 @@ def check_covariates(
     ranges: Mapping[str, Sequence[float]] | None = None,
     training_range: Mapping[str, Sequence[float]] | None = None,
     field_strength: Sequence[float] | np.ndarray | None = None,
+    units: Mapping[str, Sequence[str]] | None = None,
 ) -> CovariateCheck:
     """Type ``table``'s model columns and find every problem (see the module docstring).
 
@@ -197,9 +220,13 @@ def check_covariates(
     :mod:`refracture.ranges`; ``training_range`` gives the range seen in training.
     ``field_strength`` (tesla per row, NaN when unknown) sharpens the R2* unit rule; imaging
     values physics rules out in their unit are ``unit_mistake`` findings (not also reported as
-    implausible or outside training). The table must hold every column (check with
-    :func:`columns_hint` first).
+    implausible or outside training). A cell pandas cannot read as a number is read by
+    :func:`refracture.cells.read_number` (a decimal comma; a unit suffix in ``units[column]``,
+    the column's meaning's units): read, it is a ``converted`` finding (a note; a score
+    warning), otherwise ``not_number`` with the reason (a date, text, ...). The table must
+    hold every column (check with :func:`columns_hint` first).
     """
+    units = dict(units or {})
     categorical = dict(categorical or {})
     index = table.index
     out: dict[str, object] = {}
@@ -224,11 +251,19 @@ def check_covariates(
             raw = raw.astype(float)
         values = pd.to_numeric(raw, errors="coerce").astype(float).to_numpy()
         missing = raw.isna().to_numpy()
-        infinite = np.isinf(values)
-        bad = (np.isnan(values) & ~missing) | infinite
         raw_values = raw.to_numpy(dtype=object)
+        converted = np.zeros(len(values), dtype=bool)
+        for i in np.flatnonzero((np.isnan(values) & ~missing) | np.isinf(values)):
+            read = read_number(raw_values[i], units.get(col, ()))
+            values[i] = read.value
+            if read.conversion:
+                converted[i] = True
+            elif not read.problem:  # only blanks: an empty cell
+                missing[i] = True
+        bad = np.isnan(values) & ~missing
         add(UNMEASURED if col in imaging_set else MISSING, col, missing, raw_values)
         add(NOT_NUMBER, col, bad, raw_values)
+        add(CONVERTED, col, converted, raw_values, tuple(units.get(col, ())))
         values = np.where(bad, np.nan, values)
         if col in imaging_set:
             why = np.array(

@@ -9,8 +9,10 @@ after any split, so validation patients never inform the imputation.
 
 With scanner harmonisation on, the data set also carries what the harmonisation step reads
 besides the model's covariates (``Dataset.harmonisation_inputs``): the patient's site and
-scanner (:func:`scanner_columns`) and any preserved covariate that is not a model covariate.
-They go to the model pipeline with :meth:`Dataset.model_input` and are never model terms.
+scanner (:func:`refracture.scanners.scanner_columns`) and any preserved covariate that is not
+a model covariate. They go to the model pipeline with :meth:`Dataset.model_input` and are
+never model terms. The rules themselves are in :mod:`refracture.data_rules` (outcome, events,
+design) and :mod:`refracture.scanners` (scanners, harmonisation inputs).
 """
 
 from __future__ import annotations
@@ -30,11 +32,17 @@ from refracture.covariates import (
     check_covariates,
     columns_hint,
 )
+from refracture.data_rules import check_design, check_events, events_by, read_outcome
 from refracture.errors import ConfigError, InputError
-from refracture.ids import PATIENT_ID, patient_ids
-from refracture.models.design import collinear_columns
-from refracture.models.outcome import DEATH, EVENT, make_outcome, resolve_estimand
-from refracture.text import name_list
+from refracture.ids import PATIENT_ID, patient_id_text, patient_ids
+from refracture.models.outcome import DEATH, EVENT, resolve_estimand
+from refracture.scanners import (
+    check_preserve,
+    harmonisation_columns,
+    harmonisation_inputs,
+    harmonising,
+    scanner_columns,
+)
 
 __all__ = [
     "EPV_WARNING",
@@ -140,7 +148,7 @@ class Dataset:
     @property
     def n_events_by_horizon(self) -> int:
         """Re-fractures (event 1) at or before the horizon: the events the models learn from."""
-        return _events_by(self.y, self.horizon)
+        return events_by(self.y, self.horizon)
 
     def events_per_parameter(self, feature_set: str) -> float:
         """Events by the horizon per model parameter of ``feature_set`` (the EPV); below
@@ -214,150 +222,12 @@ def coerce_covariates(
         binary=covariates.binary,
         categorical=dict.fromkeys(covariates.categorical),
         imaging=imaging_features,
-        ranges=covariates.ranges,
+        ranges=covariates.plausible_ranges,
+        units=covariates.cell_units,
     )
     kinds = TRAINING_ERRORS if check_plausible else (NOT_NUMBER, NOT_BINARY)
     check.raise_errors(labels, source=source, kinds=kinds)
     return check.clean[needed]
-
-
-#: What a manifest calls the scanner columns of the feature table.
-_MANIFEST_SCANNER = {"field_strength_t": "scanner_field_strength_t", "vendor": "scanner_vendor",
-                     "scanner": "scanner_id"}  # fmt: skip
-
-
-def _text(values: pd.Series) -> pd.Series:
-    return values.where(values.notna(), "").astype(str).str.strip()
-
-
-def scanner_columns(table: pd.DataFrame, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each patient's scanner, one row per row of ``table`` (same index).
-
-    Parameters
-    ----------
-    table : DataFrame, shape (n_patients, ...)
-        A feature table (``features.parquet`` of ``refracture extract``, or a features file
-        given to scoring) with ``patient_id`` as a column or as the index.
-    manifest : DataFrame, optional
-        The manifest the features were measured from (``patient_id`` column).
-
-    Returns
-    -------
-    DataFrame, shape (n_patients, 3)
-        ``scanner_field_strength_t`` (float, NaN when unknown), ``scanner_vendor`` and
-        ``scanner_id`` (text, '' when unknown). The table's own ``scanner_*`` values come
-        first; where one is missing (a table written before extraction recorded the scanner),
-        the patient's manifest row (``field_strength_t``, ``vendor``, ``scanner``) and what
-        the PDFF map's header said (``qc_field_strength_t``, ``qc_vendor``) fill it, by
-        extraction's own rule (:func:`refracture.imaging.metadata.scanner_metadata`).
-    """
-    from refracture.imaging.metadata import SCANNER_COLUMNS, scanner_metadata
-
-    n = len(table)
-    ids = table[PATIENT_ID] if PATIENT_ID in table.columns else table.index.to_series()
-    ids = _text(pd.Series(ids.to_numpy(), dtype=object)).to_numpy()
-    blank = pd.Series([""] * n, index=table.index, dtype=object)
-    field = pd.to_numeric(
-        table.get("scanner_field_strength_t", pd.Series(np.nan, index=table.index)),
-        errors="coerce",
-    ).astype(float)
-    vendor = _text(table["scanner_vendor"]) if "scanner_vendor" in table.columns else blank
-    scanner = _text(table["scanner_id"]) if "scanner_id" in table.columns else blank.copy()
-    rows: dict[str, dict] = {}
-    if manifest is not None and PATIENT_ID in manifest.columns:
-        cols = [c for c in _MANIFEST_SCANNER if c in manifest.columns]
-        keys = _text(manifest[PATIENT_ID]).to_numpy()
-        rows = dict(zip(keys, manifest[cols].to_dict("records"), strict=True))
-    field_v, vendor_v, scanner_v = field.to_numpy().copy(), vendor.to_numpy(), scanner.to_numpy()
-    header_field = table.get("qc_field_strength_t")
-    header_vendor = table.get("qc_vendor")
-    for i in np.flatnonzero(~np.isfinite(field_v) | (vendor_v == "") | (scanner_v == "")):
-        header = {
-            "field_strength_t": None if header_field is None else header_field.iloc[i],
-            "vendor": None if header_vendor is None else header_vendor.iloc[i],
-        }
-        meta = scanner_metadata(rows.get(ids[i], {}), {"pdff": header}, {})
-        if not np.isfinite(field_v[i]):
-            field_v[i] = meta["scanner_field_strength_t"]
-        vendor_v[i] = vendor_v[i] or meta["scanner_vendor"]
-        scanner_v[i] = scanner_v[i] or meta["scanner_id"]
-    out = pd.DataFrame(
-        {"scanner_field_strength_t": field_v, "scanner_vendor": vendor_v, "scanner_id": scanner_v},
-        index=table.index,
-    )
-    return out[list(SCANNER_COLUMNS)]
-
-
-def harmonisation_columns(
-    harmonisation: HarmonisationConfig, covariates: CovariatesConfig
-) -> tuple[list[str], list[str]]:
-    """(batch columns, preserved covariates that are not model covariates): what the
-    harmonisation step reads besides the model's own inputs, e.g. (['site', 'scanner_id'],
-    [])."""
-    from refracture.models.harmonise import BATCH_SOURCES  # scikit-learn: only when used
-
-    batch = list(BATCH_SOURCES[harmonisation.batch])
-    preserved = [c for c in harmonisation.preserve if c not in covariates.names]
-    return batch, preserved
-
-
-def _harmonising(cfg: RunConfig) -> bool:
-    return (
-        cfg.harmonisation.method != "none"
-        and "clinical+imaging" in cfg.feature_sets
-        and bool(cfg.imaging.features)
-    )
-
-
-def _check_preserve(clinical: pd.DataFrame, cfg: RunConfig, source: str | Path | None) -> None:
-    preserve = cfg.harmonisation.preserve
-    imaging = [c for c in preserve if c in cfg.imaging.features]
-    if imaging:
-        raise ConfigError(
-            f"{', '.join(imaging)} are imaging features, which harmonisation adjusts; preserve "
-            "lists clinical covariates whose effect on them is kept",
-            key="harmonisation.preserve",
-        )
-    missing = [c for c in preserve if c not in clinical.columns]
-    if missing:
-        raise ConfigError(
-            f"the covariate(s) {', '.join(missing)} to preserve are not columns of the clinical "
-            "table" + columns_hint(missing, list(clinical.columns)),
-            key="harmonisation.preserve",
-            file=source,
-        )
-
-
-def _outcome(
-    table: pd.DataFrame, ids: pd.Series, cfg: RunConfig, source: str | Path | None
-) -> np.ndarray:
-    oc = cfg.outcome
-    for col, key in ((oc.time, "outcome.time"), (oc.event, "outcome.event")):
-        if col not in table.columns:
-            raise InputError(
-                f"outcome column '{col}' is missing from the clinical table", key=key, file=source
-            )
-    time = pd.to_numeric(table[oc.time], errors="coerce")
-    # Zero is a time: an event or a loss on the day of surgery (real registries have them).
-    bad = time.isna() | ~np.isfinite(time.to_numpy(dtype=float, na_value=np.nan)) | (time < 0)
-    if bad.any():
-        found = ", ".join(repr(v) for v in table[oc.time][bad].head(3))
-        raise InputError(
-            f"'{oc.time}' must be a number >= 0, the time from surgery to the event or the last "
-            f"follow-up (missing, negative or not a number); found {found}",
-            patient_id=name_list(ids[bad], 5),
-            file=source,
-        )
-    event = pd.to_numeric(table[oc.event], errors="coerce")
-    bad = ~event.isin([0, 1, 2])
-    if bad.any():
-        examples = ", ".join(repr(v) for v in table[oc.event][bad].head(3))
-        raise InputError(
-            f"'{oc.event}' must be 0 (censored), 1 (re-fracture) or 2 (death); found {examples}",
-            patient_id=name_list(ids[bad], 5),
-            file=source,
-        )
-    return make_outcome(event.to_numpy(dtype=np.int8), time.to_numpy(dtype=float))
 
 
 def assemble(
@@ -368,6 +238,7 @@ def assemble(
     clinical_source: str | Path | None = None,
     features_source: str | Path | None = None,
     manifest: pd.DataFrame | None = None,
+    exclude: dict[str, str] | None = None,
 ) -> Dataset:
     """Join the clinical table to the imaging features and check everything a model needs.
 
@@ -383,15 +254,34 @@ def assemble(
     (:func:`scanner_columns`: the feature table's ``scanner_*`` columns, else ``manifest``'s
     ``field_strength_t``, ``vendor``, ``scanner``) and the preserved covariates outside the
     model go to ``Dataset.harmonisation_inputs``.
+
+    ``exclude`` (patient ID -> reason; default ``data.exclude``, each reason prefixed with
+    "excluded on purpose") leaves patients out before anything is checked: they are listed in
+    ``excluded`` with the reason.
     """
     cov = cfg.covariates
     if len(clinical) == 0:
         raise InputError("no patients: the clinical table has no rows", file=clinical_source)
-    harmonising = _harmonising(cfg)
-    if harmonising:
-        _check_preserve(clinical, cfg, clinical_source)
+    if exclude is None:
+        exclude = {p: f"excluded on purpose: {why}" for p, why in cfg.data.exclude.items()}
+    on_purpose: list[tuple[str, str]] = []
+    if exclude and PATIENT_ID in clinical.columns:
+        text_ids = clinical[PATIENT_ID].map(patient_id_text)
+        out = text_ids.isin(list(exclude)).to_numpy()
+        on_purpose = [(pid, exclude[pid]) for pid in text_ids[out]]
+        clinical = clinical[~out]
+        if features is not None and PATIENT_ID in features.columns:
+            features = features[~features[PATIENT_ID].map(patient_id_text).isin(list(exclude))]
+        if len(clinical) == 0:
+            raise InputError(
+                "no patients left: data.exclude leaves out every patient of the clinical table",
+                key="data.exclude",
+            )
+    harmonise = harmonising(cfg)
+    if harmonise:
+        check_preserve(clinical, cfg, clinical_source)
     clin_ids = patient_ids(clinical, "clinical table", clinical_source)
-    y_all = _outcome(clinical, clin_ids, cfg, clinical_source)
+    y_all = read_outcome(clinical, clin_ids, cfg, clinical_source)
     use_imaging = features is not None and "clinical+imaging" in cfg.feature_sets
     imaging = list(cfg.imaging.features) if use_imaging else []
     X_all = coerce_covariates(
@@ -406,7 +296,7 @@ def assemble(
     )
     site = pd.Series(site, index=X_all.index, name="site")
     scanners: pd.DataFrame | None = None
-    excluded: list[tuple[str, str]] = []
+    excluded: list[tuple[str, str]] = list(on_purpose)
     keep = np.ones(len(X_all), dtype=bool)
 
     if features is not None:
@@ -451,7 +341,7 @@ def assemble(
         raise InputError(
             "no patient has both a clinical record and imaging features", file=features_source
         )
-    _check_events(y, cfg)
+    check_events(y, cfg)
 
     categories: dict[str, list[str]] = {}
     for col, ref in cov.categorical.items():
@@ -468,10 +358,10 @@ def assemble(
     all_nan = [c for c, n in n_missing.items() if n == len(X)]
     if all_nan:
         raise InputError(f"columns with no values at all: {', '.join(all_nan)}", key="covariates")
-    _check_design(X, cov, imaging, categories)
+    check_design(X, cov, imaging, categories)
     inputs = None
-    if harmonising and use_imaging:
-        inputs = _harmonisation_inputs(clinical, clin_ids, X, known_site[keep], scanners, cfg)
+    if harmonise and use_imaging:
+        inputs = harmonisation_inputs(clinical, clin_ids, X, known_site[keep], scanners, cfg)
     excluded_df = pd.DataFrame(excluded, columns=[PATIENT_ID, "reason"])
     notes = []
     if len(excluded_df):
@@ -493,131 +383,6 @@ def assemble(
     )
     dataset.warnings.extend(_check_parameters(dataset, cfg))
     return dataset
-
-
-def _check_design(
-    X: pd.DataFrame,
-    cov: CovariatesConfig,
-    imaging: list[str],
-    categories: dict[str, list[str]],
-) -> None:
-    """Refuse a covariate with one value for every patient, a category with one patient, and
-    covariates that are exact linear combinations of each other: no model term can be
-    estimated for them."""
-    for col in X.columns:
-        values = X[col].dropna().unique()
-        if len(values) == 1:
-            key = "imaging.features" if col in imaging else "covariates"
-            raise InputError(
-                f"column '{col}' has the same value ({values[0]}) for every patient, so it "
-                f"cannot be modelled; leave it out of {key}",
-                key=key,
-            )
-    for col in categories:
-        counts = X[col].value_counts()
-        single = sorted(str(lv) for lv in counts.index[counts == 1])
-        if single:
-            raise InputError(
-                f"column '{col}' has {'a level' if len(single) == 1 else 'levels'} with one "
-                f"patient ({', '.join(single)}): no model can estimate a term from one patient, "
-                "and a split may leave it out of the training data; merge it with another level",
-                key=f"covariates.categorical.{col}",
-            )
-    design = X[[*cov.numeric, *cov.binary, *imaging]].astype(float)
-    for col, levels in categories.items():
-        for level in levels[1:]:
-            design[f"{col}[{level}]"] = (X[col] == level).astype(float).where(X[col].notna())
-    dependent = collinear_columns(design)
-    if dependent:
-        names = ", ".join(f"'{c}'" for c in dependent)
-        raise InputError(
-            f"columns {names} are collinear (one is a linear combination of the others), so "
-            "their coefficients cannot be estimated; leave one of them out of covariates",
-            key="covariates",
-        )
-
-
-def _events_by(y: np.ndarray, horizon: float) -> int:
-    return int(((y["event"] == EVENT) & (y["time"] <= horizon)).sum())
-
-
-def _outcome_counts(y: np.ndarray) -> str:
-    ev = y["event"]
-    parts = [f"{int((ev == 0).sum())} censored"]
-    if (ev == DEATH).any():
-        parts.append(f"{int((ev == DEATH).sum())} died")
-    return f"{len(y)} patients: {', '.join(parts)}"
-
-
-def _harmonisation_inputs(
-    clinical: pd.DataFrame,
-    clin_ids: pd.Series,
-    X: pd.DataFrame,
-    site: pd.Series,
-    scanners: pd.DataFrame | None,
-    cfg: RunConfig,
-) -> pd.DataFrame:
-    """Site, scanner columns and the preserved covariates outside the model, indexed like X;
-    refuses a patient whose batch is unknown, naming them."""
-    inputs = pd.DataFrame({"site": site.reindex(X.index)}, index=X.index)
-    if scanners is not None:
-        inputs = inputs.join(scanners)
-    _, preserved = harmonisation_columns(cfg.harmonisation, cfg.covariates)
-    if preserved:
-        raw = clinical[preserved].set_axis(pd.Index(clin_ids.to_numpy(), name=PATIENT_ID))
-        inputs = inputs.join(raw)
-    batch = cfg.harmonisation.batch
-    probe = inputs.join(X[[c for c in X.columns if c not in inputs.columns]])
-    from refracture.models.harmonise import batch_labels
-
-    labels = batch_labels(probe, batch)
-    unknown = labels.isna().to_numpy()
-    if unknown.any():
-        where = {
-            "site": "the site column",
-            "scanner": "the manifest's scanner column (or the images' scanner headers)",
-            "field_strength": "the manifest's field_strength_t column (or the images' headers)",
-        }[batch]
-        raise InputError(
-            f"harmonisation by {batch} needs every patient's {batch.replace('_', ' ')}, "
-            f"unknown for {int(unknown.sum())} patient(s); fill {where} or choose another "
-            "harmonisation.batch",
-            patient_id=name_list(X.index[unknown], 5),
-            key="harmonisation.batch",
-        )
-    return inputs
-
-
-def _check_events(y: np.ndarray, cfg: RunConfig) -> None:
-    """Refuse an outcome no model can learn from, with the counts: no event 1 at all, a
-    horizon beyond every follow-up, no event 1 by the horizon.
-
-    A horizon equal to the longest follow-up is accepted: a study that follows every patient
-    for one year censors the event-free ones at exactly the horizon, and they are event-free
-    at the horizon.
-    """
-    horizon = cfg.outcome.horizon_days
-    ev, t = y["event"], y["time"]
-    if not (ev == EVENT).any():
-        raise InputError(
-            f"no re-fracture in the outcome (no event 1 among {_outcome_counts(y)}), so no "
-            "risk model can be fitted",
-            key="outcome.event",
-        )
-    if horizon > t.max():
-        raise ConfigError(
-            f"the horizon ({horizon:g}) is beyond the longest follow-up ({t.max():g}, in the "
-            f"unit of '{cfg.outcome.time}'); choose a horizon of at most {t.max():g}",
-            key="outcome.horizon_days",
-        )
-    by_horizon = _events_by(y, horizon)
-    if by_horizon == 0:
-        raise InputError(
-            f"no re-fracture by the horizon ({horizon:g}): the {int((ev == EVENT).sum())} "
-            f"re-fractures all come later (first at {t[ev == EVENT].min():g}), so the risk by "
-            "the horizon cannot be modelled; choose a longer outcome.horizon_days",
-            key="outcome.horizon_days",
-        )
 
 
 def _check_parameters(dataset: Dataset, cfg: RunConfig) -> list[str]:

@@ -66,3 +66,13 @@ class UnitsError(ImageError):
 
 class ModelError(RefractureError):
     """A model could not be loaded or does not fit the input."""
+
+
+class CheckError(InputError):
+    """The input check found problems: ``rows`` holds every one (patient_id, file, column,
+    value, problem, what_to_do), for the command line to show as a table; the message is
+    the one line of the only problem, or the count and where the list is."""
+
+    def __init__(self, message: str, *, rows: list[dict[str, str]], **where: str | None) -> None:
+        self.rows = rows
+        super().__init__(message, **where)  # type: ignore[arg-type]

@@ -52,7 +52,7 @@ def patient_ids(
     ids = table[column].map(patient_id_text)
     empty = ids == ""  # missing, or only blanks: a blank ID would match nothing, silently
     if empty.any():
-        rows = [str(i + 2) for i in np.flatnonzero(empty.to_numpy())[:5]]
+        rows = [str(i + 2) for i in _file_rows(table)[empty.to_numpy()][:5]]
         raise InputError(
             f"the {what} has rows without a {column} (CSV lines {', '.join(rows)})", file=source
         )
@@ -64,3 +64,11 @@ def patient_ids(
             file=source,
         )
     return ids
+
+
+def _file_rows(table: pd.DataFrame) -> np.ndarray:
+    """Each row's position in its file (the index as read), else its position here."""
+    index = table.index
+    if pd.api.types.is_integer_dtype(index) and index.is_unique:
+        return np.asarray(index, dtype=np.int64)
+    return np.arange(len(table))

@@ -47,14 +47,11 @@ def read_patient_table(
     try:
         if suffix == ".parquet":
             table = pd.read_parquet(path)
-        elif all_text:
-            table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
         else:
-            text = dict.fromkeys([id_column, PATIENT_ID, *text_columns], str)
-            table = pd.read_csv(path, dtype=text, float_precision="round_trip")
+            table = _read_csv(path, all_text, [id_column, PATIENT_ID, *text_columns])
     except Exception as err:  # noqa: BLE001 - any parser error means an unreadable input
         raise InputError(f"cannot read the {what} ({clip(err, 200)})", file=path) from None
-    table.columns = [str(c).strip() for c in table.columns]
+    table = _spreadsheet_leftovers(table)
     if len(table) == 0:
         # A header and no rows: nothing to do is an input error, not an empty result.
         raise InputError(f"no patients: the {what} has no rows", file=path)
@@ -67,3 +64,38 @@ def read_patient_table(
             )
         table = table.rename(columns={id_column: PATIENT_ID})
     return table
+
+
+def _read_csv(path: Path, all_text: bool, text_columns: list[str]) -> pd.DataFrame:
+    """A CSV as spreadsheets export it: a byte-order mark, ';' between cells (a European
+    Excel), or the Windows code page instead of UTF-8."""
+    head = path.read_bytes()[:4096]
+    try:
+        encoding = "utf-8-sig"
+        first = head.decode(encoding).splitlines()[0] if head else ""
+    except UnicodeDecodeError:
+        encoding = "cp1252"
+        first = head.decode(encoding).splitlines()[0] if head else ""
+    sep = ";" if first.count(";") > first.count(",") else ","
+    options = {"sep": sep, "encoding": encoding}
+    if all_text:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, **options)
+    text = dict.fromkeys(text_columns, str)
+    return pd.read_csv(path, dtype=text, float_precision="round_trip", **options)
+
+
+def _blank(table: pd.DataFrame) -> pd.DataFrame:
+    return table.isna() | table.astype(str).apply(lambda c: c.str.strip() == "")
+
+
+def _spreadsheet_leftovers(table: pd.DataFrame) -> pd.DataFrame:
+    """Column names stripped; rows with no value at all and unnamed empty columns (what a
+    spreadsheet leaves below and beside its data) dropped. The index keeps each row's
+    position in the file, so messages name CSV lines (index + 2) as the user sees them."""
+    table.columns = [str(c).strip().lstrip("\ufeff") for c in table.columns]
+    if table.empty:
+        return table
+    blank = _blank(table)
+    unnamed = [c for c in table.columns if c.startswith("Unnamed:") and blank[c].all()]
+    table = table.drop(columns=unnamed)
+    return table[~blank.drop(columns=unnamed).all(axis=1)]

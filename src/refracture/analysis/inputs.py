@@ -94,6 +94,24 @@ def binary_sex(values: pd.Series) -> tuple[pd.Series, str, str] | None:
     return coded, levels[0], levels[1]
 
 
+#: What the analysis loses without a column for a role (said in the notes).
+_WITHOUT_ROLE = {
+    "age": "the partial correlations are not adjusted for age, and age is not related to "
+    "the markers",
+    "sex": "the partial correlations are not adjusted for sex, and the sexes are not compared",
+    "bmi": "BMI is not related to the markers nor adjusted for in the per-vertebra models",
+}
+
+
+def _unnamed_roles(roles: dict[str, str | None], notes: list[str]) -> None:
+    """A note for each role no column was given for (covariates.roles names them)."""
+    for role, lost in _WITHOUT_ROLE.items():
+        if roles.get(role) is None:
+            notes.append(
+                f"no clinical column has the role {role} (covariates.roles.{role}): {lost}"
+            )
+
+
 def prepare_patients(
     clinical: pd.DataFrame,
     features: pd.DataFrame,
@@ -126,19 +144,20 @@ def prepare_patients(
 
     patients = pd.DataFrame({PATIENT_ID: clin_ids.to_numpy()})
     patients[tscore] = _numeric(clinical, tscore, "clinical table").to_numpy()
+    _unnamed_roles(roles, notes)
     for role in ("age", "bmi"):
         col = roles[role]
         if col is None:
             continue
         if col not in clinical.columns:
-            notes.append(f"the clinical table has no '{col}' column: {role} is skipped")
+            notes.append(f"the clinical table has no '{col}' column: {_WITHOUT_ROLE[role]}")
             roles[role] = None
             continue
         patients[col] = _numeric(clinical, col, "clinical table").to_numpy()
     sex = roles["sex"]
     if sex is not None:
         if sex not in clinical.columns:
-            notes.append(f"the clinical table has no '{sex}' column: sex is skipped")
+            notes.append(f"the clinical table has no '{sex}' column: {_WITHOUT_ROLE['sex']}")
             roles["sex"] = None
         else:
             patients[sex] = clinical[sex].to_numpy()

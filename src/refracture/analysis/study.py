@@ -32,19 +32,37 @@ class StudyColumns:
     site: str | None = None
 
     def resolved(self, cfg: RunConfig) -> StudyColumns:
-        a = cfg.analysis
+        """The options given, else the config's roles (``covariates.roles``, or the
+        ``analysis`` section's columns)."""
+        roles = cfg.role_columns()
         return StudyColumns(
-            tscore=self.tscore or a.tscore,
-            age=self.age or a.age,
-            sex=self.sex or a.sex,
-            bmi=self.bmi or a.bmi,
-            site=self.site or a.site,
+            tscore=self.tscore or roles.get("tscore"),
+            age=self.age or roles.get("age"),
+            sex=self.sex or roles.get("sex"),
+            bmi=self.bmi or roles.get("bmi"),
+            site=self.site or cfg.analysis.site,
         )
 
 
 def read_clinical_table(cfg: RunConfig) -> pd.DataFrame:
     """The clinical table, its ID column (``data.id_column``) renamed to ``patient_id``."""
     return read_patient_table(cfg.data.clinical, "clinical table", id_column=cfg.data.id_column)
+
+
+def _check(cfg: RunConfig, columns: StudyColumns, progress: Progress | None) -> None:
+    """The input check of the analysis (manifest, image headers, the role columns), refused
+    with every problem at once before any image is measured."""
+    from refracture.checks import check_study
+
+    roles = {r: c for r in ("tscore", "age", "sex", "bmi") if (c := getattr(columns, r))}
+    cfg = cfg.model_copy(
+        update={
+            "covariates": cfg.covariates.model_copy(update={"roles": roles}),
+            "analysis": cfg.analysis.model_copy(update=dict.fromkeys(roles)),
+        }
+    )
+    report = check_study(cfg, purpose="analyse", progress=progress)
+    report.raise_problems("the analysis")
 
 
 def analyse_study(
@@ -72,10 +90,11 @@ def analyse_study(
     columns = columns.resolved(cfg)
     if columns.tscore is None:
         raise InputError(
-            "the analysis needs the BMD T-score column: set analysis.tscore in the config "
-            "(or give --tscore)",
-            key="analysis.tscore",
+            "the analysis needs the BMD T-score column: set covariates.roles.tscore in the "
+            "config (or give --tscore)",
+            key="covariates.roles.tscore",
         )
+    _check(cfg, columns, progress)
     id_column = PATIENT_ID
     clinical = read_clinical_table(cfg)
     if columns.tscore not in clinical.columns:

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from refracture.errors import RefractureError
+from refracture.errors import CheckError, RefractureError
 
 app = typer.Typer(
     name="refracture",
@@ -91,8 +91,69 @@ def _main(
     _state["debug"] = debug
 
 
+#: Rows of a problems table shown on the terminal; check.csv holds them all.
+SHOWN_PROBLEMS = 40
+
+
+def print_problems(
+    target: Console, rows: list[dict[str, str]], limit: int = SHOWN_PROBLEMS
+) -> None:
+    """The problems of an input check as one table (patient, file, column, value, problem,
+    what to do); file paths shortened to their names."""
+    from pathlib import Path
+
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} problem(s) in the inputs", title_justify="left")
+    for name in ("patient", "file", "column", "value", "problem", "what to do"):
+        table.add_column(name, overflow="fold")
+    for row in rows[:limit]:
+        cells = [str(c) for c in row.values()]
+        cells[1] = Path(cells[1]).name if cells[1] else ""  # the full path is in check.csv
+        if "/" in cells[3] and len(cells[3]) > 30:
+            cells[3] = ".../" + "/".join(Path(cells[3]).parts[-2:])
+        table.add_row(*(escape(c) for c in cells))
+    target.print(table)
+    if len(rows) > limit:
+        target.print(f"... and {len(rows) - limit} more (every one is in check.csv)")
+
+
+#: Per command, what to tell a user who pressed Ctrl-C: ``hint(command line) -> text`` (the
+#: commands that can resume register theirs).
+RESUME_HINTS: dict[str, Callable[[Callable[..., str]], str]] = {}
+
+
+def command_line(fn: Callable[..., Any], values: dict[str, Any], add: tuple[str, ...] = ()) -> str:
+    """The command as typed again from its parsed options: ``refracture score --model ...``
+    (options left at their default are left out; ``add`` appends flags such as --resume)."""
+    import inspect
+    import shlex
+
+    words = ["refracture", fn.__name__.replace("_", "-")]
+    for name, param in inspect.signature(fn).parameters.items():
+        decls = getattr(param.default, "param_decls", None)
+        value = values.get(name)
+        if not decls or value is None or value == getattr(param.default, "default", None):
+            continue
+        on, _, off = decls[0].partition("/")
+        if isinstance(value, bool):
+            words += [on] if value else ([off] if off else [])
+        else:
+            words += [on, str(value)]
+    words += [a for a in add if a not in words]
+    return shlex.join(words)
+
+
+def _interrupted(fn: Callable[..., Any], values: dict[str, Any]) -> str:
+    hint = RESUME_HINTS.get(fn.__name__)
+    if hint is None:
+        return "finished outputs were kept; run the same command again"
+    return hint(lambda *add: command_line(fn, values, add))
+
+
 def handle_errors(fn: F) -> F:
-    """Turn library errors into one-line messages and the documented exit codes."""
+    """Turn library errors into one-line messages and the documented exit codes; a check that
+    found several problems shows them as a table first."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -103,12 +164,18 @@ def handle_errors(fn: F) -> F:
         except RefractureError as err:
             if _state["debug"]:
                 console.print_exception()
+            if isinstance(err, CheckError) and len(err.rows) > 1:
+                print_problems(console, err.rows)
             console.print(
                 f"[bold red]error:[/] {escape(err.one_line())}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]: finished outputs were kept; run again to resume")
+            console.print(
+                f"[yellow]interrupted[/]: {escape(_interrupted(fn, kwargs))}",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(130) from None
         except Exception as err:  # noqa: BLE001 - last line of defence for users
             if _state["debug"]:

@@ -25,7 +25,7 @@ from rich.table import Table
 from refracture.ids import PATIENT_ID
 from refracture.text import ci_text
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the tables need them; the progress bars (refracture check) do not
     from refracture.cli.demo import DemoResult
     from refracture.results import Candidate, TrainResult
 
@@ -219,9 +219,13 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     d = result.decision
-    console.print(
+    said = (
         f"registered [bold]{escape(d.model_name)}[/] version {d.version} "
-        f"({escape(result.selected.label)}, {result.selection_metric} {d.value:.4f}): "
+        if d.version
+        else "selected "  # train --no-register
+    )
+    console.print(
+        f"{said}({escape(result.selected.label)}, {result.selection_metric} {d.value:.4f}): "
         f"{escape(d.reason)}"
     )
     for warning in result.dataset.warnings:  # e.g. fewer than 10 events per model parameter

@@ -139,6 +139,8 @@ def model_udf(handle: SparkHandle, model: ScoringModel) -> Any:
     executors run this environment, the one refracture runs in."""
     import mlflow.pyfunc
 
+    from refracture.tracking import use_store
+
     fields = ", ".join(
         f"`{c}` {'string' if c in TEXT_COLUMNS else 'double'}"
         for c in output_columns(model.bundle.horizon_days, model.bundle.estimand)
@@ -146,10 +148,14 @@ def model_udf(handle: SparkHandle, model: ScoringModel) -> Any:
     logger = logging.getLogger("mlflow")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    # spark_udf reads the process-wide store, which refracture leaves as the user set it:
+    # point it at the model's own store for this call only.
+    store = use_store(model.tracking_uri) if model.tracking_uri else nullcontext()
     try:
-        return mlflow.pyfunc.spark_udf(
-            handle.session, _udf_uri(model), result_type=fields, env_manager="local"
-        )
+        with store:
+            return mlflow.pyfunc.spark_udf(
+                handle.session, _udf_uri(model), result_type=fields, env_manager="local"
+            )
     finally:
         logger.setLevel(level)
 
@@ -287,6 +293,7 @@ def score_spark(
     pseudonymise: bool = False,
     master: str = DEFAULT_MASTER,
     handle: SparkHandle | None = None,
+    id_column: str | None = None,
 ) -> ScoreResult:
     """:func:`refracture.scoring.score` on Spark: the same checks, rows, order and file.
 
@@ -303,6 +310,7 @@ def score_spark(
         features=features,
         tracking_uri=tracking_uri,
         pseudonymise=pseudonymise,
+        id_column=id_column,
     )
     harmoniser = getattr(model.pipeline, "harmoniser", None)
     if harmoniser is not None and harmoniser.unseen_batch == "estimate":

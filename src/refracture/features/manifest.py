@@ -56,8 +56,9 @@ def validate_manifest(
             f"{', '.join(REQUIRED_COLUMNS)}; optional {', '.join(LEVEL_COLUMNS)})",
             file=source,
         )
+    rows = df.index if pd.api.types.is_integer_dtype(df.index) else range(len(df))
     df = df.reset_index(drop=True)
-    line = df.index + 2  # CSV line numbers: header is line 1
+    line = pd.Index(rows) + 2  # CSV line numbers (header is line 1), as the file was read
 
     ids = df[PATIENT_ID].map(_text)
     empty = list(line[ids == ""])

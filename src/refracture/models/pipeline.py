@@ -19,6 +19,7 @@ original patient of each row of a bootstrap replicate:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -38,7 +39,12 @@ from refracture.models.harmonise import ComBatHarmoniser, make_harmoniser
 from refracture.models.imputation import MultipleImputer
 from refracture.models.imputed import ImputedModels
 from refracture.models.logistic import IPCWLogistic
+from refracture.models.outcome import resolve_estimand
 from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
+
+#: ``make_pipeline``'s default estimand: resolved from the outcome at the first fit, as
+#: ``refracture train`` resolves it from the data (cif when some patients died first).
+AUTO = "auto"
 
 #: Every model by its config name: adding a model is one class and one entry here.
 MODELS: dict[str, type[SurvivalEstimator]] = {
@@ -147,8 +153,24 @@ class RiskPipeline(Pipeline):
 
     @property
     def estimand(self) -> str:
-        """ "net" (death censored) or "cif" (cumulative incidence, death competing)."""
+        """ "net" (death censored) or "cif" (cumulative incidence, death competing); "auto"
+        before the first fit of a pipeline made without an estimand."""
         return str(self.model.estimand)
+
+    def resolve_estimand(self, y: np.ndarray) -> RiskPipeline:
+        """Set an ``auto`` estimand from the outcome ``y`` (cif when it holds deaths, code 2;
+        the model's only estimand when it has one); returns self."""
+        model = self.model
+        if getattr(model, "estimand", None) == AUTO:
+            able = type(model).estimands
+            model.set_params(estimand=able[0] if len(able) == 1 else resolve_estimand(None, y))
+        return self
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray | None = None, **params: object) -> RiskPipeline:
+        """Fit preprocessing and model; an ``auto`` estimand is resolved from ``y`` first."""
+        if y is not None:
+            self.resolve_estimand(y)
+        return super().fit(X, y, **params)
 
     @property
     def term_names(self) -> list[str]:
@@ -242,8 +264,11 @@ def make_pipeline(
     The covariates come from a config section (``cfg_covariates``) or directly as ``numeric``,
     ``binary`` and ``categorical`` (name: reference level). ``imaging_features`` are added to
     the numeric covariates (empty for the clinical set); ``model_params`` override the
-    estimator's defaults, e.g. ``estimand="cif"``. A model that cannot be fitted for the
-    estimand is refused here, before any data is read.
+    estimator's defaults, e.g. ``estimand="cif"``. Without an estimand the pipeline's is
+    ``auto``: resolved from the outcome it is fitted on (cif when some patients died before a
+    re-fracture, else net), as ``refracture train`` resolves it from the study's data
+    (:func:`refracture.validation.validate` resolves it once from all patients). A model
+    that cannot be fitted for the estimand is refused here, before any data is read.
 
     ``harmonisation`` (the config's ``harmonisation:`` section): with ``method: combat`` and
     imaging features, a ComBat step harmonises those features first; the table given to the
@@ -260,8 +285,10 @@ def make_pipeline(
         )
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}' (one of {', '.join(MODELS)})", key="models")
-    estimand = model_params.get("estimand")
-    if estimand is not None and estimand not in MODELS[name].estimands:
+    if "estimand" in inspect.signature(MODELS[name]).parameters:  # a net-only model may not
+        model_params.setdefault("estimand", AUTO)  # take one (a study's own added model)
+    estimand = model_params.get("estimand", AUTO)
+    if estimand not in (AUTO, *MODELS[name].estimands):
         raise ModelError(estimand_refusal(MODELS[name], str(estimand)))
     prep = make_preprocessor(
         cfg_covariates,

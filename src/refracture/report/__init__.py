@@ -500,7 +500,9 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
             ),
         },
         "decision": decision.reason,
-        "registered": f"{decision.model_name} version {decision.version}",
+        "registered": f"{decision.model_name} version {decision.version}"
+        if decision.version
+        else "not registered (train --no-register)",
         "warnings": warnings,
         "flow": flow,
         "sources": sources,

@@ -226,11 +226,14 @@ def open_input(
     tracking_uri: str | None,
     pseudonymise: bool,
     explain: bool = False,
+    id_column: str | None = None,
 ) -> tuple[Path, ScoringModel, ScoreInput, Pseudonymiser | None]:
     """What every engine does before any patient, each step raising InputError (exit 2): the
     paths, no other run writing ``out``, the model (loaded from its URI unless given),
     ``explain`` possible with it, and the input read (pseudonymised if asked: the
-    pseudonymiser is returned too, for scrubbing messages)."""
+    pseudonymiser is returned too, for scrubbing messages). ``id_column``: the patient ID
+    column of the clinical table and features file (default: the model's, ``data.id_column``
+    of its training config)."""
     out = check_paths(out, manifest=manifest, clinical=clinical, features=features)
     check_not_busy(checkpoint_dir(out), out)
     pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
@@ -247,6 +250,7 @@ def open_input(
         clinical=None if clinical is None else Path(clinical),
         features=None if features is None else Path(features),
         pseudonymiser=pseudonymiser,
+        id_column=id_column,
     )
     return out, model, data, pseudonymiser
 
@@ -266,10 +270,13 @@ def score(
     tracking_uri: str | None = None,
     progress: Progress | None = None,
     pseudonymise: bool = False,
+    id_column: str | None = None,
 ) -> ScoreResult:
     """Score every input patient and write ``out`` (CSV or Parquet by extension).
 
-    ``model`` is an MLflow model URI or an already loaded :class:`ScoringModel`. Everything
+    ``model`` is an MLflow model URI or an already loaded :class:`ScoringModel`.
+    ``id_column`` names the patient ID column of the clinical table and features file when
+    it is not the one the model was trained with (``data.id_column``). Everything
     that would stop every patient is checked first and raises InputError (exit 2); after that
     no single patient can stop the batch. See the module docstring for resume and chunking.
     """
@@ -287,6 +294,7 @@ def score(
         tracking_uri=tracking_uri,
         pseudonymise=pseudonymise,
         explain=explain,
+        id_column=id_column,
     )
     images = data.kind == "manifest" and model.uses_images
     size = chunk_size or (CHUNK_PATIENTS if images else CHUNK_ROWS)

@@ -55,8 +55,15 @@ class ScoreInput:
         return self.rows[ID].to_numpy(dtype=object)
 
 
-def _patient_ids(table: pd.DataFrame, what: str, path: Path) -> pd.Series:
+def _patient_ids(table: pd.DataFrame, what: str, path: Path, id_column: str = ID) -> pd.Series:
     """Normalised text IDs, positionally indexed; empty or duplicate IDs stop the run (exit 2)."""
+    hint = (
+        f" (the model was trained with the ID column '{id_column}'; name another with --id-column)"
+        if id_column != ID
+        else "; name the ID column with --id-column"
+    )
+    if ID not in table.columns:
+        return patient_ids(table, what, path, column=id_column, hint=hint)  # raises
     return patient_ids(table, what, path).astype(object).reset_index(drop=True)
 
 
@@ -86,11 +93,16 @@ def read_input(
     clinical: Path | None = None,
     features: Path | None = None,
     pseudonymiser: Pseudonymiser | None = None,
+    id_column: str | None = None,
 ) -> ScoreInput:
     """Read and check the inputs before any patient is processed (InputError: exit 2).
 
-    With a ``pseudonymiser`` every patient_id is replaced by its keyed pseudonym as it is read.
+    The clinical table and the features file name their patients in ``id_column``, by
+    default the ID column the model was trained with (its config's ``data.id_column``); the
+    output calls it ``patient_id``. With a ``pseudonymiser`` every patient_id is replaced by
+    its keyed pseudonym as it is read.
     """
+    id_column = id_column or model.bundle.id_column
     if (manifest is None) == (features is None):
         raise InputError("give exactly one of --manifest and --features")
     categorical = list(model.inputs.categorical)
@@ -98,16 +110,20 @@ def read_input(
     originals: list[str] = []
     clin: pd.DataFrame | None = None
     if clinical is not None:
-        clin = read_patient_table(Path(clinical), "clinical table", text_columns=categorical)
-        clin_ids = _patient_ids(clin, "clinical table", Path(clinical))
+        clin = read_patient_table(
+            Path(clinical), "clinical table", id_column=id_column, text_columns=categorical
+        )
+        clin_ids = _patient_ids(clin, "clinical table", Path(clinical), id_column)
         if pseudonymiser is not None:
             clin_ids = clin_ids.map(pseudonymiser)
         clin.index = pd.Index(clin_ids, name=ID)
 
     if features is not None:
         path = Path(features)
-        table = read_patient_table(path, "features file", text_columns=categorical)
-        ids = _patient_ids(table, "features file", path)
+        table = read_patient_table(
+            path, "features file", id_column=id_column, text_columns=categorical
+        )
+        ids = _patient_ids(table, "features file", path, id_column)
         if pseudonymiser is not None:
             originals = list(ids.astype(str))
             ids = ids.map(pseudonymiser)

@@ -23,6 +23,9 @@ class ScoringModel:
     version: str
     bundle: ModelBundle
     load_seconds: float = 0.0
+    #: The MLflow store the model was loaded from ("" for a model built in memory): whoever
+    #: reads the model again (Spark's UDF) points MLflow at it for that call only.
+    tracking_uri: str = ""
 
     @property
     def label(self) -> str:
@@ -64,7 +67,7 @@ def load_model(uri: str, tracking_uri: str | None = None) -> ScoringModel:
     with use_store(store) as client:
         bundle, version = _load_bundle(uri, store, client)
     bundle = bundle.with_version(version)
-    return ScoringModel(uri, version, bundle, time.perf_counter() - start)
+    return ScoringModel(uri, version, bundle, time.perf_counter() - start, store)
 
 
 def _load_bundle(uri: str, store: str, client: Any) -> tuple[ModelBundle, str]:
@@ -88,7 +91,7 @@ def _load_bundle(uri: str, store: str, client: Any) -> tuple[ModelBundle, str]:
     if not isinstance(bundle, ModelBundle):
         raise InputError(f"the model '{uri}' is not a refracture model (no scoring bundle)")
     version = bundle.model_version
-    if uri.startswith("models:/"):
+    if uri.startswith("models:/") and not uri.startswith("models:/m-"):  # m-: a logged model
         from mlflow.store.artifact.utils.models import get_model_name_and_version
 
         try:

@@ -100,6 +100,7 @@ def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.
         ranges=cov.ranges,
         training_range=bundle.training_range,
         field_strength=df[FIELD_STRENGTH].to_numpy() if FIELD_STRENGTH in df else None,
+        units=cov.cell_units,
     )
     if "impute" not in getattr(bundle.pipeline, "named_steps", {}):
         err, warn = check.row_messages()

@@ -80,9 +80,10 @@ def make_bundle(
             binary=tuple(cov.binary),
             categorical={c: tuple(dataset.categories[c]) for c in cov.categorical},
             imaging=tuple(imaging_features),
-            ranges={k: (float(a), float(b)) for k, (a, b) in cov.ranges.items()},
+            ranges={k: (float(a), float(b)) for k, (a, b) in cov.plausible_ranges.items()},
             batch=tuple(batch),
             preserved=tuple(preserved),
+            roles=dict(cov.roles),
         ),
         extraction=cfg.extraction if imaging else None,
         risk_groups=(float(cfg.risk_groups[0]), float(cfg.risk_groups[1])),
@@ -103,6 +104,7 @@ def make_bundle(
         ),
         harmonisation=harmonisation,
         site_units=dict(site_units or {}) if imaging else {},
+        id_column=cfg.data.id_column,
     )
 
 

@@ -14,60 +14,21 @@ from typing import Any
 import pandas as pd
 
 from refracture.config import RunConfig
-from refracture.dataset import Dataset, assemble
+from refracture.dataset import Dataset
 from refracture.errors import ConfigError, InputError, ModelError
 from refracture.files import write_table
-from refracture.ids import PATIENT_ID
+from refracture.libwarnings import caught_warnings
 from refracture.models import make_pipeline
 from refracture.progress import Progress
 from refracture.results import Candidate, TrainResult
 from refracture.study.artifacts import cohort_flow, summary_table, version_description
 from refracture.study.harmonisation import per_site_harmonisation
+from refracture.study.inputs import StudyInputs, prepare_inputs, read_clinical
 from refracture.study.selection import check_selection_metric, select, selection_score
 from refracture.study.statistics import attach_statistics
-from refracture.tables import read_patient_table
 from refracture.validation import added_value, validate
 
 __all__ = ["VALIDATION_UNSEEN_BATCH", "read_clinical", "train", "validate_candidate"]
-
-
-def read_clinical(cfg: RunConfig) -> pd.DataFrame:
-    """The study's clinical table, its ID column renamed to ``patient_id``."""
-    return read_patient_table(
-        cfg.data.clinical,
-        "clinical table",
-        id_column=cfg.data.id_column,
-        text_columns=list(cfg.covariates.categorical),
-    )
-
-
-def _manifest(cfg: RunConfig, pseudonymiser: Any = None) -> pd.DataFrame:
-    """The manifest's rows (for the scanner columns a feature table may lack)."""
-    from refracture.features.manifest import read_manifest
-
-    manifest = read_manifest(cfg.data.manifest)  # type: ignore[arg-type]
-    return pseudonymiser.table(manifest) if pseudonymiser is not None else manifest
-
-
-def _extract(
-    cfg: RunConfig, run_dir: Path, progress: Progress | None, pseudonymiser: Any = None
-) -> tuple[pd.DataFrame, pd.DataFrame, Any]:
-    from refracture.features import extract_cohort
-
-    result = extract_cohort(
-        cfg.data.manifest,  # type: ignore[arg-type]
-        cfg.extraction,
-        out_dir=run_dir / "extraction",
-        jobs=cfg.validation.jobs,
-        cache_dir=cfg.data.cache_dir,
-        qc_png=True,
-        progress=progress,
-        pseudonymiser=pseudonymiser,
-    )
-    if result.features.empty:
-        first = result.errors["message"].iloc[0] if len(result.errors) else "no patients"
-        raise InputError(f"no patient's images could be measured (first error: {first})")
-    return result.features, result.errors, result
 
 
 #: How validation harmonises a held-out patient whose batch the development part of that fit
@@ -87,12 +48,13 @@ def _biomarkers(
 
     from refracture.analysis import analysis_section, run_analysis
 
-    a = cfg.analysis
+    a, roles = cfg.analysis, cfg.role_columns()
     out = run_dir / "biomarkers"
     try:
         analysis = run_analysis(
             clinical, extraction.features, extraction.vertebrae,
-            tscore=a.tscore, age=a.age, sex=a.sex, bmi=a.bmi, site=a.site, batch=a.batch,  # type: ignore[arg-type]
+            tscore=roles["tscore"], age=roles.get("age"), sex=roles.get("sex"),
+            bmi=roles.get("bmi"), site=a.site, batch=a.batch,
             osteoporosis_threshold=a.osteoporosis_tscore, out_dir=out,
         )  # fmt: skip
     except (InputError, ModelError) as err:
@@ -182,31 +144,41 @@ def train(
     progress: Progress | None = None,
     report: bool = True,
     pseudonymise: bool = False,
+    register: bool = True,
+    exclude_invalid: bool = False,
 ) -> TrainResult:
     """Run a whole training job as the config says (see module docstring).
 
-    ``pseudonymise``: replace every patient_id by its keyed pseudonym before anything is
-    computed, so no output, artifact or MLflow run carries the site's own IDs
-    (:mod:`refracture.privacy`; the key comes from the environment).
+    The inputs are checked first (:func:`refracture.study.inputs.prepare_inputs`): a run that
+    would be refused leaves nothing in MLflow. ``pseudonymise``: replace every patient_id by
+    its keyed pseudonym before anything is computed, so no output, artifact or MLflow run
+    carries the site's own IDs (:mod:`refracture.privacy`; the key comes from the
+    environment). ``register=False`` logs the selected model in its run without registering
+    a version (exploratory runs). ``exclude_invalid`` leaves out every patient with a
+    problem, each with its reason in the cohort flow, instead of refusing.
     """
     import mlflow
 
-    from refracture import registry, tracking
+    from refracture import tracking
     from refracture.privacy import Pseudonymiser
-    from refracture.study import logging as log
 
     check_selection_metric(cfg)
     pseudonymiser = Pseudonymiser.from_env() if pseudonymise else None
     uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    clinical = read_clinical(cfg)
-    if pseudonymiser is not None and PATIENT_ID in clinical:
-        clinical = pseudonymiser.table(clinical)
-    if cfg.data.manifest is not None and not Path(cfg.data.manifest).is_file():
-        raise InputError("manifest not found", file=Path(cfg.data.manifest).resolve())
-    # The clinical table's columns, outcome and horizon are checked now, so a typo is reported
-    # in seconds, not after the images are measured.
-    assemble(clinical, None, cfg, clinical_source=cfg.data.clinical)
-    exp_id = tracking.setup(uri, cfg.mlflow.experiment)
+    store = tracking.store_folder(uri)
+    inputs = prepare_inputs(
+        cfg,
+        store=store,
+        progress=progress,
+        pseudonymiser=pseudonymiser,
+        exclude_invalid=exclude_invalid,
+        pictures=report,
+    )
+    try:
+        exp_id = tracking.setup(uri, cfg.mlflow.experiment)
+    except BaseException:
+        inputs.discard()
+        raise
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     run_name, tags = f"train {stamp}", tracking.process_tags()
 
@@ -216,150 +188,211 @@ def train(
         mlflow.start_run(run_name=run_name, experiment_id=exp_id, tags=tags) as parent,
     ):
         tracking.close_orphaned_runs(exp_id, client)
-        parent_id = parent.info.run_id
-        run_dir = tracking.store_folder(uri) / "refracture-runs" / parent_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        mlflow.log_params(
-            log.run_params(cfg) | {"privacy.pseudonymised": str(pseudonymise).lower()}
-        )
+        try:
+            return _train_in_run(
+                cfg, inputs, parent.info.run_id, exp_id, uri, config_path, progress,
+                report=report, register=register, pseudonymised=pseudonymise, client=client,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            # Ctrl-C: the run was stopped on purpose, not failed (the terminal says how to
+            # start again; the feature cache keeps the measured patients).
+            mlflow.end_run(status="KILLED")
+            raise
 
-        features, extraction_errors, extraction = None, None, None
-        manifest = None
-        if cfg.has_imaging:
-            features, extraction_errors, extraction = _extract(
-                cfg, run_dir, progress, pseudonymiser
-            )
-            manifest = _manifest(cfg, pseudonymiser)
-        dataset = assemble(
-            clinical,
-            features,
-            cfg,
-            clinical_source=cfg.data.clinical,
-            features_source=cfg.data.manifest,
-            manifest=manifest,
-        )
-        flow = cohort_flow(clinical, dataset, extraction_errors, cfg)
 
-        candidates = [
-            validate_candidate(name, fs, dataset, cfg, progress)
-            for fs in cfg.feature_sets
-            for name in cfg.models
-        ]
-        for cand in candidates:
-            if cand.feature_set == "clinical+imaging" and dataset.harmonisation is not None:
-                try:
-                    cand.per_site_harmonisation = per_site_harmonisation(
-                        cand.model, dataset, cfg, progress
-                    )
-                except (InputError, ModelError) as err:  # a side table: note it, go on
-                    cand.result.notes.append(
-                        "leave-one-site-out with and without harmonisation not computed: "
-                        + err.one_line()
-                    )
-        by_key = {(c.model, c.feature_set): c for c in candidates}
-        for name in cfg.models:
-            clin, img = by_key.get((name, "clinical")), by_key.get((name, "clinical+imaging"))
-            if clin and img:
-                img.added = added_value(
-                    clin.result,
-                    img.result,
-                    bootstrap=cfg.validation.bootstrap,
-                    seed=cfg.validation.seed,
-                    reasons=img.reasons,
-                )
-        selected = select(candidates, cfg)
-        sample_size = attach_statistics(candidates, dataset, cfg)  # Riley, site meta-analysis
+def _train_in_run(
+    cfg: RunConfig,
+    inputs: StudyInputs,
+    parent_id: str,
+    exp_id: str,
+    uri: str,
+    config_path: str | Path | None,
+    progress: Progress | None,
+    *,
+    report: bool,
+    register: bool,
+    pseudonymised: bool,
+    client: Any = None,
+) -> TrainResult:
+    import mlflow
 
-        stage = "logging to MLflow"
+    from refracture import tracking
+    from refracture.study import logging as log
+    from refracture.study.inputs import runs_folder
+
+    run_dir = runs_folder(tracking.store_folder(uri)) / parent_id
+    inputs.move_to(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.log_params(log.run_params(cfg) | {"privacy.pseudonymised": str(pseudonymised).lower()})
+    dataset, clinical, features = inputs.dataset, inputs.clinical, inputs.features
+    flow = cohort_flow(clinical, dataset, inputs.extraction_errors, cfg)
+    library: list[str] = []
+    with caught_warnings(library):
+        candidates = _validate_all(cfg, dataset, progress)
+    selected = select(candidates, cfg)
+    sample_size = attach_statistics(candidates, dataset, cfg)  # Riley, site meta-analysis
+
+    stage = "logging to MLflow"
+    if progress:
+        progress(stage, 0, len(candidates) + 1)
+    digest = log.log_parent(cfg, clinical, features, dataset, flow, run_dir, config_path)
+    base_tags = tracking.run_tags(digest) | tracking.process_tags()
+    mlflow.set_tags(
+        {
+            **base_tags,
+            "refracture.estimand": dataset.estimand,
+            "refracture.competing_risk": selected.result.competing_risk_note,
+        }
+    )
+    for i, cand in enumerate(candidates, 1):
+        log.log_candidate(cand, cfg, dataset, run_dir, base_tags, parent_id, digest)
         if progress:
-            progress(stage, 0, len(candidates) + 1)
-        digest = log.log_parent(cfg, clinical, features, dataset, flow, run_dir, config_path)
-        base_tags = tracking.run_tags(digest) | tracking.process_tags()
-        mlflow.set_tags(
-            {
-                **base_tags,
-                "refracture.estimand": dataset.estimand,
-                "refracture.competing_risk": selected.result.competing_risk_note,
-            }
-        )
-        for i, cand in enumerate(candidates, 1):
-            log.log_candidate(cand, cfg, dataset, run_dir, base_tags, parent_id, digest)
-            if progress:
-                progress(stage, i, len(candidates) + 1)
-
-        model_info = log.log_selected_model(
-            selected,
-            cfg,
-            dataset,
-            digest,
-            site_units=extraction.site_units if extraction is not None else None,
-        )
-        metric = cfg.selection_metric
-        value = float(selected.result.metrics[metric])
-        decision = registry.register(
-            model_info.model_uri,
-            name=cfg.mlflow.registered_model,
-            alias=cfg.mlflow.alias,
-            metric=metric,
-            value=value,
-            score=selection_score(metric, value, cfg.outcome.horizon_days),
-            description=version_description(selected, cfg),
-            tags={
-                "refracture.model": selected.model,
-                "refracture.feature_set": selected.feature_set,
-                "refracture.parent_run_id": parent_id,
-                "refracture.dataset_digest": digest,
-            },
-            design=registry.Design.from_config(cfg, estimand=dataset.estimand),
-            uncertainty=registry.Uncertainty.from_metrics(selected.result.metrics, metric),
-            margin=cfg.mlflow.promote_margin,
-            client=client,
-        )
-        mlflow.set_tags(
-            {
-                "refracture.selected": selected.label,
-                "refracture.registered_version": decision.version,
-                "refracture.alias_decision": decision.reason,
-            }
-        )
-        result = TrainResult(
-            parent_run_id=parent_id,
-            experiment_id=exp_id,
-            tracking_uri=uri,
-            run_dir=run_dir,
-            candidates=candidates,
-            selected=selected,
-            selection_metric=metric,
-            decision=decision,
-            model_uri=f"models:/{cfg.mlflow.registered_model}/{decision.version}",
-            dataset=dataset,
-            flow=flow,
-            sample_size=sample_size,
-        )
-        write_table(run_dir / "summary.csv", summary_table(result))
-        mlflow.log_artifact(str(run_dir / "summary.csv"))
-        from refracture.report import (
-            report_files,
-            run_warnings,
-            write_per_site,
-            write_report,
-        )
-
-        result.warnings = run_warnings(result)
-        per_site = write_per_site(
-            result, bootstrap=cfg.validation.bootstrap, seed=cfg.validation.seed
-        )
-        mlflow.log_artifact(str(per_site))
-        if report:
-            if extraction is not None and cfg.analysis.tscore is not None:
-                result.biomarkers = _biomarkers(clinical, extraction, cfg, run_dir, result)
-            if progress:
-                progress("writing the study report", 0, 1)
-            result.report = write_report(result, cfg, extraction=extraction)
-            for page in report_files(result):
-                mlflow.log_artifact(str(page))
-            if progress:
-                progress("writing the study report", 1, 1)
-        if progress:
-            progress(stage, len(candidates) + 1, len(candidates) + 1)
+            progress(stage, i, len(candidates) + 1)
+    extraction = inputs.extraction
+    model_info = log.log_selected_model(
+        selected, cfg, dataset, digest,
+        site_units=extraction.site_units if extraction is not None else None,
+    )  # fmt: skip
+    decision = _register(
+        cfg, selected, dataset, model_info.model_uri, parent_id, digest, register, client
+    )
+    mlflow.set_tags(
+        {
+            "refracture.selected": selected.label,
+            "refracture.registered_version": decision.version,
+            "refracture.alias_decision": decision.reason,
+        }
+    )
+    result = TrainResult(
+        parent_run_id=parent_id,
+        experiment_id=exp_id,
+        tracking_uri=uri,
+        run_dir=run_dir,
+        candidates=candidates,
+        selected=selected,
+        selection_metric=cfg.selection_metric,
+        decision=decision,
+        model_uri=(
+            f"models:/{cfg.mlflow.registered_model}/{decision.version}"
+            if register
+            else model_info.model_uri
+        ),
+        dataset=dataset,
+        flow=flow,
+        sample_size=sample_size,
+    )
+    _finish(result, cfg, clinical, extraction, report, progress, [*inputs.notes, *library])
+    if progress:
+        progress(stage, len(candidates) + 1, len(candidates) + 1)
     return result
+
+
+def _validate_all(cfg: RunConfig, dataset: Dataset, progress: Progress | None) -> list[Candidate]:
+    """Every model on every feature set, validated; the added value of imaging."""
+    candidates = [
+        validate_candidate(name, fs, dataset, cfg, progress)
+        for fs in cfg.feature_sets
+        for name in cfg.models
+    ]
+    for cand in candidates:
+        if cand.feature_set == "clinical+imaging" and dataset.harmonisation is not None:
+            try:
+                cand.per_site_harmonisation = per_site_harmonisation(
+                    cand.model, dataset, cfg, progress
+                )
+            except (InputError, ModelError) as err:  # a side table: note it, go on
+                cand.result.notes.append(
+                    "leave-one-site-out with and without harmonisation not computed: "
+                    + err.one_line()
+                )
+    by_key = {(c.model, c.feature_set): c for c in candidates}
+    for name in cfg.models:
+        clin, img = by_key.get((name, "clinical")), by_key.get((name, "clinical+imaging"))
+        if clin and img:
+            img.added = added_value(
+                clin.result,
+                img.result,
+                bootstrap=cfg.validation.bootstrap,
+                seed=cfg.validation.seed,
+                reasons=img.reasons,
+            )
+    return candidates
+
+
+def _register(
+    cfg: RunConfig,
+    selected: Candidate,
+    dataset: Dataset,
+    model_uri: str,
+    parent_id: str,
+    digest: str,
+    register: bool,
+    client: Any = None,
+) -> Any:
+    """Register the selected model and move the alias if it is better; with ``register``
+    False, a decision saying the model stays in its run."""
+    from refracture import registry
+
+    metric = cfg.selection_metric
+    value = float(selected.result.metrics[metric])
+    if not register:
+        return registry.AliasDecision(
+            model_name=cfg.mlflow.registered_model, version="", alias=cfg.mlflow.alias,
+            promoted=False, previous_version=None, previous_value=None, value=value,
+            metric=metric,
+            reason=f"not registered (train --no-register); the model is logged in its run as "
+            f"{model_uri}",
+        )  # fmt: skip
+    return registry.register(
+        model_uri,
+        name=cfg.mlflow.registered_model,
+        alias=cfg.mlflow.alias,
+        metric=metric,
+        value=value,
+        score=selection_score(metric, value, cfg.outcome.horizon_days),
+        description=version_description(selected, cfg),
+        tags={
+            "refracture.model": selected.model,
+            "refracture.feature_set": selected.feature_set,
+            "refracture.parent_run_id": parent_id,
+            "refracture.dataset_digest": digest,
+        },
+        design=registry.Design.from_config(cfg, estimand=dataset.estimand),
+        uncertainty=registry.Uncertainty.from_metrics(selected.result.metrics, metric),
+        margin=cfg.mlflow.promote_margin,
+        client=client,
+    )
+
+
+def _finish(
+    result: TrainResult,
+    cfg: RunConfig,
+    clinical: pd.DataFrame,
+    extraction: Any,
+    report: bool,
+    progress: Progress | None,
+    said: list[str],
+) -> None:
+    """summary.csv, per-site table, biomarker analysis and the study report, logged; ``said``:
+    what the input check and the fitting libraries had to say, added to the run's warnings."""
+    import mlflow
+
+    from refracture.report import report_files, run_warnings, write_per_site, write_report
+
+    run_dir = result.run_dir
+    write_table(run_dir / "summary.csv", summary_table(result))
+    mlflow.log_artifact(str(run_dir / "summary.csv"))
+    result.warnings = run_warnings(result) + said
+    per_site = write_per_site(result, bootstrap=cfg.validation.bootstrap, seed=cfg.validation.seed)
+    mlflow.log_artifact(str(per_site))
+    if not report:
+        return
+    if extraction is not None and cfg.role_columns().get("tscore") is not None:
+        result.biomarkers = _biomarkers(clinical, extraction, cfg, run_dir, result)
+    if progress:
+        progress("writing the study report", 0, 1)
+    result.report = write_report(result, cfg, extraction=extraction)
+    for page in report_files(result):
+        mlflow.log_artifact(str(page))
+    if progress:
+        progress("writing the study report", 1, 1)

@@ -238,7 +238,8 @@ def validate(
     except ValueError as err:
         raise ConfigError(" ".join(str(err).split())) from None
     horizon = float(estimator.horizon)
-    template = fix_categories(clone(estimator), X)
+    # an 'auto' estimand is decided once, from every patient, so all refits share it
+    template = fix_categories(clone(estimator).resolve_estimand(y), X)
     model_name = template.model_name
     cols = list(X.columns)
     site_arr = np.full(len(y), "all", dtype=object) if site is None else np.asarray(site)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 from refracture.cli.app import (
     ENGINE,
     PSEUDONYMISE,
+    RESUME_HINTS,
     SPARK_MASTER,
     app,
     console,
@@ -66,6 +68,12 @@ def score(
         help="Rows per chunk, the unit of checkpointing and resuming (default 16 patients from "
         "images, 2048 rows otherwise).",
     ),
+    id_column: str | None = typer.Option(
+        None,
+        "--id-column",
+        help="Patient ID column of --clinical and --features (default: the one the model was "
+        "trained with, data.id_column); the output calls it patient_id.",
+    ),
     pseudonymise: bool = PSEUDONYMISE,
     engine: str = ENGINE,
     spark_master: str = SPARK_MASTER,
@@ -106,6 +114,7 @@ def score(
         "cache_dir": None if no_cache else cache_dir,
         "tracking_uri": tracking_uri,
         "pseudonymise": pseudonymise,
+        "id_column": id_column,
     }
     with StageProgress(console) as progress:
         if spark:
@@ -148,3 +157,10 @@ def score(
                 highlight=False,
             )
         raise typer.Exit(result.exit_code)
+
+
+def _score_resume(command: Callable[..., str]) -> str:
+    return f"the finished chunks are kept; resume with `{command('--resume')}`"
+
+
+RESUME_HINTS["score"] = _score_resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -9,6 +10,7 @@ from rich.markup import escape
 
 from refracture.cli.app import (
     PSEUDONYMISE,
+    RESUME_HINTS,
     app,
     console,
     handle_errors,
@@ -35,26 +37,41 @@ def init(
         None, "--time", help="The follow-up time column (default: detected from the names)."
     ),
     event: str | None = typer.Option(
-        None, "--event", help="The event column, 0/1(/2) (default: detected from the names)."
+        None,
+        "--event",
+        help="The re-fracture event column, 0/1 or 0/1/2 with 2 death (default: chosen by the "
+        "names: re-fracture is the event, death competes).",
+    ),
+    death: str | None = typer.Option(
+        None,
+        "--death",
+        help="A 0/1 death column to combine with a 0/1 event column into 0/1/2 (default: "
+        "detected from the names).",
     ),
 ) -> None:
     """Draft a commented run config from the study's own clinical table.
 
-    Detects the ID and outcome columns, guesses each other column's kind (numeric, binary,
-    categorical with its most frequent level as reference) from its values, and chooses a
-    horizon the follow-up reaches. Each guess is a commented line of the config: check them,
-    then run `refracture train --config study.yaml`. See docs/training.md.
+    Detects the ID and outcome columns (the event by meaning: re-fracture is the event, death
+    competes; every candidate is explained), guesses each other column's kind, meaning and
+    plausible range from its name and values, lists every cell that is not a plain number,
+    and chooses a horizon the follow-up reaches. Each guess is a commented line of the config;
+    what it cannot tell is a required edit. Check them, then run `refracture check --config
+    study.yaml` and `refracture train --config study.yaml`. See docs/training.md.
     """
     from refracture.study.drafting import draft_config, write_draft
 
-    draft = draft_config(clinical, manifest, id_column=id_column, time=time, event=event)
+    draft = draft_config(
+        clinical, manifest, id_column=id_column, time=time, event=event, death=death
+    )
     path = write_draft(draft, out_file)
     show = [
         ("patient ID", draft.id_column),
         ("time", draft.time),
         ("event", draft.event),
+        *([("death", f"{draft.choice.death} (combined with the event into 0/1/2)")]
+          if draft.choice.death else []),
         ("horizon", f"{draft.horizon:g} ({draft.horizon_why})"),
-    ]
+    ]  # fmt: skip
     for kind in ("numeric", "binary", "categorical", "site", "left_out"):
         names = [
             c.name + (f" (reference {c.reference})" if c.reference is not None else "")
@@ -67,7 +84,8 @@ def init(
         f"{draft.n_events_by_horizon} events by the horizon, {draft.n_parameters} model "
         "parameters)\n"
         + "\n".join(f"  {k + ':':<12} {v}" for k, v in show)
-        + f"\ncheck every guessed line of {path}, then: refracture train --config {path}",
+        + f"\ncheck every guessed line of {path}, then: refracture check --config {path}"
+        + f" and refracture train --config {path}",
         markup=False,
         highlight=False,
         soft_wrap=True,
@@ -83,13 +101,26 @@ def train(
         ..., "--config", help="Run config (YAML); start from configs/template.yaml."
     ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the study report."),
+    register: bool = typer.Option(
+        True,
+        "--register/--no-register",
+        help="Register the selected model (--no-register: log it in its run only, for "
+        "exploratory runs).",
+    ),
+    exclude_invalid: bool = typer.Option(
+        False,
+        "--exclude-invalid",
+        help="Leave out every patient with an input problem (each listed with the reason in "
+        "the cohort flow) instead of refusing the run.",
+    ),
     pseudonymise: bool = PSEUDONYMISE,
 ) -> None:
     """Train, validate, log to MLflow and register the best model of a study.
 
-    Extracts features (or reuses the cache), trains and validates every configured model on
-    every feature set, logs all to MLflow, registers the best and moves the alias if it is
-    better.
+    Checks every input first (as refracture check does) and refuses with the whole list of
+    problems: nothing is measured, logged or registered for a refused run. Then extracts
+    features (or reuses the cache), trains and validates every configured model on every
+    feature set, logs all to MLflow, registers the best and moves the alias if it is better.
 
     Prints the validation table, the added value of imaging, the registry decision and the
     parent run ID. Default MLflow store: sqlite:///mlflow.db with artifacts in ./mlruns.
@@ -103,10 +134,16 @@ def train(
     quiet_mlflow()
     with StageProgress(console) as progress:
         result = run_training(
-            cfg, config_path=config, progress=progress, report=report, pseudonymise=pseudonymise
+            cfg,
+            config_path=config,
+            progress=progress,
+            report=report,
+            pseudonymise=pseudonymise,
+            register=register,
+            exclude_invalid=exclude_invalid,
         )
     print_train_summary(out, result, cfg.outcome.horizon_days)
-    if result.tracking_uri.startswith("sqlite:"):
+    if result.tracking_uri.startswith("sqlite:") and register:
         serve = (
             f"MLFLOW_TRACKING_URI={result.tracking_uri} mlflow models serve "
             f'-m "models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}" --env-manager local '
@@ -119,6 +156,17 @@ def train(
             out.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
+def _train_resume(command: Callable[..., str]) -> str:
+    return (
+        "the MLflow run is marked KILLED; start again with "
+        f"`{command()}`: it reuses the feature cache (data.cache_dir), so the "
+        "patients already measured are not measured again"
+    )
+
+
+RESUME_HINTS["train"] = _train_resume
+
+
 @app.command()
 @handle_errors
 def analyse(
@@ -127,16 +175,18 @@ def analyse(
         Path("refracture-analysis"), "--out", help="Folder for the tables, plots and page."
     ),
     tscore: str | None = typer.Option(
-        None, "--tscore", help="Clinical column with the BMD T-score (default: analysis.tscore)."
+        None,
+        "--tscore",
+        help="Clinical column with the BMD T-score (default: covariates.roles.tscore).",
     ),
     age: str | None = typer.Option(
-        None, "--age", help="Clinical column with age in years (default: analysis.age)."
+        None, "--age", help="Clinical column with age in years (default: covariates.roles.age)."
     ),
     sex: str | None = typer.Option(
-        None, "--sex", help="Clinical column with sex (default: analysis.sex)."
+        None, "--sex", help="Clinical column with sex (default: covariates.roles.sex)."
     ),
     bmi: str | None = typer.Option(
-        None, "--bmi", help="Clinical column with BMI in kg/m2 (default: analysis.bmi)."
+        None, "--bmi", help="Clinical column with BMI in kg/m2 (default: covariates.roles.bmi)."
     ),
     site: str | None = typer.Option(
         None, "--site", help="Column naming the site (default: analysis.site, else 'site')."
