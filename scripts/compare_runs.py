@@ -1,11 +1,13 @@
-"""Compare two `refracture demo` (or `train`) folders: are the outputs the same?
+"""Compare two `refracture demo` (or `train`) folders, or two `refracture extract` output
+folders: are the outputs the same?
 
     python scripts/compare_runs.py BEFORE_DIR AFTER_DIR
 
-Checks that the extraction's features.parquet and vertebrae.parquet are byte-identical and that
-every metric logged to MLflow by every model run is identical (same names, same values; NaN
-equals NaN), and compares the summary tables. Prints JSON; exit code 1 when anything differs.
-Used to prove that a refactoring changed no result.
+For two extraction folders (holding features.parquet): features.parquet, vertebrae.parquet and
+qc.csv must be byte-identical. For two demo or train folders: the same three files of the
+latest run's extraction, every metric logged to MLflow by every model run (same names, same
+values; NaN equals NaN), and the summary tables. Prints JSON; exit code 1 when anything
+differs. Used to prove that a refactoring changed no result.
 """
 
 from __future__ import annotations
@@ -55,12 +57,32 @@ def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
 
+#: The extraction's outputs that must not change by a byte.
+EXTRACTION_FILES = ("features.parquet", "vertebrae.parquet", "qc.csv")
+
+
+def _same_files(a: Path, b: Path, names: tuple[str, ...], prefix: str = "") -> dict:
+    out = {}
+    for name in names:
+        ha, hb = _sha(a / name), _sha(b / name)
+        out[prefix + name] = {"identical": ha is not None and ha == hb, "before": ha, "after": hb}
+    return out
+
+
+def compare_extractions(before: Path, after: Path) -> dict:
+    """Two ``refracture extract`` output folders: the three tables byte for byte."""
+    files = _same_files(before, after, EXTRACTION_FILES)
+    return {"files": files, "identical": all(f["identical"] for f in files.values())}
+
+
 def compare(before: Path, after: Path) -> dict:
+    if (before / "features.parquet").is_file():
+        return compare_extractions(before, after)
     run_a, run_b = _latest_run_dir(before), _latest_run_dir(after)
     report: dict = {"before_run": run_a.name, "after_run": run_b.name, "files": {}}
-    for rel in ("extraction/features.parquet", "extraction/vertebrae.parquet"):
-        ha, hb = _sha(run_a / rel), _sha(run_b / rel)
-        report["files"][rel] = {"identical": ha is not None and ha == hb, "before": ha, "after": hb}
+    report["files"].update(
+        _same_files(run_a / "extraction", run_b / "extraction", EXTRACTION_FILES, "extraction/")
+    )
     # the summary table holds each run's own MLflow run IDs: compare everything else
     import pandas as pd
 
@@ -79,7 +101,7 @@ def compare(before: Path, after: Path) -> dict:
                 diffs.append({"run": run, "metric": key, "before": a.get(key), "after": b.get(key)})
     report["metrics_compared"] = n
     report["metric_differences"] = diffs
-    report["identical"] = not diffs and report["files"]["extraction/features.parquet"]["identical"]
+    report["identical"] = not diffs and all(f["identical"] for f in report["files"].values())
     return report
 
 

@@ -93,3 +93,21 @@ def test_the_analysis_adjusts_by_roles_and_says_what_it_cannot(study) -> None:
     )  # fmt: skip
     assert any(n.startswith("no clinical column has the role sex") and "not adjusted for sex" in n
                for n in without_sex.notes)  # fmt: skip
+
+
+def test_library_conventions_config_errors_are_value_errors_and_seeds_default_to_zero(
+    study,
+) -> None:
+    from refracture.errors import ConfigError
+    from refracture.models import MODELS
+
+    with pytest.raises(ValueError, match="models"):
+        parse_config({"models": ["no-such-model"]})
+    assert issubclass(ConfigError, ValueError)
+    for name, cls in MODELS.items():  # every stochastic model is seeded unless told not to
+        assert cls().get_params()["random_state"] in (0, None), name
+    _, X, y = study
+    kw = {"numeric": ["age", "bmd_tscore"], "categorical": {"sex": "F"}, "estimand": "net"}
+    fits = [MODELS["coxnet"]().set_params(cv_folds=3) for _ in range(2)]
+    risks = [make_pipeline("cox", **kw).set_params(model=m).fit(X, y).predict_risk(X) for m in fits]
+    np.testing.assert_array_equal(risks[0], risks[1])  # the inner CV split is seeded

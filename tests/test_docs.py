@@ -66,6 +66,12 @@ REWRITES: list[tuple[str, str, str, str]] = [
         "refracture synth --out cohort --n 80 ",
         "as above; 80 patients still have enough re-fractures for the config's covariates",
     ),
+    (
+        "training.md",
+        "bootstrap: 20/' study.yaml",
+        "bootstrap: 4/' study.yaml",
+        "the same code with fewer replicates: the page shows the command, not the estimates",
+    ),
     ("api.md", "n=80, n_sites=2", "n=40, n_sites=2", "half the images to write and measure"),
 ]
 

@@ -26,7 +26,7 @@ from refracture.features import (
 )
 from refracture.features.manifest import read_manifest
 from refracture.imaging import align_to, label_fit, load_volume
-from refracture.imaging.label_fit import MIN_GAIN, _ranks, _sorted_quantiles
+from refracture.imaging.label_fit import MIN_GAIN, _counted_quantiles, _ranks
 from refracture.imaging.morphometry import AGGREGATES, MEASURES
 from refracture.levels import TL_LEVELS, convention
 from refracture.ranges import plausible_range
@@ -285,21 +285,27 @@ def test_scoring_extraction_takes_a_known_sites_units_and_refuses_an_unknown_amb
 @settings(max_examples=200, deadline=None)
 @given(
     values=st.lists(
-        st.one_of(st.floats(-1e6, 1e6, allow_nan=False, width=32), st.integers(-5, 5).map(float)),
+        st.one_of(
+            st.floats(-1e6, 1e6, allow_nan=False, width=32),
+            st.integers(-5, 5).map(float),
+            st.sampled_from([np.inf, -np.inf, -0.0]),
+        ),
         min_size=1,
         max_size=400,
     ),
     nan_share=st.floats(0, 0.5),
 )
 def test_label_fit_ranks_equal_numpys_quantiles(values, nan_share) -> None:
-    """The registration check's ranks (one sort, NumPy's interpolation written out) equal the
-    plain NumPy formulation bit for bit, ties and missing values included."""
+    """The registration check's ranks (distinct values and their counts, NumPy's interpolation
+    written out) equal the plain NumPy formulation bit for bit, ties, infinite and missing
+    values included."""
     data = np.array(values, dtype=np.float64)
     data[: int(nan_share * len(data))] = np.nan
     qs = np.linspace(0.0, 1.0, 257)[1:-1]
     finite = np.isfinite(data)
     if finite.any():
-        assert np.array_equal(_sorted_quantiles(np.sort(data[finite]), qs),
+        distinct, counts = np.unique(data[finite], return_counts=True)
+        assert np.array_equal(_counted_quantiles(distinct, np.cumsum(counts), qs),
                               np.quantile(data[finite], qs))  # fmt: skip
         cuts = np.quantile(data[finite], qs)
         filled = np.where(finite, data, np.median(data[finite]))
@@ -307,3 +313,7 @@ def test_label_fit_ranks_equal_numpys_quantiles(values, nan_share) -> None:
     else:
         expected = np.zeros(data.shape, dtype=np.float32)
     assert np.array_equal(_ranks(data.reshape(1, 1, -1)), expected.reshape(1, 1, -1))
+    as_stored = data.astype(np.float32)  # maps arrive as float32, in Fortran order
+    if np.array_equal(as_stored, data, equal_nan=True) and data.size % 2 == 0:
+        cube = np.asfortranarray(as_stored.reshape(2, 1, -1))
+        assert np.array_equal(_ranks(cube), expected.reshape(2, 1, -1))

@@ -6,20 +6,14 @@ ROI features (:mod:`refracture.features`) -> data set (:mod:`refracture.dataset`
 (:mod:`refracture.study`) -> scoring (:mod:`refracture.scoring`). The command line
 (:mod:`refracture.cli`) only parses arguments and calls these.
 
-The names below are the Python API (docs/api.md); they are imported on first use, so
-``import refracture`` stays fast.
+The names below are the Python API (docs/api.md); they (and ``__version__``) are imported on
+first use, so ``import refracture`` stays fast.
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("refracture")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
 
 _API = {
     "Volume": "refracture.imaging.volume",
@@ -50,7 +44,21 @@ _API = {
 __all__ = ["__version__", *sorted(_API)]
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata is read only when asked: it
+    costs a command's start-up a tenth of a second)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("refracture")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
     if name in _API:
         value = getattr(import_module(_API[name]), name)
         globals()[name] = value

@@ -48,8 +48,9 @@ class InputError(RefractureError):
     exit_code = 2
 
 
-class ConfigError(InputError):
-    """The run configuration is invalid."""
+class ConfigError(InputError, ValueError):
+    """The run configuration is invalid (a ``ValueError`` too, as scikit-learn raises for bad
+    parameters, so ``except ValueError`` in a caller's code catches it)."""
 
 
 class ImageError(InputError):

@@ -18,8 +18,6 @@ from refracture.config import CovariatesConfig, HarmonisationConfig, RunConfig
 from refracture.covariates import columns_hint
 from refracture.errors import ConfigError, InputError
 from refracture.ids import PATIENT_ID
-from refracture.imaging.metadata import SCANNER_COLUMNS, scanner_metadata
-from refracture.models.harmonise import BATCH_SOURCES, batch_labels
 from refracture.text import name_list
 
 __all__ = [
@@ -61,6 +59,8 @@ def scanner_columns(table: pd.DataFrame, manifest: pd.DataFrame | None = None) -
         the PDFF map's header said (``qc_field_strength_t``, ``qc_vendor``) fill it, by
         extraction's own rule (:func:`refracture.imaging.metadata.scanner_metadata`).
     """
+    from refracture.imaging.metadata import SCANNER_COLUMNS, scanner_metadata
+
     n = len(table)
     ids = table[PATIENT_ID] if PATIENT_ID in table.columns else table.index.to_series()
     ids = _text(pd.Series(ids.to_numpy(), dtype=object)).to_numpy()
@@ -104,6 +104,8 @@ def harmonisation_columns(
     """(batch columns, preserved covariates that are not model covariates): what the
     harmonisation step reads besides the model's own inputs, e.g. (['site', 'scanner_id'],
     [])."""
+    from refracture.models.harmonise import BATCH_SOURCES  # scikit-learn: only when used
+
     batch = list(BATCH_SOURCES[harmonisation.batch])
     preserved = [c for c in harmonisation.preserve if c not in covariates.names]
     return batch, preserved
@@ -155,6 +157,8 @@ def harmonisation_inputs(
         inputs = inputs.join(raw)
     batch = cfg.harmonisation.batch
     probe = inputs.join(X[[c for c in X.columns if c not in inputs.columns]])
+    from refracture.models.harmonise import batch_labels
+
     labels = batch_labels(probe, batch)
     unknown = labels.isna().to_numpy()
     if unknown.any():

@@ -10,20 +10,41 @@ the voxels (values, units, vertebrae) stay with extraction.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from refracture.config import ExtractionConfig
 from refracture.errors import ImageError
-from refracture.imaging.readers import ImageHeader, image_exists
-from refracture.imaging.readers import read_header as registry_header
+
+if TYPE_CHECKING:  # the readers import nibabel and pydicom: only when an image is read
+    from refracture.imaging.readers import ImageHeader
 
 __all__ = ["ImageHeader", "grid_findings", "header_findings", "image_exists", "read_header"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ImageHeader":
+        from refracture.imaging.readers import ImageHeader
+
+        return ImageHeader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def image_exists(location: str | Path) -> bool:
+    """Does the file or folder an image location names exist (selector ignored)?"""
+    from refracture.imaging.readers import image_exists as registry_exists
+
+    return registry_exists(location)
 
 
 def read_header(location: str) -> ImageHeader:
     """The header of an image location (a file, or a DICOM folder with its selector).
 
     Raises :class:`~refracture.errors.ImageError` with the reader's reason."""
+    from refracture.imaging.readers import read_header as registry_header
+
     return registry_header(location)
 
 

@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from refracture import __version__
 from refracture.errors import CheckError, RefractureError
 
 app = typer.Typer(
@@ -76,6 +75,8 @@ def spark_engine(engine: str) -> bool:
 
 def _version(value: bool) -> None:
     if value:
+        from refracture import __version__
+
         out.print(f"refracture {__version__}")
         raise typer.Exit()
 

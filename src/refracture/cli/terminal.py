@@ -1,4 +1,8 @@
-"""What the commands show on the terminal: progress bars per stage and summary tables."""
+"""What the commands show on the terminal: progress bars per stage and summary tables.
+
+The progress bars need rich alone: the summaries' modules (results, validation) are imported by
+the functions that print them, so a command that only shows progress starts fast.
+"""
 
 from __future__ import annotations
 
@@ -270,7 +274,7 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
     _print_metrics(console, result, "Validation at the horizon (95% CI)")
     for table in added_value_tables(result.candidates, horizon, console.width):
         console.print(table)
-    from refracture.report.summary_lines import selected_lines
+    from refracture.report.summary_lines import selected_lines  # imports the report package
 
     for line in selected_lines(result, horizon):  # death O/E, sites' meta-analysis
         console.print(line, soft_wrap=True, highlight=False, markup=False)

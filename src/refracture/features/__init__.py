@@ -5,38 +5,42 @@ Modules, in the order data flows: :mod:`~refracture.features.manifest` (the imag
 per-patient cache), :mod:`~refracture.features.cohort` (a batch, in parallel when asked, units
 decided per site), :mod:`~refracture.features.schema` (column names and output tables) and
 :mod:`~refracture.features.findings` (the QC findings a score row carries).
+
+The names below are imported on first use, so reading a manifest does not import the image
+readers.
 """
 
-from refracture.features.cohort import extract_cohort, iter_extract
-from refracture.features.findings import QCFinding, qc_findings, split_findings
-from refracture.features.manifest import read_manifest, validate_manifest
-from refracture.features.patient import extract_patient, finish_patient, prepare_patient
-from refracture.features.schema import (
-    FEATURE_VERSION,
-    GROUPS,
-    MAPS,
-    QC_COLUMNS,
-    SCANNER_COLUMNS,
-    ExtractionResult,
-    PatientResult,
-)
+from __future__ import annotations
 
-__all__ = [
-    "FEATURE_VERSION",
-    "GROUPS",
-    "MAPS",
-    "QC_COLUMNS",
-    "SCANNER_COLUMNS",
-    "ExtractionResult",
-    "PatientResult",
-    "QCFinding",
-    "extract_cohort",
-    "extract_patient",
-    "finish_patient",
-    "iter_extract",
-    "prepare_patient",
-    "qc_findings",
-    "split_findings",
-    "read_manifest",
-    "validate_manifest",
-]
+from importlib import import_module
+from typing import Any
+
+_API = {
+    "extract_cohort": "refracture.features.cohort",
+    "iter_extract": "refracture.features.cohort",
+    "QCFinding": "refracture.features.findings",
+    "qc_findings": "refracture.features.findings",
+    "split_findings": "refracture.features.findings",
+    "read_manifest": "refracture.features.manifest",
+    "validate_manifest": "refracture.features.manifest",
+    "extract_patient": "refracture.features.patient",
+    "finish_patient": "refracture.features.patient",
+    "prepare_patient": "refracture.features.patient",
+    "FEATURE_VERSION": "refracture.features.schema",
+    "GROUPS": "refracture.features.schema",
+    "MAPS": "refracture.features.schema",
+    "QC_COLUMNS": "refracture.features.schema",
+    "SCANNER_COLUMNS": "refracture.features.schema",
+    "ExtractionResult": "refracture.features.schema",
+    "PatientResult": "refracture.features.schema",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'refracture.features' has no attribute {name!r}")

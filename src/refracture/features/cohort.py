@@ -1,10 +1,9 @@
 """Features for a cohort: ``refracture extract``.
 
-Patients run one at a time or, when asked for (``jobs > 1``), in a reusable pool of worker
-processes (loky, as joblib uses): the pool starts once per process and is reused by later
-calls, and it does not re-run the caller's script, so the functions work from a plain script,
-a notebook or stdin without an ``if __name__ == "__main__"`` guard. One failing patient
-becomes a row of ``errors`` and never stops the batch.
+Patients run one at a time or, when asked for (``jobs > 1``), in a reusable pool of warm
+worker processes (:mod:`refracture.features.pool`) that does not re-run the caller's script, so
+a plain script, a notebook or stdin need no ``if __name__ == "__main__"`` guard. One failing
+patient becomes a row of ``errors`` and never stops the batch.
 
 Units are decided once per site (:mod:`refracture.imaging.site_units`), in two passes that do
 not measure a patient twice when it can be helped:
@@ -19,8 +18,7 @@ not measure a patient twice when it can be helped:
    are measured now. The patients of a site whose units cannot be decided become ``errors``
    rows (stage ``units``) naming the site; other sites go on.
 
-The cache keeps both the evidence and the features (keyed by the units), so a second run
-measures nothing again.
+The cache keeps the evidence and the features (keyed by the units): a rerun measures nothing.
 """
 
 from __future__ import annotations
@@ -55,6 +53,7 @@ from refracture.features.patient import (
     units_error,
     units_fields,
 )
+from refracture.features.pool import map_ordered, warm
 from refracture.features.schema import (
     FEATURE_VERSION,
     QC_COLUMNS,
@@ -204,24 +203,23 @@ TaskDone = _Done
 run_task_in_worker = _run_in_worker
 
 #: Runs patient tasks and yields what each returned, in task order, reporting its own progress
-#: under the stage it is given (e.g. the Spark engine); the default runs them here or in a
-#: loky pool. :func:`extract_cohort` calls it once per pass (:data:`STAGE`, :data:`STAGE_UNITS`).
+#: under the stage it is given (e.g. the Spark engine); the default runs them here or in warm
+#: workers. :func:`extract_cohort` calls it once per pass (:data:`STAGE`, :data:`STAGE_UNITS`).
 TaskRunner = Callable[[list[PatientTask], Progress | None, str], Iterable[TaskDone]]
 
 
 def _ordered(tasks: list[_Task], jobs: int) -> Iterator[_Done]:
-    """Results in task order. With ``jobs > 1`` joblib's loky pool runs them (the pool the
-    bootstrap uses too, started once per process); at most ``4 * jobs`` patients are
-    dispatched ahead, so memory stays bounded and results come back as they finish in order."""
+    """Results in task order; with ``jobs > 1`` from warm worker processes, a few patients per
+    task and a bounded number in flight (:mod:`refracture.features.pool`)."""
     if jobs <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield _run_task(task)
         return
-    from joblib import Parallel, delayed
+    yield from map_ordered(_run_in_worker, tasks, jobs, on_lost=_lost)
 
-    workers = min(jobs, len(tasks))
-    run = Parallel(n_jobs=workers, backend="loky", return_as="generator", pre_dispatch=4 * workers)
-    yield from run(delayed(_run_in_worker)(task) for task in tasks)
+
+def _lost(task: _Task, message: str) -> _Done:  # a patient whose worker process died
+    return _Done(task.index, error=("worker", f"patient {task.row[PATIENT_ID]}: {message}"))
 
 
 def _check_jobs(jobs: int) -> None:
@@ -294,6 +292,8 @@ def extract_cohort(
     the local runs.
     """
     config = config or ExtractionConfig()
+    if jobs > 1 and runner is None:
+        warm()  # the workers' imports run while the manifest is read
     if isinstance(manifest, str | Path):
         df = read_manifest(manifest)
     else:

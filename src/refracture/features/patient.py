@@ -29,11 +29,13 @@ import pandas as pd
 from refracture.config import ExtractionConfig
 from refracture.errors import ImageError, UnitsError
 from refracture.features.schema import GROUPS, MAPS, PatientResult
+from refracture.features.voxels import group_members, map_features, one_sided, void
 from refracture.ids import PATIENT_ID
 from refracture.imaging.geometry import align_to
 from refracture.imaging.io import load_volume
 from refracture.imaging.label_fit import label_fit
 from refracture.imaging.label_qc import LabelQC, check_labels, enforce_label_policy
+from refracture.imaging.layout import LabelLayout, label_layout
 from refracture.imaging.metadata import (
     dicom_device_id,
     row_sidecars,
@@ -49,14 +51,10 @@ from refracture.imaging.site_units import (
     declared_unit,
     unit_evidence,
 )
-from refracture.imaging.stats import PRODUCT_STATS, grouped_stats
 from refracture.imaging.units import apply_units
 from refracture.imaging.volume import Volume
 from refracture.levels import (
-    L1L4,
-    LEVEL_ORDER,
     TL_LEVELS,
-    adjacent_levels,
     convention,
     level_list,
     sort_levels,
@@ -89,7 +87,8 @@ class Stage:
 @dataclass
 class Prepared:
     """A patient after step 1: volumes on the PDFF grid (maps in their stored units), ROIs,
-    the label QC and the unit evidence."""
+    the label QC, the unit evidence, and where the labels lie on the label map's own grid
+    (``layout_native``) and on the PDFF grid (``layout``)."""
 
     patient_id: str
     row: Mapping[str, Any]
@@ -107,6 +106,9 @@ class Prepared:
     sidecars: dict[str, dict | None]
     label_qc: LabelQC
     evidence: UnitEvidence
+    layout_native: LabelLayout | None = None
+    layout: LabelLayout | None = None
+    roi_values: dict[str, np.ndarray] | None = None  # each map's ROI voxels, as stored
 
 
 def prepare_patient(
@@ -150,7 +152,8 @@ def prepare_patient(
 
     # Label QC on the label map's own grid, before any measurement is keyed to a level.
     stage.name = "labels"
-    label_qc = check_labels(vols["labels"], conv, [*treated, *fractured])
+    layout_native = label_layout(vols["labels"].data)  # shared by every step below
+    label_qc = check_labels(vols["labels"], conv, [*treated, *fractured], layout=layout_native)
     enforce_label_policy(
         label_qc, config.on_label_problem, patient_id=pid, file=vols["labels"].path
     )
@@ -164,7 +167,8 @@ def prepare_patient(
     )
 
     stage.name = "roi"
-    rois = build_rois(labels.data, pdff.spacing, conv, config.erosion_mm)
+    layout = layout_native if labels is vols["labels"] else label_layout(labels.data)
+    rois = build_rois(labels.data, pdff.spacing, conv, config.erosion_mm, layout=layout)
     if not rois.levels:
         found = ", ".join(str(v) for v in rois.unknown_labels[:10]) or "none"
         raise ImageError(
@@ -185,8 +189,9 @@ def prepare_patient(
     treated_idx = np.array([rois.levels.index(lv) for lv in treated], dtype=np.int16)
     is_treated = np.isin(rois.level_of, treated_idx)
 
+    stored = {"pdff": pdff.data[rois.coords], "r2star": r2star.data[rois.coords]}  # gathered once
     for name, vol in (("pdff", pdff), ("r2star", r2star)):
-        bad = int((~np.isfinite(vol.data[rois.coords])).sum())
+        bad = int((~np.isfinite(stored[name])).sum())
         if bad > _MAX_NONFINITE_FRACTION * rois.n_voxels:
             raise ImageError(
                 f"{bad} of {rois.n_voxels} voxels of the {name} map inside the vertebrae are "
@@ -214,7 +219,7 @@ def prepare_patient(
         pid,
         _site(row),
         declared,
-        {"pdff": pdff.data[rois.coords][sample], "r2star": r2star.data[rois.coords][sample]},
+        {"pdff": stored["pdff"][sample], "r2star": stored["r2star"][sample]},
     )
     return Prepared(
         pid,
@@ -233,6 +238,9 @@ def prepare_patient(
         sidecars,
         label_qc,
         evidence,
+        layout_native,
+        layout,
+        stored,
     )
 
 
@@ -276,12 +284,16 @@ def finish_patient(
     r2star = apply_units(prep.r2star, units.r2star)
 
     stage.name = "features"
-    values = {"pdff": pdff.data[rois.coords], "r2star": r2star.data[rois.coords]}
+    cached = prep.roi_values or {}  # gathered in step 1: reused when the units changed nothing
+    values = {
+        name: cached[name] if name in cached and vol.data is raw.data else vol.data[rois.coords]
+        for name, vol, raw in (("pdff", pdff, prep.pdff), ("r2star", r2star, prep.r2star))
+    }
     cement = prep.is_treated & (
         (values["r2star"] > config.cement_r2star_per_s)
-        | (_void(values["pdff"], _VOID_PDFF) & _void(values["r2star"], _VOID_R2STAR))
+        | (void(values["pdff"], _VOID_PDFF) & void(values["r2star"], _VOID_R2STAR))
     )
-    groups = _groups(rois.levels, treated, fractured)
+    groups = group_members(rois.levels, treated, fractured)
     ranges = {"pdff": config.pdff_range, "r2star": config.r2star_range}
     n_cement = np.bincount(rois.level_of[cement], minlength=len(rois.levels))
     features: dict[str, float] = {}
@@ -289,7 +301,7 @@ def finish_patient(
     small: set[str] = set()
     dropped = {"n_nonfinite": 0, "n_out_of_range": 0}
     for name in MAPS:
-        feats, rows, small_here = _map_features(
+        feats, rows, small_here = map_features(
             name,
             values[name],
             cement,
@@ -311,11 +323,15 @@ def finish_patient(
     # Morphometry on the label map's own grid: resampling would cost the heights their
     # sub-voxel precision.
     stage.name = "morphometry"
-    morph = measure_vertebrae(prep.labels_native, prep.conv, treated, fractured)
+    morph = measure_vertebrae(
+        prep.labels_native, prep.conv, treated, fractured, layout=prep.layout_native
+    )
     features.update(morph.features)
 
     stage.name = "registration"
-    fit = label_fit(prep.labels.data, [pdff.data, r2star.data], pdff.affine, prep.conv)
+    fit = label_fit(
+        prep.labels.data, [pdff.data, r2star.data], pdff.affine, prep.conv, layout=prep.layout
+    )
 
     stage.name = "scanner"
     device_id = None
@@ -346,7 +362,7 @@ def finish_patient(
         "qc_treated_no_cement": ";".join(
             lv for lv in treated if n_cement[rois.levels.index(lv)] == 0
         ),
-        "qc_adjacent_one_sided": _one_sided(rois.levels, treated, fractured),
+        "qc_adjacent_one_sided": one_sided(rois.levels, treated, fractured),
         "qc_nonfinite_voxels": dropped["n_nonfinite"],
         "qc_out_of_range_voxels": dropped["n_out_of_range"],
         "qc_roi_voxels": rois.n_voxels,
@@ -414,110 +430,6 @@ def extract_patient(
         stage.name = "units"
         units = decide_alone(prep.evidence, config, pinned, row=row)
     return finish_patient(prep, units, config, qc_png=qc_png, stage=stage, device_key=device_key)
-
-
-def _map_features(
-    name: str,
-    v: np.ndarray,
-    cement: np.ndarray,
-    rois: Rois,
-    groups: dict[str, list[int]],
-    value_range: tuple[float, float],
-    min_voxels: int,
-    voxel_ml: float,
-) -> tuple[dict[str, float], list[dict[str, Any]], set[str]]:
-    """One map's features per level and group, its vertebra rows, and the too-small names.
-
-    Drops (and counts per level) non-finite and out-of-range voxels; cement-like voxels
-    are already marked in ``cement``.
-    """
-    n_levels = len(rois.levels)
-    finite = np.isfinite(v)
-    with np.errstate(invalid="ignore"):
-        in_range = finite & (v >= value_range[0]) & (v <= value_range[1])
-    valid = in_range & ~cement
-    stats = _level_and_group_stats(v[valid], rois.level_of[valid], n_levels, groups)
-    stats["volume_ml"] = stats["n"] * voxel_ml
-    too_small = stats["n"] < min_voxels
-
-    features: dict[str, float] = {}
-    for gi, gname in enumerate([*rois.levels, *groups]):
-        for stat in PRODUCT_STATS:
-            value = float(stats[stat][gi])
-            if too_small[gi] and stat not in ("n", "volume_ml"):
-                value = float("nan")  # reported in qc_small_roi, never a silent estimate
-            features[f"{name}_{stat}_{gname}"] = value
-
-    counts = {
-        "n_labelled": rois.n_labelled,
-        "n_roi": rois.n_eroded,
-        "n_nonfinite": np.bincount(rois.level_of[~finite & ~cement], minlength=n_levels),
-        "n_out_of_range": np.bincount(
-            rois.level_of[finite & ~in_range & ~cement], minlength=n_levels
-        ),
-    }
-    rows = []
-    for li, level in enumerate(rois.levels):
-        rec: dict[str, Any] = {"level": level, "map": name}
-        rec.update({stat: features[f"{name}_{stat}_{level}"] for stat in PRODUCT_STATS})
-        rec["n"] = int(stats["n"][li])
-        rec.update({k: int(c[li]) for k, c in counts.items()})
-        rec["small_roi"] = bool(too_small[li])
-        rows.append(rec)
-    small = {g for g, s in zip([*rois.levels, *groups], too_small, strict=True) if s}
-    return features, rows, small
-
-
-def _void(v: np.ndarray, eps: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return ~np.isfinite(v) | (np.abs(v) <= eps)
-
-
-def _groups(levels: list[str], treated: list[str], fractured: list[str]) -> dict[str, list[int]]:
-    """Level positions of each patient-level group (docs/data.md)."""
-    excluded = set(treated) | set(fractured)
-    adjacent = {nb for lv in treated for nb in adjacent_levels(lv, levels)} - excluded
-    members = {
-        "index": [lv for lv in levels if lv in treated],
-        "adjacent": [lv for lv in levels if lv in adjacent],
-        "l1l4": [lv for lv in levels if lv in L1L4 and lv not in excluded],
-        "normal": [lv for lv in levels if lv not in excluded],
-    }
-    return {g: [levels.index(lv) for lv in members[g]] for g in GROUPS}
-
-
-def _one_sided(levels: list[str], treated: list[str], fractured: list[str]) -> str:
-    """Treated levels with an anatomical neighbour missing from the label map, and where their
-    adjacent features come from: ``"L2: L3 (no L1)"``; '' when every neighbour is labelled."""
-    present = set(levels)
-    order = [lv for lv in LEVEL_ORDER if lv not in ("T13", "L6") or lv in present]
-    excluded = set(treated) | set(fractured)
-    out = []
-    for lv in treated:
-        i = order.index(lv)
-        neighbours = [order[j] for j in (i - 1, i + 1) if 0 <= j < len(order)]
-        missing = [nb for nb in neighbours if nb not in present]
-        if missing:
-            used = [nb for nb in adjacent_levels(lv, levels) if nb not in excluded]
-            out.append(f"{lv}: {'+'.join(used) or 'none'} (no {'+'.join(missing)})")
-    return "; ".join(out)
-
-
-def _level_and_group_stats(
-    values: np.ndarray, level_of: np.ndarray, n_levels: int, groups: dict[str, list[int]]
-) -> dict[str, np.ndarray]:
-    """Stats for ids 0..L-1 (levels) then L.. (groups), pooling the voxels of each group.
-
-    A voxel appears once for its level and once more for every group holding that level,
-    so overlapping groups cost one extra copy of their voxels, not a pass per group.
-    """
-    vals = [values]
-    ids = [level_of.astype(np.int64)]
-    for gi, members in enumerate(groups.values()):
-        sel = np.isin(level_of, members)
-        vals.append(values[sel])
-        ids.append(np.full(int(sel.sum()), n_levels + gi, dtype=np.int64))
-    return grouped_stats(np.concatenate(vals), np.concatenate(ids), n_levels + len(groups))
 
 
 def image_path(row: Mapping[str, Any], kind: str, pid: str) -> Path:

@@ -5,43 +5,66 @@ Public entry points: :func:`load_volume` (any supported format -> :class:`Volume
 :func:`read_header` (the same formats, header only -> :class:`ImageHeader`),
 :func:`align_to` (onto the PDFF grid), :func:`build_rois`, :func:`grouped_stats`,
 :func:`measure_vertebrae`, :func:`check_labels`, :func:`label_fit`.
+
+The names are imported on first use, so reading image headers (``refracture.imaging.io``)
+does not import SciPy and pandas for the measurements.
 """
 
-from refracture.imaging.geometry import align_to, same_grid
-from refracture.imaging.io import load_volume
-from refracture.imaging.label_fit import LabelFit, label_fit
-from refracture.imaging.label_qc import LabelQC, check_labels, enforce_label_policy
-from refracture.imaging.morphometry import MorphometryResult, measure_vertebrae
-from refracture.imaging.readers import READERS, ImageHeader, read_header, register_reader
-from refracture.imaging.roi import Rois, build_rois, erosion_footprint
-from refracture.imaging.stats import IBSI_STATS, PRODUCT_STATS, grouped_stats, region_stats
-from refracture.imaging.units import UnitsDecision, resolve_pdff, resolve_r2star
-from refracture.imaging.volume import Volume
+from __future__ import annotations
 
-__all__ = [
-    "IBSI_STATS",
-    "READERS",
-    "ImageHeader",
-    "LabelFit",
-    "LabelQC",
-    "MorphometryResult",
-    "PRODUCT_STATS",
-    "Rois",
-    "UnitsDecision",
-    "Volume",
-    "align_to",
-    "build_rois",
-    "check_labels",
-    "enforce_label_policy",
-    "erosion_footprint",
-    "grouped_stats",
-    "label_fit",
-    "load_volume",
-    "measure_vertebrae",
-    "read_header",
-    "register_reader",
-    "region_stats",
-    "resolve_pdff",
-    "resolve_r2star",
-    "same_grid",
-]
+import sys
+import types
+from importlib import import_module
+from typing import Any
+
+_API = {
+    "align_to": "geometry",
+    "same_grid": "geometry",
+    "load_volume": "io",
+    "READERS": "readers",
+    "ImageHeader": "readers",
+    "read_header": "readers",
+    "register_reader": "readers",
+    "LabelFit": "label_fit",
+    "label_fit": "label_fit",
+    "LabelQC": "label_qc",
+    "check_labels": "label_qc",
+    "enforce_label_policy": "label_qc",
+    "MorphometryResult": "morphometry",
+    "measure_vertebrae": "morphometry",
+    "Rois": "roi",
+    "build_rois": "roi",
+    "erosion_footprint": "roi",
+    "IBSI_STATS": "stats",
+    "PRODUCT_STATS": "stats",
+    "grouped_stats": "stats",
+    "region_stats": "stats",
+    "UnitsDecision": "units",
+    "resolve_pdff": "units",
+    "resolve_r2star": "units",
+    "Volume": "volume",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(import_module(f"{__name__}.{_API[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """This package's module object: ``label_fit`` names the function, as it always has, even
+    after its submodule of the same name is imported (which would rebind the name to the
+    submodule; the submodule stays in ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "label_fit" and isinstance(value, types.ModuleType):
+            value = value.label_fit
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

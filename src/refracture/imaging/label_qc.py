@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from refracture.errors import ImageError
 from refracture.imaging.anatomy import NOT_A_BODY, typical_height_mm, typical_volume_ml
-from refracture.imaging.morphometry import level_boxes
+from refracture.imaging.layout import LabelLayout, label_mask, level_boxes
 from refracture.imaging.volume import Volume
 from refracture.levels import LEVEL_ORDER, level_rank, sort_levels
 
@@ -129,7 +129,13 @@ class LabelQC:
         return out
 
 
-def check_labels(labels: Volume, conv: Mapping[int, str], fractured: Iterable[str] = ()) -> LabelQC:
+def check_labels(
+    labels: Volume,
+    conv: Mapping[int, str],
+    fractured: Iterable[str] = (),
+    *,
+    layout: LabelLayout | None = None,
+) -> LabelQC:
     """Check a label map for level mistakes (module docstring).
 
     Parameters
@@ -140,8 +146,10 @@ def check_labels(labels: Volume, conv: Mapping[int, str], fractured: Iterable[st
         Label value -> level name.
     fractured : iterable of str
         Levels known to be fractured or treated: their size may be well below typical.
+    layout : LabelLayout, optional
+        The label map's :func:`~refracture.imaging.layout.label_layout`, when already known.
     """
-    boxes = level_boxes(labels.data, conv)
+    boxes = level_boxes(labels.data, conv, layout)
     levels = sort_levels(list(boxes))
     qc = LabelQC(levels)
     if not levels:
@@ -153,7 +161,7 @@ def check_labels(labels: Volume, conv: Mapping[int, str], fractured: Iterable[st
     largest: dict[str, np.ndarray] = {}
     for level in levels:
         values, box = boxes[level]
-        mask = np.isin(labels.data[box], values)
+        mask = label_mask(labels.data[box], values)
         ijk = np.argwhere(mask) + [s.start for s in box]
         points[level] = ijk @ aff[:3, :3].T + aff[:3, 3]
         qc.centroids[level] = points[level].mean(axis=0)

@@ -45,6 +45,7 @@ from scipy import ndimage
 
 from refracture.ids import PATIENT_ID
 from refracture.imaging.anatomy import NOT_A_BODY, typical_height_mm
+from refracture.imaging.layout import LabelLayout, label_mask, level_boxes
 from refracture.imaging.volume import Volume
 from refracture.levels import LEVEL_ORDER, sort_levels
 
@@ -59,6 +60,7 @@ __all__ = [
     "genant_grade",
     "level_boxes",
     "level_centroids",
+    "label_mask",
     "measure_vertebrae",
 ]
 
@@ -126,6 +128,12 @@ class BodyFrame:
     def to_world(self, cc: float, ap: float, lr: float = 0.0) -> np.ndarray:
         return self.centroid + cc * self.cc + ap * self.ap + lr * self.lr
 
+    def points(self, cc: object, ap: object, lr: object) -> np.ndarray:
+        """(n, 3) world points of arrays of frame coordinates (:meth:`to_world` for each,
+        the same arithmetic in the same order)."""
+        c, a, r = (x[:, None] for x in np.broadcast_arrays(*map(np.asarray, (cc, ap, lr))))
+        return self.centroid + c * self.cc + a * self.ap + r * self.lr
+
 
 @dataclass(frozen=True)
 class LevelGeometry:
@@ -180,7 +188,7 @@ def level_centroids(
     out = {}
     boxes = boxes if boxes is not None else level_boxes(labels.data, conv)
     for level, (values, box) in boxes.items():
-        ijk = np.argwhere(np.isin(labels.data[box], values)) + [s.start for s in box]
+        ijk = np.argwhere(label_mask(labels.data[box], values)) + [s.start for s in box]
         out[level] = ijk.mean(axis=0) @ labels.affine[:3, :3].T + labels.affine[:3, 3]
     return out
 
@@ -190,6 +198,8 @@ def measure_vertebrae(
     conv: Mapping[int, str],
     treated: Iterable[str] = (),
     fractured: Iterable[str] = (),
+    *,
+    layout: LabelLayout | None = None,
 ) -> MorphometryResult:
     """Morphometry of every vertebral body of ``conv`` found in ``labels``.
 
@@ -202,6 +212,8 @@ def measure_vertebrae(
     treated, fractured : iterable of str
         Levels treated (the index levels) and fractured (acute or old) in this patient; they
         are never used as reference for another level's expected height.
+    layout : LabelLayout, optional
+        The label map's :func:`~refracture.imaging.layout.label_layout`, when already known.
 
     Returns
     -------
@@ -209,7 +221,7 @@ def measure_vertebrae(
     """
     treated = [str(t) for t in treated]
     not_reference = set(treated) | {str(f) for f in fractured}
-    boxes = level_boxes(labels.data, conv)
+    boxes = level_boxes(labels.data, conv, layout)
     centroids = level_centroids(labels, conv, boxes)
     order = sort_levels(list(boxes))
     rows: dict[str, dict[str, object]] = {}
@@ -253,33 +265,6 @@ def measure_vertebrae(
 # --- one body ------------------------------------------------------------------------------
 
 
-def level_boxes(data: np.ndarray, conv: Mapping[int, str]) -> dict[str, tuple[list[int], tuple]]:
-    """Level -> (its label values, bounding box) for the levels present."""
-    by_level: dict[str, list[int]] = {}
-    boxes: dict[str, list[tuple]] = {}
-    top = int(data.max()) if data.size else 0
-    if 0 < top < 100_000:  # one pass: a box per label value
-        found = ndimage.find_objects(np.clip(data, 0, None).astype(np.int32, copy=False))
-        slices = {v + 1: s for v, s in enumerate(found) if s is not None}
-    else:  # no labels, or huge label values: one pass per value
-        values = np.unique(data)
-        slices = {int(v): ndimage.find_objects((data == v).astype(np.uint8))[0] for v in values}
-    values = [v for v in slices if v > 0]
-    for v in values:
-        level = conv.get(v)
-        if level is not None:
-            by_level.setdefault(level, []).append(v)
-            boxes.setdefault(level, []).append(slices[v])
-    out = {}
-    for level, vals in by_level.items():
-        bs = boxes[level]
-        box = tuple(
-            slice(min(b[a].start for b in bs), max(b[a].stop for b in bs)) for a in range(3)
-        )
-        out[level] = (vals, box)
-    return out
-
-
 def _tangent(level: str, order: list[str], centroids: dict[str, np.ndarray]) -> np.ndarray:
     """Superior-pointing direction of the spine at ``level`` from its neighbours' centroids."""
     i = order.index(level)
@@ -297,7 +282,7 @@ def _padded_crop(labels: Volume, values: list[int], box: tuple, pad: int = 2):
     lo = [max(s.start - pad, 0) for s in box]
     hi = [min(s.stop + pad, n) for s, n in zip(box, labels.shape, strict=True)]
     sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-    mask = np.pad(np.isin(labels.data[sl], values), pad)  # background all around
+    mask = np.pad(label_mask(labels.data[sl], values), pad)  # background all around
     offset = np.array(lo) - pad
     return mask, offset
 
@@ -341,16 +326,15 @@ class _Sampler:
             self.mask, ijk.reshape(-1, 3).T, order=1, mode="constant", cval=0.0
         ).reshape(len(origins), len(t))
         # per ray, the inside sample nearest the origin, then the outside samples either
-        # side of its run (running max / min of outside indices), all rays at once
+        # side of its run (the last outside index before it, the first after), all rays at once
         n, m = vals.shape
         idx = np.arange(m)
         inside = vals >= 0.5
         dist = np.where(inside, np.abs(idx - m // 2), m)
         k = np.argmin(dist, axis=1)
-        rows = np.arange(n)
-        last_out = np.maximum.accumulate(np.where(inside, -1, idx), axis=1)[rows, k]
-        first_out = np.minimum.accumulate(np.where(inside, m, idx)[:, ::-1], axis=1)[:, ::-1]
-        first_out = first_out[rows, k]
+        rows, kk = np.arange(n), k[:, None]
+        last_out = np.where(~inside & (idx <= kk), idx, -1).max(axis=1)
+        first_out = np.where(~inside & (idx >= kk), idx, m).min(axis=1)
         ok = inside[rows, k] & (last_out >= 0) & (first_out < m)  # the ray left the body
         lo, hi = np.clip(last_out + 1, 1, m - 1), np.clip(first_out - 1, 0, m - 2)
         # the mask falls through 0.5 between two samples: interpolate linearly
@@ -402,9 +386,8 @@ def _frame(points: np.ndarray, tangent: np.ndarray, sampler: _Sampler) -> BodyFr
         ap_c, ap_h = (ap.max() + ap.min()) / 2, (ap.max() - ap.min()) / 2
         lr_c, lr_h = (lr.max() + lr.min()) / 2, (lr.max() - lr.min()) / 2
         grid = np.linspace(-0.6, 0.6, 7)
-        origins = np.array(
-            [frame.to_world(0.0, ap_c + x * ap_h, lr_c + y * lr_h) for x in grid for y in grid]
-        )
+        x, y = np.repeat(grid, grid.size), np.tile(grid, grid.size)  # x outer, y inner
+        origins = frame.points(0.0, ap_c + x * ap_h, lr_c + y * lr_h)
         ends = sampler.crossings(origins, frame.cc, float(np.abs(cc).max()) + 5.0)
         ok = np.isfinite(ends).all(axis=1)
         if ok.sum() < 10:
@@ -456,17 +439,14 @@ def _measure_body(
     half_cc = float(np.abs(rel @ frame.cc).max()) + 2 * max(labels.spacing)
     half_lr = float(np.abs(rel @ frame.lr).max())
 
+    # the rays of the three stations in one call: a bundle per station, AP offsets outer
+    ap0s = {name: anterior - f * d_ap for name, f in STATIONS.items()}
+    da = np.repeat(np.array(_AP_SPREAD) * d_ap, len(_LR_SPREAD))
+    dl = np.tile(np.array(_LR_SPREAD) * half_lr, len(_AP_SPREAD))
+    origins = np.concatenate([frame.points(0.0, ap0 + da, dl) for ap0 in ap0s.values()])
+    bundles = np.split(sampler.crossings(origins, frame.cc, half_cc), len(STATIONS))
     heights, segments = {}, {}
-    for name, f in STATIONS.items():
-        ap0 = anterior - f * d_ap
-        origins = np.array(
-            [
-                frame.to_world(0.0, ap0 + da * d_ap, dl * half_lr)
-                for da in _AP_SPREAD
-                for dl in _LR_SPREAD
-            ]
-        )
-        ends = sampler.crossings(origins, frame.cc, half_cc)
+    for (name, ap0), ends in zip(ap0s.items(), bundles, strict=True):
         ok = np.isfinite(ends).all(axis=1)
         if ok.sum() < 3:
             return {}, None, f"no height found at the {name} station"
@@ -496,10 +476,9 @@ def _ap_extent(sampler: _Sampler, frame: BodyFrame, pts: np.ndarray) -> tuple[fl
     half_cc = float(np.abs(rel @ frame.cc).max())
     half_lr = float(np.abs(rel @ frame.lr).max())
     half_ap = float(np.abs(rel @ frame.ap).max()) + 5.0
-    origins = np.array(
-        [frame.to_world(dc * half_cc, 0.0, dl * half_lr) for dc in _CC_SPREAD for dl in _LR_SPREAD]
-    )
-    ends = sampler.crossings(origins, frame.ap, half_ap)
+    dc = np.repeat(np.array(_CC_SPREAD) * half_cc, len(_LR_SPREAD))
+    dl = np.tile(np.array(_LR_SPREAD) * half_lr, len(_CC_SPREAD))
+    ends = sampler.crossings(frame.points(dc, 0.0, dl), frame.ap, half_ap)
     ok = np.isfinite(ends).all(axis=1)
     if ok.sum() < 3:
         return None

@@ -2,8 +2,9 @@
 
 The ROI of a vertebra is its labelled voxels minus a rim of ``erosion_mm`` (partial volume
 with cortex, discs and neighbours), built for all vertebrae at once on the labelled bounding
-box. Voxels are then handled as flat arrays (one entry per ROI voxel with its level), so
-every later step is one vectorised pass however many vertebrae there are.
+box (:mod:`refracture.imaging.layout`). Voxels are then handled as flat arrays (one entry per
+ROI voxel with its level), so every later step is one vectorised pass however many vertebrae
+there are.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
+from refracture.imaging.layout import LabelLayout, grow, label_layout
 from refracture.levels import sort_levels
 
 
@@ -66,57 +67,71 @@ def build_rois(
     spacing: tuple[float, float, float],
     convention: Mapping[int, str],
     erosion_mm: float,
+    *,
+    layout: LabelLayout | None = None,
 ) -> Rois:
     """Eroded ROIs of every vertebra of ``convention`` found in ``labels``.
 
-    A voxel survives erosion iff every voxel in the footprint around it has its level, i.e.
-    the min and max filters over the footprint both equal its level (one grey erosion and
-    one grey dilation for all vertebrae together). Label values not in the convention are
-    reported and treated as "another structure".
+    A voxel survives erosion iff every voxel in the footprint around it has its level (the
+    min and max filters over the footprint would both equal its level), tested for all
+    vertebrae together on the labelled bounding box. Label values not in the convention are
+    reported and treated as "another structure". ``layout``: the label map's
+    :func:`~refracture.imaging.layout.label_layout`, when already known.
     """
-    nz = labels != 0
-    if not nz.any():
+    layout = layout if layout is not None else label_layout(labels)
+    if layout.box is None:
         return _empty_rois([])
     fp = erosion_footprint(spacing, erosion_mm)
-    pad = [s // 2 for s in fp.shape]
-    lo, hi = [], []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(nz.any(axis=other))
-        lo.append(max(int(idx[0]) - pad[axis], 0))
-        hi.append(min(int(idx[-1]) + pad[axis] + 1, labels.shape[axis]))
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box = grow(layout.box, [s // 2 for s in fp.shape], labels.shape)
+    lo = [s.start for s in box]
     crop = labels[box]
 
-    values, inverse = np.unique(crop, return_inverse=True)
-    inverse = inverse.reshape(crop.shape)
-    known = {int(v): convention[int(v)] for v in values if int(v) in convention}
-    unknown = sorted(int(v) for v in values if v != 0 and int(v) not in convention)
+    if layout.min_value < 0:  # negative values are unknown structures: list them too
+        present = [int(v) for v in np.unique(crop) if v != 0]
+    else:
+        present = list(layout.slices)
+    known = {v: convention[v] for v in present if v in convention}
+    unknown = sorted(v for v in present if v not in convention)
     levels = sort_levels(sorted(set(known.values())))
     if not levels:
         return _empty_rois(unknown)
 
     # Level ids: 0 background, 1..L the levels, L+1 any unknown structure.
     level_id = {name: i + 1 for i, name in enumerate(levels)}
-    lut = np.array(
-        [0 if v == 0 else level_id.get(known.get(int(v), ""), len(levels) + 1) for v in values],
-        dtype=np.int16,
-    )
-    ids = lut[inverse]
+    ids_of = {v: level_id.get(known.get(v, ""), len(levels) + 1) for v in present}
+    table = layout.lookup(ids_of)
+    if table is not None:
+        ids = table[crop]
+    else:  # negative or huge label values
+        values, inverse = np.unique(crop, return_inverse=True)
+        lut = np.array([ids_of.get(int(v), 0) for v in values], dtype=np.int16)
+        ids = lut[inverse.reshape(crop.shape)]
     n_labelled = np.bincount(ids.ravel(), minlength=len(levels) + 2)[1 : len(levels) + 1]
 
+    keep = (ids > 0) & (ids <= len(levels))
     if fp.size > 1:
-        mn = ndimage.grey_erosion(ids, footprint=fp, mode="constant", cval=0)
-        mx = ndimage.grey_dilation(ids, footprint=fp, mode="constant", cval=0)
-        keep = (mn == ids) & (mx == ids)
-    else:
-        keep = np.ones(ids.shape, dtype=bool)
-    keep &= (ids > 0) & (ids <= len(levels))
+        keep &= _footprint_all_equal(ids, fp)
     ci, cj, ck = np.nonzero(keep)
     level_of = (ids[ci, cj, ck] - 1).astype(np.int16)
     coords = (ci + lo[0], cj + lo[1], ck + lo[2])
     n_eroded = np.bincount(level_of, minlength=len(levels))
     return Rois(levels, coords, level_of, n_labelled, n_eroded, unknown)
+
+
+def _footprint_all_equal(ids: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """True where every voxel of the (symmetric) footprint ``fp`` around a voxel has its id,
+    voxels beyond the array counting as 0: what ``grey_erosion == ids == grey_dilation`` (mode
+    constant, 0) says, one comparison of shifted arrays per footprint offset."""
+    pad = [s // 2 for s in fp.shape]
+    padded = np.pad(ids, [(p, p) for p in pad])
+    out = np.ones(ids.shape, dtype=bool)
+    n = ids.shape
+    for off in np.argwhere(fp) - pad:
+        if not off.any():
+            continue
+        sl = tuple(slice(p + o, p + o + m) for p, o, m in zip(pad, off, n, strict=True))
+        out &= padded[sl] == ids
+    return out
 
 
 def _empty_rois(unknown: list[int]) -> Rois:

@@ -1,8 +1,8 @@
 """First-order intensity statistics (IBSI chapter 3.3) for many regions in one pass.
 
-Every region's voxels are sorted once together (``np.lexsort`` by region, then value), so
-order statistics come from offsets into one sorted array and moments from ``np.bincount``:
-the cost is one sort of the ROI voxels however many vertebrae or groups there are. scipy and
+Every region's voxels are sorted once together (by region, then value), so order statistics
+come from offsets into one sorted array and moments from ``np.bincount``: the cost is one sort
+of the ROI voxels however many vertebrae or groups there are. scipy and
 numpy have no grouped percentile, which is why this is written here.
 
 Definitions follow IBSI 1 (Zwanenburg et al., Radiology 2020): variance and higher moments
@@ -83,10 +83,7 @@ def grouped_stats(values: np.ndarray, groups: np.ndarray, n_groups: int) -> dict
         empty["n"] = np.zeros(n_groups)
         return empty
 
-    order = np.lexsort((values, groups))
-    v = values[order]
-    g = groups[order]
-    counts = np.bincount(g, minlength=n_groups)
+    v, g, counts = _sorted_by_group(values, groups, n_groups)
     starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
     has = counts > 0
     n = counts.astype(np.float64)
@@ -155,6 +152,34 @@ def grouped_stats(values: np.ndarray, groups: np.ndarray, n_groups: int) -> dict
             "energy": energy,
             "rms": np.sqrt(energy / safe_n),
         }
+
+
+def _sorted_by_group(
+    values: np.ndarray, groups: np.ndarray, n_groups: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The values ordered by group, then by value within each group, the group of each, and the
+    counts per group: ``values[np.lexsort((values, groups))]`` and friends.
+
+    A stable counting sort by group, then one sort per group's run: several times faster than
+    ``np.lexsort``. Only an unstable sort could order equal values differently, and equal values
+    are the same number unless they are 0 and -0 (NaN is not sorted here): a run holding both
+    is sorted stably, so every array is the one ``np.lexsort`` gives.
+    """
+    small = np.int16 if n_groups < np.iinfo(np.int16).max else np.int64
+    by_group = np.argsort(groups.astype(small), kind="stable")  # radix sort for int16
+    g = groups[by_group]
+    v = values[by_group]
+    counts = np.bincount(g, minlength=n_groups)
+    ends = np.cumsum(counts)
+    for start, end in zip(ends - counts, ends, strict=True):
+        if end - start > 1:
+            run = v[start:end]
+            zeros = run == 0
+            signed = (
+                zeros.any() and np.signbit(run[zeros]).any() and not np.signbit(run[zeros]).all()
+            )
+            run.sort(kind="stable" if signed else None)
+    return v, g, counts
 
 
 def region_stats(values: np.ndarray) -> dict[str, float]:

@@ -5,63 +5,52 @@ Every model is a scikit-learn estimator inside a :class:`RiskPipeline` (``prep``
 ``"cif"``, the cumulative incidence with death (event 2) as a competing event, or ``"net"``,
 death censored (:data:`ESTIMAND_NOTES`). The outcome is the structured array of
 :func:`make_outcome`.
+
+The names below are imported on first use: a module that needs one light part (the outcome
+array, the design checks) does not import scikit-survival, lifelines and scikit-learn.
 """
 
-from refracture.models.competing import cause_specific_cif
-from refracture.models.cox import CoxPH
-from refracture.models.coxnet import CoxNet
-from refracture.models.finegray import FineGray
-from refracture.models.ipcw import censoring_survival, horizon_weights
-from refracture.models.logistic import IPCWLogistic
-from refracture.models.outcome import (
-    COMPETING_RISK_NOTE,
-    ESTIMAND_NOTES,
-    ESTIMANDS,
-    OUTCOME_DTYPE,
-    cause_outcome,
-    check_outcome,
-    make_outcome,
-    resolve_estimand,
-    status_at,
-    to_sksurv,
-)
-from refracture.models.pipeline import (
-    MODEL_NAMES,
-    MODELS,
-    RiskPipeline,
-    fix_categories,
-    make_pipeline,
-    make_preprocessor,
-)
-from refracture.models.tables import coefficients_table, ph_test
-from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
+from __future__ import annotations
 
-__all__ = [
-    "COMPETING_RISK_NOTE",
-    "ESTIMANDS",
-    "ESTIMAND_NOTES",
-    "MODELS",
-    "MODEL_NAMES",
-    "OUTCOME_DTYPE",
-    "CoxNet",
-    "CoxPH",
-    "FineGray",
-    "GradientBoostedSurvival",
-    "IPCWLogistic",
-    "RandomSurvivalForest",
-    "RiskPipeline",
-    "cause_outcome",
-    "cause_specific_cif",
-    "censoring_survival",
-    "check_outcome",
-    "coefficients_table",
-    "fix_categories",
-    "horizon_weights",
-    "make_outcome",
-    "make_pipeline",
-    "make_preprocessor",
-    "ph_test",
-    "resolve_estimand",
-    "status_at",
-    "to_sksurv",
-]
+from importlib import import_module
+from typing import Any
+
+_API = {
+    "cause_specific_cif": "refracture.models.competing",
+    "CoxPH": "refracture.models.cox",
+    "CoxNet": "refracture.models.coxnet",
+    "FineGray": "refracture.models.finegray",
+    "censoring_survival": "refracture.models.ipcw",
+    "horizon_weights": "refracture.models.ipcw",
+    "IPCWLogistic": "refracture.models.logistic",
+    "COMPETING_RISK_NOTE": "refracture.models.outcome",
+    "ESTIMAND_NOTES": "refracture.models.outcome",
+    "ESTIMANDS": "refracture.models.outcome",
+    "OUTCOME_DTYPE": "refracture.models.outcome",
+    "cause_outcome": "refracture.models.outcome",
+    "check_outcome": "refracture.models.outcome",
+    "make_outcome": "refracture.models.outcome",
+    "resolve_estimand": "refracture.models.outcome",
+    "status_at": "refracture.models.outcome",
+    "to_sksurv": "refracture.models.outcome",
+    "MODEL_NAMES": "refracture.models.pipeline",
+    "MODELS": "refracture.models.pipeline",
+    "RiskPipeline": "refracture.models.pipeline",
+    "fix_categories": "refracture.models.pipeline",
+    "make_pipeline": "refracture.models.pipeline",
+    "make_preprocessor": "refracture.models.pipeline",
+    "coefficients_table": "refracture.models.tables",
+    "ph_test": "refracture.models.tables",
+    "GradientBoostedSurvival": "refracture.models.trees",
+    "RandomSurvivalForest": "refracture.models.trees",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'refracture.models' has no attribute {name!r}")

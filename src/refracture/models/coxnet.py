@@ -38,7 +38,8 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
     Parameters
     ----------
     horizon : days at which ``predict_risk`` gives the absolute risk.
-    random_state : seed of the inner fold split.
+    random_state : seed of the inner fold split (0 by default, as the other seeded models:
+        the same data give the same penalty; None draws a new split each fit).
     l1_ratio : elastic-net mixing (1 = lasso, near 0 = ridge).
     n_alphas, alpha_min_ratio : the regularisation path (as scikit-survival).
     cv_folds : inner folds for choosing alpha.
@@ -61,7 +62,7 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
     def __init__(
         self,
         horizon: float = 365.0,
-        random_state: int | None = None,
+        random_state: int | None = 0,
         l1_ratio: float = 0.5,
         n_alphas: int = 40,
         alpha_min_ratio: float = 0.01,

@@ -120,6 +120,10 @@ def extract(
 
     --engine spark measures the patients on Spark executors (see docs/deploy.md).
     """
+    if jobs > 1 and engine == "local":
+        from refracture.features.pool import warm
+
+        warm()  # the workers' imports run on another core while this process starts
     from refracture.cli.terminal import StageProgress
     from refracture.config import ExtractionConfig, load_extraction_config
     from refracture.features import extract_cohort

@@ -89,6 +89,10 @@ def score(
     --engine spark measures the images and scores on Spark executors (no --resume; see
     docs/deploy.md).
     """
+    if manifest is not None and jobs > 1 and engine == "local":
+        from refracture.features.pool import warm
+
+        warm()  # the workers' imports run on another core while the model loads
     from refracture.cli.terminal import StageProgress
     from refracture.errors import InputError
     from refracture.scoring import score as run_score
