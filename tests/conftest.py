@@ -98,6 +98,9 @@ validation:
   bootstrap: {bootstrap}
   seed: 0
   jobs: 2
+# an explicit choice (the default is auto, .632+): the model it registers has a nomogram and a
+# full specification for the report tests
+selection_metric: cindex_harrell_optcorr
 mlflow:
   tracking_uri: sqlite:///{root}/mlflow.db
   experiment: test

@@ -160,10 +160,11 @@ def test_train_through_the_server_logs_runs_artifacts_and_the_registry(server, s
     assert mv.version == "1"
     design = registry.Design.from_config(served.cfg, estimand="cif")  # cohort with deaths
     assert {k: mv.tags[k] for k in design.tags()} == design.tags()
-    m = result.selected.result.metrics
-    assert float(mv.tags[registry.TAG_SELECTION_LO]) == m["cindex_harrell_optcorr_lo"]
+    m, sel = result.selected.result.metrics, result.selection_metric
+    assert sel == "cindex_harrell_632plus"  # the default: the C-index by .632+
+    assert float(mv.tags[registry.TAG_SELECTION_LO]) == m[f"{sel}_lo"]
     assert float(mv.tags[registry.TAG_SELECTION_SE]) == pytest.approx(
-        (m["cindex_harrell_optcorr_hi"] - m["cindex_harrell_optcorr_lo"]) / 3.919927969, rel=1e-8
+        (m[f"{sel}_hi"] - m[f"{sel}_lo"]) / 3.919927969, rel=1e-8
     )
     assert f"Champion alias: {d.reason}" in mv.description
 

@@ -8,7 +8,7 @@ import pytest
 
 from refracture.errors import ConfigError, InputError
 from refracture.models import CoxPH, make_outcome, make_pipeline
-from refracture.validation import compute_metrics, metric_names, time_grid
+from refracture.validation import compute_metrics, metric_names, time_grid, validate
 from refracture.validation.added_value import added_value
 from refracture.validation.bootstrap import optimism_replicate, replicate_seeds
 from refracture.validation.plots import (
@@ -24,7 +24,10 @@ B = 20
 
 
 def _cfg(**validation):
-    return config(validation={"bootstrap": B, "jobs": 1, "seed": 0, **validation})
+    # these tests exercise the hold-out designs: a random split unless they say otherwise
+    return config(
+        validation={"split": "random", "bootstrap": B, "jobs": 1, "seed": 0, **validation}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +44,15 @@ def cox_results():
 def test_result_has_every_metric_with_cis(cox_results):
     ds, _, res = cox_results
     r = res["clinical+imaging"]
-    for m in metric_names(365):
-        for suffix in ("", "_lo", "_hi", "_optcorr", "_optcorr_lo", "_optcorr_hi"):
-            assert np.isfinite(r.metrics[m + suffix]), m + suffix
-        assert r.metrics[m + "_lo"] <= r.metrics[m] <= r.metrics[m + "_hi"]
+    for m in metric_names(365, resampled=True):
+        for est in ("", "_optcorr", "_632plus", "_loo"):
+            for suffix in ("", "_lo", "_hi"):
+                assert np.isfinite(r.metrics[m + est + suffix]), m + est + suffix
+            # every interval contains its estimate
+            assert r.metrics[m + est + "_lo"] <= r.metrics[m + est] <= r.metrics[m + est + "_hi"]
         assert r.metrics[m + "_optcorr"] == pytest.approx(r.apparent[m] - r.optimism[m])
-        assert r.metrics[m + "_optcorr_lo"] <= r.metrics[m + "_optcorr_hi"]
+    for m in metric_names(365, resampled=False):  # smoothed calibration: fitted once, no CI
+        assert np.isfinite(r.metrics[m]) and f"{m}_lo" not in r.metrics
     # apparent discrimination is optimistic; the correction lowers it
     assert r.optimism["cindex_harrell"] > 0
     assert r.metrics["calibration_slope_optcorr"] < 1.0
@@ -169,15 +175,29 @@ def test_leave_one_site_out_pools_and_reports_per_site():
         assert row["cindex_uno"] == pytest.approx(m["cindex_uno"], abs=1e-15)
 
 
-def test_kfold_predicts_everyone_once_and_none_is_apparent():
+def test_kfold_predicts_everyone_once_and_none_validates_across_sites():
     ds = dataset(300, 2)
     r = validate_with("cox", ds, "clinical", _cfg(split="kfold", folds=3, bootstrap=0))
     assert r.predictions["patient_id"].tolist() == ds.ids.tolist()
     assert r.predictions["fold"].nunique() == 3 and len(r.per_fold) == 3
-    a = validate_with("cox", ds, "clinical", _cfg(split="none", bootstrap=4))
-    assert set(a.predictions["role"]) == {"apparent"}
-    assert a.metrics["cindex_harrell"] == a.apparent["cindex_harrell"]
+    # none (the default): all patients develop the model; four sites with re-fractures, so
+    # each site is also predicted by the model refitted on the other three
+    a = validate_with("cox", ds, "clinical", config(validation={"bootstrap": 4, "jobs": 1}))
+    assert a.split_kind == "none" and a.n_train == len(ds) and a.metrics["n_development"] == 300
+    assert set(a.predictions["role"]) == {"internal-external"}
+    assert (a.predictions["fold"] == a.predictions["site"]).all()
+    assert list(a.per_site["site"]) == sorted(ds.site.unique())
+    assert a.metrics["cindex_harrell"] != a.apparent["cindex_harrell"]
     assert np.isfinite(a.metrics["cindex_harrell_optcorr"])
+    # one site: no internal-external validation, the validation metrics are the apparent ones
+    cols = ds.feature_names("clinical")
+    template = make_pipeline(
+        "cox", config().covariates, horizon=365.0, categories=ds.categories, estimand="cif"
+    )
+    one = validate(template, ds.X[cols], ds.y, bootstrap=0)
+    assert set(one.predictions["role"]) == {"apparent"} and one.per_site is None
+    assert one.metrics["cindex_harrell"] == one.apparent["cindex_harrell"]
+    assert "one site" in one.split
 
 
 @pytest.mark.parametrize("name", ["coxnet", "rsf", "gbsa"])
@@ -185,16 +205,19 @@ def test_other_models_validate(name):
     ds = dataset(240, 11)
     r = validate_with(name, ds, "clinical+imaging", _cfg(bootstrap=8))
     assert np.isfinite(r.metrics["cindex_harrell"]) and np.isfinite(r.metrics["ibs_365d"])
-    # Noma's location-shifted interval: percentiles of the resamples' apparent values minus
-    # the optimism; when it misses its own estimate (forests, tuned penalties) a note says so
+    # every internal estimate's interval contains it: the refits' apparent percentiles,
+    # centred on the estimate by their median
     for m in ("cindex_harrell", "auc_365d", "brier_365d"):
-        lo, est, hi = (r.metrics[f"{m}_optcorr{s}"] for s in ("_lo", "", "_hi"))
         app = r.boot_apparent[m].to_numpy()
         opt = np.mean(app - r.boot_test[m].to_numpy())
-        assert est == pytest.approx(r.apparent[m] - opt)
-        assert (lo, hi) == pytest.approx(tuple(np.percentile(app, [2.5, 97.5]) - opt))
-        if not lo <= est <= hi:
-            assert any(m in n and "outside" in n for n in r.notes), r.notes
+        assert r.metrics[f"{m}_optcorr"] == pytest.approx(r.apparent[m] - opt)
+        for est in ("optcorr", "632plus", "loo"):
+            lo, value, hi = (r.metrics[f"{m}_{est}{s}"] for s in ("_lo", "", "_hi"))
+            shift = np.percentile(app, [2.5, 97.5]) - np.median(app)
+            assert (lo, hi) == pytest.approx(tuple(value + shift))
+            assert lo <= value <= hi
+    assert r.internal == ("optcorr" if name == "coxnet" else "632plus")
+    assert ("cindex_oob" in r.metrics) == (name == "rsf")
     assert r.coefficients is None and r.ph_test is None
     assert r.predictions["risk"].between(0, 1).all()
 

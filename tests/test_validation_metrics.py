@@ -64,7 +64,8 @@ def test_metric_names_carry_the_horizon(fitted):
     m, why = compute_metrics(y_te, risk, surv, times, H, lp=lp)
     assert list(m) == [
         "cindex_harrell", "cindex_uno", "auc_365d", "brier_365d", "ibs_365d",
-        "calibration_slope", "calibration_intercept", "oe_ratio_365d",
+        "calibration_slope", "calibration_intercept", "oe_ratio_365d", "ici_365d", "e50_365d",
+        "e90_365d",
     ]  # fmt: skip
     assert all(np.isfinite(v) for v in m.values()) and why == {}
     m200, why200 = compute_metrics(y_te, risk, None, None, 200.0)
@@ -231,7 +232,7 @@ def test_metrics_are_nan_with_a_reason_when_data_cannot_support_them(fitted):
         nan = {k for k, v in m.items() if np.isnan(v)}
         assert nan == set(why) == {
             "cindex_harrell", "cindex_uno", "auc_365d", "calibration_slope",
-            "calibration_intercept",
+            "calibration_intercept", "ici_365d", "e50_365d", "e90_365d",
         }  # fmt: skip
         assert "no re-fracture" in why["auc_365d"] and "no re-fracture" in why["cindex_uno"]
     # nobody followed to the horizon: nothing at the horizon can be estimated

@@ -216,7 +216,17 @@ class ExtractionConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    split: Literal["random", "site", "leave_one_site_out", "kfold", "none"] = "random"
+    split: Literal["none", "random", "site", "leave_one_site_out", "kfold"] = Field(
+        "none",
+        description="none: every patient develops the model, validated by bootstrap and, "
+        "with re-fractures at two or more sites, leave-one-site-out; random | site | "
+        "leave_one_site_out | kfold hold patients out",
+    )
+    internal: Literal["auto", "harrell", "632plus", "loo"] = Field(
+        "auto",
+        description="the internal-validation estimate tables show: auto (Harrell's for "
+        "regression models, .632+ for tree ensembles), harrell, 632plus or loo",
+    )
     test_fraction: float = Field(0.3, gt=0, lt=1)
     test_site: str | None = None
     folds: int = Field(5, ge=2)
@@ -262,7 +272,11 @@ class RunConfig(_Strict):
     models: list[ModelName] = ["cox", "coxnet", "logistic", "rsf"]
     feature_sets: list[FeatureSet] = ["clinical", "clinical+imaging"]
     validation: ValidationConfig = ValidationConfig()
-    selection_metric: str = "cindex_harrell_optcorr"
+    selection_metric: str = Field(
+        "auto",
+        description="auto: the run's C-index by .632+ for every candidate; or a metric name, "
+        "plain (validation data) or with _optcorr, _632plus or _loo",
+    )
     risk_groups: tuple[float, float] = (0.10, 0.20)
     mlflow: MlflowConfig = MlflowConfig()
 

@@ -84,30 +84,24 @@ def _row_label(c: Candidate, selected: Candidate | None, compact: bool) -> list[
     return [c.model + star, c.feature_set]
 
 
-def metrics_tables(
-    candidates: list[Candidate],
-    horizon: float,
-    title: str,
-    selected: Candidate | None = None,
-    width: int = WIDE,
-) -> list[Table]:
-    """Headline metrics with 95% CIs per model and feature set (labels from the metric
-    catalogue). At ``width`` >= 160 one table; narrower, two tables of three metrics each, so
-    every CI stays on one line in an 80-column terminal."""
-    h = float(horizon)
-    from refracture.validation.catalogue import METRICS
+Column = tuple[str, list[str]]  # header, one cell per row
 
-    specs = {spec.key: spec for spec in METRICS}
-    columns = [
-        ("cindex_harrell", "", specs["cindex_harrell"]),
-        ("cindex_harrell", "_optcorr", specs["cindex_harrell"]),
-        ("auc_{h}", "", specs["auc_{h}"]),
-        ("calibration_slope", "", specs["calibration_slope"]),
-        ("oe_ratio_{h}", "", specs["oe_ratio_{h}"]),
-        ("brier_{h}", "", specs["brier_{h}"]),
-    ]
-    compact = width < WIDE
-    groups = [columns[:3], columns[3:]] if compact else [columns[:5]]
+
+def _split_tables(
+    title: str, labels: list[Column], columns: list[Column], width: int, compact: bool
+) -> list[Table]:
+    """The columns in as few tables as fit ``width`` (the label columns repeated in each), so
+    no CI is ever cut."""
+    need = lambda col: max(len(col[0]), *(len(v) for v in col[1])) + 3  # noqa: E731
+    room = width - sum(need(c) for c in labels) - 4
+    groups: list[list[Column]] = [[]]
+    used = 0
+    for col in columns:
+        if groups[-1] and used + need(col) > room:
+            groups.append([])
+            used = 0
+        groups[-1].append(col)
+        used += need(col)
     tables = []
     for k, group in enumerate(groups):
         t = Table(
@@ -117,18 +111,82 @@ def metrics_tables(
             box=None if compact else box.HEAVY_HEAD,
             pad_edge=False,
         )
-        heads = ["model"] if compact else ["model", "features"]
-        for head in heads:
+        for head, _ in labels:
             t.add_column(head, justify="left", no_wrap=True)
-        for _key, suffix, spec in group:
-            label = spec.label_at(h) + (" opt.-corr." if suffix else "")
-            t.add_column(label, justify="right", no_wrap=True)
-        for c in candidates:
-            m = c.result.metrics
-            cells = [_cell(m, spec.name(h) + suffix, spec.digits) for _k, suffix, spec in group]
-            t.add_row(*_row_label(c, selected, compact), *cells)
+        for head, _ in group:
+            t.add_column(head, justify="right", no_wrap=True)
+        for i in range(len(labels[0][1])):
+            t.add_row(*(c[1][i] for c in labels), *(c[1][i] for c in group))
         tables.append(t)
     return tables
+
+
+def _labels(candidates: list[Candidate], selected: Candidate | None, compact: bool) -> list[Column]:
+    rows = [_row_label(c, selected, compact) for c in candidates]
+    heads = ["model"] if compact else ["model", "features"]
+    return [(h, [r[i] for r in rows]) for i, h in enumerate(heads)]
+
+
+def metrics_tables(
+    candidates: list[Candidate],
+    horizon: float,
+    title: str,
+    selected: Candidate | None = None,
+    width: int = WIDE,
+    selection_metric: str | None = None,
+) -> list[Table]:
+    """The headline metrics of the registry with 95% CIs per model and feature set: their
+    internal-validation estimate on the development data (each model's estimator named in its
+    row) with the selection metric and a forest's out-of-bag C, then their values on the
+    validation data unless those are the development data themselves. Columns that do not fit
+    ``width`` go to a further table, so every CI stays on one line."""
+    # the registry's package imports the models: read it only when a table is drawn
+    from refracture.validation.catalogue import (
+        ESTIMATORS,
+        estimator_of,
+        headline_specs,
+        metric_spec,
+    )
+
+    h = float(horizon)
+    compact = width < WIDE
+    labels = _labels(candidates, selected, compact)
+    rows = [c.result for c in candidates]
+    est = [("estimate", [ESTIMATORS[r.internal].label for r in rows])]
+    internal = [
+        (spec.label_at(h), [_cell(r.metrics, f"{spec.name(h)}_{r.internal}", spec.digits)
+                            for r in rows])
+        for spec in headline_specs() if spec.resampled
+    ]  # fmt: skip
+    if selection_metric and (suffix := estimator_of(selection_metric)):
+        spec = metric_spec(selection_metric, h)
+        head = f"{spec.label_at(h)}, {ESTIMATORS[suffix].label} (selection)"
+        internal.insert(0, (head, [_cell(r.metrics, selection_metric, spec.digits) for r in rows]))
+    if any("cindex_oob" in r.metrics for r in rows):
+        oob = [_cell(r.metrics, "cindex_oob", 3) if "cindex_oob" in r.metrics else "" for r in rows]
+        internal.append(("forest out-of-bag C", oob))
+    tables = _split_tables(
+        f"{title}: internal validation on the development data", labels, est + internal,
+        width, compact,
+    )  # fmt: skip
+    role = rows[0].validation_role if rows else "apparent"
+    if role != "apparent":
+        valid = [
+            (spec.label_at(h), [_cell(r.metrics, spec.name(h), spec.digits) for r in rows])
+            for spec in headline_specs()
+        ]
+        what = VALIDATION_WORDS.get(role, role)
+        tables += _split_tables(f"{title}: {what}", labels, valid, width, compact)
+    return tables
+
+
+#: What the validation predictions are, as a table title.
+VALIDATION_WORDS = {
+    "test": "held-out patients",
+    "external": "external validation",
+    "internal-external": "internal-external validation (leave-one-site-out, pooled)",
+    "out-of-fold": "cross-validation (out-of-fold, pooled)",
+}
 
 
 def added_value_tables(
@@ -178,15 +236,25 @@ def added_value_tables(
     return tables
 
 
-def _print_metrics(console: Console, candidates, horizon, title, selected) -> None:
-    for table in metrics_tables(candidates, horizon, title, selected, console.width):
+def _print_metrics(console: Console, result: TrainResult, title: str) -> None:
+    tables = metrics_tables(
+        result.candidates,
+        result.dataset.horizon,
+        title,
+        result.selected,
+        console.width,
+        result.selection_metric,
+    )
+    for table in tables:
         console.print(table)
     legend = "* registered model"
     if console.width < WIDE:
         legend += "; +img: clinical+imaging"
     console.print(
-        f"[dim]{legend}; CIs: bootstrap of the validation patients; optimism-corrected: "
-        "Harrell's bootstrap on the development data[/]"
+        f"[dim]{legend}; internal validation: B bootstrap refits on the development data "
+        "(Harrell: optimism-corrected; .632+; LOO bootstrap), 95% CI = percentiles of the "
+        "refits' apparent values centred on the estimate; validation data: percentile "
+        "bootstrap of the patients[/]"
     )
 
 
@@ -203,13 +271,7 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
         highlight=False,
         markup=False,
     )
-    _print_metrics(
-        console,
-        result.candidates,
-        horizon,
-        "Validation at the horizon (95% CI)",
-        result.selected,
-    )
+    _print_metrics(console, result, "Validation at the horizon (95% CI)")
     for table in added_value_tables(result.candidates, horizon, console.width):
         console.print(table)
     from refracture.report.summary_lines import selected_lines  # imports the report package
@@ -253,9 +315,7 @@ def print_demo_summary(console: Console, demo: DemoResult) -> None:
     t = demo.train
     h = t.dataset.horizon
     console.rule("[bold]refracture demo: summary")
-    _print_metrics(
-        console, t.candidates, h, f"Validation at {int(round(h))} days (95% CI)", t.selected
-    )
+    _print_metrics(console, t, f"Validation at {int(round(h))} days (95% CI)")
     for table in added_value_tables(t.candidates, h, console.width):
         console.print(table)
     d = t.decision

@@ -64,6 +64,11 @@ class SurvivalEstimator(BaseEstimator):
     #: ``risk_from_lp(lp)`` is exact (a nomogram's points map to the risk). False for the
     #: cause-specific models, whose risk also depends on the death model (``lp_death``).
     cif_from_lp: ClassVar[bool] = True
+    #: An ensemble of trees: it memorises its training patients, so internal validation uses
+    #: estimates that test on patients a refit did not see (.632+) rather than Harrell's.
+    tree_ensemble: ClassVar[bool] = False
+    #: ``oob_risk(X, y)`` gives each training patient's out-of-bag risk (bagged forests).
+    has_oob_predictions: ClassVar[bool] = False
 
     #: Set by the ``__init__`` of subclasses that take an estimand; a model that does not is a
     #: net-risk model.

@@ -57,6 +57,8 @@ class RandomSurvivalForest(SurvivalEstimator):
 
     name = "rsf"
     estimands = ("net", "cif")
+    tree_ensemble = True
+    has_oob_predictions = True
 
     def __init__(
         self,
@@ -151,6 +153,50 @@ class RandomSurvivalForest(SurvivalEstimator):
     def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         return _cloglog(self.predict_risk(X))
 
+    def oob_risk(self, X: pd.DataFrame | np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Out-of-bag risk by the horizon of the training patients.
+
+        Each patient's risk averages only the trees whose bootstrap sample left the patient
+        out (Breiman's out-of-bag estimate). ``X``, ``y``: the data ``fit`` was given, same rows
+        in the same order. A patient in every tree's sample (probability about 0.37 ** 100)
+        and, under ``cif``, one left out of the fit (censored before the first event) gets the
+        whole forest's prediction, which for the latter is out of bag too.
+        """
+        Xa = self._design(X)
+        h = np.array([float(self.horizon)])
+        total, count = np.zeros(len(Xa)), np.zeros(len(Xa))
+        if self.estimand == "cif":
+            f = self.forest_
+            used = np.flatnonzero(
+                ~((y["event"] == CENSORED) & (y["time"] < y["time"][y["event"] != CENSORED].min()))
+            )
+            # comprisk keeps each tree's out-of-bag rows (indices into the rows it was fitted
+            # on) but predicts only whole forests publicly: its per-tree predictor is used as
+            # its own predict_cif uses it
+            from comprisk._hist_tree import predict_tree_hist
+            from comprisk._tree import predict_tree
+
+            Xin, predict = f._prepare_predict_inputs(Xa[used], predict_tree, predict_tree_hist)
+            project = f._make_time_projection(h)
+            for tree, oob in zip(f.trees_, f.oob_indices_, strict=True):
+                if len(oob):
+                    cif = project(predict(tree, Xin[oob]))
+                    total[used[oob]] += cif[:, 0, 0]
+                    count[used[oob]] += 1
+        else:
+            idx = int(np.searchsorted(self.forest_.unique_times_, h[0], side="right") - 1)
+            samples = self.forest_.estimators_samples_
+            for tree, drawn in zip(self.forest_.estimators_, samples, strict=True):
+                oob = np.setdiff1d(np.arange(len(Xa)), drawn)
+                if len(oob):
+                    s = tree.predict_survival_function(Xa[oob], return_array=True)
+                    total[oob] += 1.0 - (s[:, idx] if idx >= 0 else 1.0)
+                    count[oob] += 1
+        risk = self.predict_risk(X)
+        seen = count > 0
+        risk[seen] = total[seen] / count[seen]
+        return risk
+
     def risk_from_lp(self, lp: np.ndarray) -> np.ndarray:
         return -np.expm1(-np.exp(np.asarray(lp, dtype=float)))
 
@@ -173,6 +219,7 @@ class GradientBoostedSurvival(CauseSpecificHazardsMixin, SurvivalEstimator):
 
     name = "gbsa"
     estimands = ("net", "cif")
+    tree_ensemble = True
     cif_from_lp = False
 
     def __init__(

@@ -8,8 +8,11 @@ Sections (each an element with a stable id, so the report can be checked by pars
 characteristics by outcome, by site and by development / validation data), ``predictors``
 (kind, unit, coding), ``sample-size`` (events per model term, small samples), ``hr``
 (univariable and multivariable ratios, full specification of the registered model), ``models``
-(model comparison and parameters), ``per-site`` (metrics per validation site),
-``calibration``, ``decision-curve``, ``km`` (Kaplan-Meier by risk group), ``roc``
+(model comparison by internal validation and on the validation data, parameters),
+``internal-validation`` (the registered model by every estimator, interval methods and their
+measured coverage), ``per-site`` (metrics per validation site), ``calibration`` (grouped and
+smoothed, ICI / E50 / E90), ``stability`` (prediction and calibration instability),
+``decision-curve``, ``km`` (Kaplan-Meier by risk group), ``roc``
 (time-dependent ROC), ``added-value``, ``nomogram`` (the registered model's), ``qc`` (data
 preparation and the link to the QC pictures), ``methods``, ``limitations``, ``intended-use``
 and ``tripod`` (TRIPOD+AI items, each answered one linking to the element that answers it).
@@ -51,8 +54,18 @@ from refracture.report.site_meta import site_meta_table
 from refracture.report.spec import model_specification
 from refracture.report.table1 import Variable, outcome_groups, table_one
 from refracture.report.tripod import checklist
-from refracture.text import ci_parts, ci_text
-from refracture.validation.metrics import metric_names
+from refracture.report.validation_tables import (
+    cindex_table,
+    comparison_table,
+    internal_comparison_table,
+    internal_metric_table,
+    per_site_rows,
+    smoothed_calibration_section,
+    stability_section,
+    summary_metrics,
+)
+from refracture.text import ci_parts
+from refracture.validation.internal import INTERVAL_METHODS
 
 __all__ = [
     "QC_PAGE",
@@ -70,33 +83,13 @@ __all__ = [
 
 SECTIONS = (
     "summary", "flow", "table1", "table1-site", "table1-role", "predictors", "sample-size", "hr",
-    "models", "per-site", "calibration", "decision-curve", "km", "roc", "added-value",
+    "models", "internal-validation", "per-site", "calibration", "stability", "decision-curve",
+    "km", "roc", "added-value",
     "nomogram", "qc", "methods", "limitations", "intended-use", "tripod",
 )  # fmt: skip
 
 #: The QC page written beside ``report.html``.
 QC_PAGE = "qc.html"
-
-_SHORT = {
-    "cindex_harrell": "Harrell C",
-    "cindex_uno": "Uno C",
-    "auc": "AUC",
-    "brier": "Brier",
-    "ibs": "IBS",
-    "calibration_slope": "calibration slope",
-    "calibration_intercept": "calibration intercept",
-    "oe_ratio": "O/E",
-}
-
-
-def _short(name: str) -> str:
-    """``auc_365d`` -> ``AUC 365 d``."""
-    for key, label in _SHORT.items():
-        if name == key:
-            return label
-        if name.startswith(key + "_") and name.endswith("d"):
-            return f"{label} {name.removeprefix(key + '_').removesuffix('d')} d"
-    return name
 
 
 def _png(path: Path | None) -> str | None:
@@ -152,19 +145,6 @@ def _exclusion_reasons(excluded: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("n", ascending=False)
 
 
-def _comparison_row(c: Any, names: list[str]) -> dict[str, Any]:
-    m = c.result.metrics
-    return {
-        "model": c.model,
-        "features": c.feature_set,
-        "patients": c.result.n_valid,
-        "events": c.result.events_valid,
-        **{_short(n): _ci(m, n) for n in names},
-        "Harrell C optimism-corrected": _ci(m, "cindex_harrell_optcorr"),
-        "calibration slope optimism-corrected": _ci(m, "calibration_slope_optcorr"),
-    }
-
-
 def _added_row(c: Any, hd: int) -> dict[str, Any]:
     a = c.added
     p = a.get("lrt_p", math.nan)
@@ -191,25 +171,6 @@ def _params_table(candidates: list[Any]) -> pd.DataFrame:
                 "estimator": type(est).__name__,
                 "inputs standardised": "yes" if est.needs_scaling else "no",
                 "parameters": params,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _per_site_rows(ps: pd.DataFrame, hd: int) -> pd.DataFrame:
-    rows = []
-    for r in ps.to_dict("records"):
-        rows.append(
-            {
-                "site": r["site"],
-                "patients": int(r["n"]),
-                f"events by {hd} d": int(r["events_by_horizon"]),
-                "Harrell C": _ci(r, "cindex_harrell"),
-                f"AUC {hd} d": _ci(r, f"auc_{hd}d"),
-                f"Brier {hd} d": _ci(r, f"brier_{hd}d"),
-                "calibration slope": _ci(r, "calibration_slope"),
-                f"O/E {hd} d": _ci(r, f"oe_ratio_{hd}d"),
-                "sample": "too small to trust" if r["small_sample"] else "",
             }
         )
     return pd.DataFrame(rows)
@@ -318,7 +279,7 @@ def _role_table(result: Any, variables: list[Variable], h: float) -> tuple[Any, 
             Variable("__death", "binary", "death (any time)"),
         ]
         return _table(table_one(X, [*variables, *extra], role)), ""
-    if r.split_kind == "leave_one_site_out":
+    if r.per_site is not None:
         note = (
             "Under leave-one-site-out validation each site is in turn the validation data and "
             "the other sites its development data, so Table 1b (by site) compares them."
@@ -342,8 +303,8 @@ def _limitations(
         f"The registered model has {row['events per term']:.1f} development events per model "
         f"term ({row['model terms']} terms): "
         + (
-            "fewer than 10, so expect optimism (corrected by Harrell's bootstrap in the "
-            "optimism-corrected metrics) and unstable coefficients."
+            "fewer than 10, so expect optimism (corrected in the internal-validation "
+            "estimates) and unstable predictions (see the stability section)."
             if row["below 10"]
             else "at least 10."
         )
@@ -443,8 +404,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         )
 
     # Model comparison and per-site metrics
-    names = metric_names(h)
-    comparison = pd.DataFrame([_comparison_row(c, names) for c in result.candidates])
+    comparison = comparison_table(result.candidates, h)
     added = pd.DataFrame([_added_row(c, hd) for c in result.candidates if c.added])
     ps, meta = _per_site_of(sel, cfg)
     if len(ps) >= 2:
@@ -474,7 +434,6 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
     else:
         reasons["data-preparation"] = "clinical-only run: no images were prepared"
 
-    m = sel.result.metrics
     decision = result.decision
     sha = git_commit()
     imaging = fs == "clinical+imaging"
@@ -487,18 +446,8 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "tracking_uri": result.tracking_uri,
         "experiment": cfg.mlflow.experiment,
         "selected": sel.label,
-        "selected_metrics": {
-            "Harrell C": ci_text(m, "cindex_harrell"),
-            "Harrell C optimism-corrected": ci_text(m, "cindex_harrell_optcorr"),
-            f"AUC {hd} d": ci_text(m, f"auc_{hd}d"),
-            "calibration slope": ci_text(m, "calibration_slope"),
-            f"O/E {hd} d": ci_text(m, f"oe_ratio_{hd}d"),
-            **(
-                {f"O/E of death {hd} d": ci_text(m, f"oe_ratio_death_{hd}d")}
-                if f"oe_ratio_death_{hd}d" in m
-                else {}
-            ),
-        },
+        "selected_metrics": summary_metrics(sel, h),
+        "selection_metric": result.selection_metric,
         "decision": decision.reason,
         "registered": f"{decision.model_name} version {decision.version}"
         if decision.version
@@ -519,7 +468,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "harmonisation_comparison": _harmonisation_tables(result.candidates),
         "table1_role": t1_role,
         "role_note": role_note,
-        "role_links_site": sel.result.split_kind == "leave_one_site_out",
+        "role_links_site": sel.result.per_site is not None,
         "predictors": _table(predictors_table(ds, list(cfg.feature_sets))),
         "epv": _table(epv_view),
         "min_epv": MIN_EPV,
@@ -537,8 +486,21 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
             "table": _table(spec.table, digits=4),
         },
         "comparison": _table(comparison),
+        "validation_role": sel.result.validation_role,
+        "internal_comparison": _table(internal_comparison_table(result.candidates, h)),
+        "cindex": _table(cindex_table(result.candidates, result.selection_metric)),
+        "internal_metrics": _table(internal_metric_table(sel, h)),
+        "interval_methods": INTERVAL_METHODS,
+        "smoothed": {
+            k: (_table(v) if isinstance(v, pd.DataFrame) else v)
+            for k, v in smoothed_calibration_section(result, h, plots_dir, _png).items()
+        },
+        "stability": {
+            k: (_table(v) if isinstance(v, pd.DataFrame) else v)
+            for k, v in stability_section(sel, cfg, _png).items()
+        },
         "params": _table(_params_table(result.candidates)),
-        "per_site": _table(_per_site_rows(ps, hd)),
+        "per_site": _table(per_site_rows(ps, h)),
         "site_meta": _table(site_meta_table(meta, sel.result.metrics, h)) if meta else None,
         "site_forest": _png(sel.plots.get("site_forest")),
         "riley": None if result.sample_size is None else _table(riley_view(result.sample_size, h)),

@@ -15,18 +15,7 @@ from refracture.files import shipped_file
 from refracture.report.predictors import binary_coding, predictor_kinds, unit_of
 from refracture.report.sample_size import MIN_EPV, events_per_parameter
 from refracture.text import ci_text
-from refracture.validation.metrics import metric_names
-
-METRIC_LABELS = {
-    "cindex_harrell": "Harrell's C-index",
-    "cindex_uno": "Uno's C-index",
-    "auc": "cumulative/dynamic AUC",
-    "brier": "Brier score",
-    "ibs": "integrated Brier score",
-    "calibration_slope": "calibration slope",
-    "calibration_intercept": "calibration intercept",
-    "oe_ratio": "observed/expected ratio",
-}
+from refracture.validation.catalogue import ESTIMATORS, metric_spec, metric_specs
 
 
 def template_path(name: str) -> Path:
@@ -37,14 +26,14 @@ def template_path(name: str) -> Path:
     return path
 
 
-def metric_label(name: str) -> str:
-    """``brier_365d`` -> ``Brier score (365d)``."""
-    for key, label in METRIC_LABELS.items():
-        if name == key:
-            return label
-        if name.startswith(key + "_"):
-            return f"{label} ({name.removeprefix(key + '_')})"
-    return name
+def metric_label(name: str, horizon: float = 365.0) -> str:
+    """``brier_365d`` -> ``IPCW Brier score at the horizon (brier_365d)``: the registry's
+    description of the metric, with its name."""
+    try:
+        spec = metric_spec(name, horizon)
+    except KeyError:
+        return name
+    return f"{spec.description} (`{name}`)"
 
 
 def render_model_card(
@@ -56,11 +45,14 @@ def render_model_card(
     m = r.metrics
     metrics = [
         {
-            "name": metric_label(name),
-            "valid": ci_text(m, name),
-            "optcorr": ci_text(m, f"{name}_optcorr"),
+            "name": metric_label(spec.name(r.horizon), r.horizon),
+            "valid": ci_text(m, spec.name(r.horizon), spec.digits),
+            **{
+                s: ci_text(m, f"{spec.name(r.horizon)}_{s}", spec.digits) if spec.resampled else ""
+                for s in ESTIMATORS
+            },
         }
-        for name in metric_names(r.horizon)
+        for spec in metric_specs()
     ]
     h = int(round(r.horizon))
     added = []
@@ -109,6 +101,9 @@ def render_model_card(
         epv_low=bool(epv["below 10"]),
         min_epv=int(MIN_EPV),
         notes=list(r.notes),
+        internal=ESTIMATORS[r.internal].label,
+        oob="" if "cindex_oob" not in m else f"{m['cindex_oob']:.3f}",
+        role=r.validation_role,
     )
 
 

@@ -14,7 +14,7 @@ from refracture.dataset import Dataset
 from refracture.ids import PATIENT_ID
 from refracture.results import Candidate, TrainResult
 from refracture.text import ci_text
-from refracture.validation.catalogue import ADDED_VALUE, METRICS
+from refracture.validation.catalogue import ADDED_VALUE, ESTIMATORS, headline_specs, metric_specs
 
 __all__ = [
     "candidate_plots",
@@ -81,6 +81,7 @@ def candidate_plots(
             preds, folder / "decision_curve.png", horizon=h, estimand=est, reasons=why
         ),
     }
+    out |= _validation_plots(cand, cfg, folder)
     if r.coefficients is not None:
         ratio = r.final_model.model.ratio_name
         out["forest"] = plots.plot_forest(
@@ -102,17 +103,42 @@ def candidate_plots(
     return {k: p for k, p in out.items() if p is not None}
 
 
+def _validation_plots(cand: Candidate, cfg: RunConfig, folder: Path) -> dict[str, Path | None]:
+    """Smoothed calibration on the validation data and the stability figures of the refits."""
+    from refracture.validation import stability_plots as sp
+
+    r, h, why = cand.result, cfg.outcome.horizon_days, cand.reasons
+    common = {"thresholds": cfg.risk_groups, "reasons": why}
+    return {
+        "calibration_smooth": sp.plot_smoothed_calibration(
+            {cand.label: r.predictions}, folder / "calibration_smooth.png", horizon=h,
+            estimand=r.estimand, reasons=why,
+        ),
+        "prediction_instability": sp.plot_prediction_instability(
+            r.development_risk, r.boot_risk, folder / "prediction_instability.png", **common
+        ),
+        "mape": sp.plot_mape(r.development_risk, r.boot_risk, folder / "mape.png", **common),
+        "calibration_instability": sp.plot_calibration_instability(
+            r.y_development, r.development_risk, r.boot_risk,
+            folder / "calibration_instability.png", horizon=h, estimand=r.estimand, reasons=why,
+        ),
+    }  # fmt: skip
+
+
 def version_description(cand: Candidate, cfg: RunConfig) -> str:
-    m = cand.result.metrics
-    h = int(round(cfg.outcome.horizon_days))
-    parts = [
-        f"{cand.label}; {cand.result.split}",
-        f"Harrell C {ci_text(m, 'cindex_harrell')}",
-        f"optimism-corrected C {ci_text(m, 'cindex_harrell_optcorr')}",
-        f"AUC {h}d {ci_text(m, f'auc_{h}d')}",
-        f"calibration slope {ci_text(m, 'calibration_slope')}",
-        f"O/E {ci_text(m, f'oe_ratio_{h}d')}",
-    ]
+    """The registry's description of a version: its design, the headline metrics by its
+    internal-validation estimator and on the validation data, what imaging adds."""
+    r, m = cand.result, cand.result.metrics
+    h = cfg.outcome.horizon_days
+    est = ESTIMATORS[r.internal].label
+    parts = [f"{cand.label}; {r.split}"]
+    for spec in headline_specs():
+        name = spec.name(h)
+        if spec.resampled:
+            value = ci_text(m, f"{name}_{r.internal}", spec.digits)
+            parts.append(f"{spec.label_at(h)} {est} {value}")
+        if r.validation_role != "apparent":
+            parts.append(f"{spec.label_at(h)} validation {ci_text(m, name, spec.digits)}")
     if cand.added:
         a = cand.added
         parts.append(
@@ -129,10 +155,16 @@ def summary_table(result: TrainResult) -> pd.DataFrame:
     for c in result.candidates:
         m = c.result.metrics
         row = {"model": c.model, "feature_set": c.feature_set, "run_id": c.run_id}
-        for spec in METRICS:
+        row["internal"] = c.result.internal
+        for spec in metric_specs():
             name = spec.name(h)
-            for suffix in ("", "_lo", "_hi", "_optcorr", "_optcorr_lo", "_optcorr_hi"):
-                row[name + suffix] = m.get(name + suffix, math.nan)
+            ests = [f"_{s}" for s in ESTIMATORS] if spec.resampled else []
+            for est in ("", *ests):
+                for suffix in ("", "_lo", "_hi"):
+                    row[name + est + suffix] = m.get(name + est + suffix, math.nan)
+        stability = sorted(k for k in m if k.startswith("instability_"))
+        for extra in ("cindex_oob", "n_development", *stability):
+            row[extra] = m.get(extra, math.nan)
         if c.added:
             for spec in ADDED_VALUE:
                 name = spec.name(h)

@@ -140,12 +140,15 @@ def _tail(d: Any) -> list[str]:
         f"feature_sets: {sets}",
         "",
         "validation:",
-        "  split: random              # random | site | leave_one_site_out | kfold | none",
-        "  test_fraction: 0.3",
+        "  split: none                # none (all patients; bootstrap and leave-one-site-out)"
+        " | random | site | leave_one_site_out | kfold",
+        "  internal: auto             # auto (Harrell for regression, .632+ for tree ensembles)"
+        " | harrell | 632plus | loo",
         "  bootstrap: 200             # 20 while setting up; 200 or more for the analysis",
         "  seed: 0",
         "",
-        "selection_metric: cindex_harrell_optcorr   # with bootstrap: 0, use cindex_harrell",
+        "selection_metric: auto       # C-index by .632+ for every model; bootstrap: 0 needs"
+        " cindex_harrell",
         "",
         "mlflow:",
         "  tracking_uri: null         # null: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db",

@@ -27,18 +27,23 @@ import pandas as pd
 from refracture.config import RunConfig
 from refracture.dataset import Dataset
 from refracture.progress import Progress
-from refracture.validation.catalogue import horizon_label
+from refracture.validation.catalogue import headline_specs, horizon_label
 
 __all__ = [
-    "COMPARED_METRICS",
+    "compared_metrics",
     "HARMONISED_SUFFIX",
     "POOLED_ROW",
     "harmonisation_metrics",
     "per_site_harmonisation",
 ]
 
-#: Metrics compared (``{h}``: the horizon label, e.g. ``365d``).
-COMPARED_METRICS = ("cindex_harrell", "auc_{h}", "brier_{h}", "calibration_slope", "oe_ratio_{h}")
+
+#: Metrics compared: the registry's headline metrics (``{h}``: the horizon label, e.g.
+#: ``365d``), read when the comparison runs.
+def compared_metrics() -> tuple[str, ...]:
+    return tuple(spec.key for spec in headline_specs())
+
+
 #: Column suffix of the harmonised model's values.
 HARMONISED_SUFFIX = "_harmonised"
 #: ``site`` of the row with the pooled held-out predictions of all sites.
@@ -46,7 +51,7 @@ POOLED_ROW = "all sites (pooled)"
 
 
 def _names(horizon: float) -> list[str]:
-    return [m.format(h=horizon_label(horizon)) for m in COMPARED_METRICS]
+    return [m.format(h=horizon_label(horizon)) for m in compared_metrics()]
 
 
 def per_site_harmonisation(
@@ -71,7 +76,7 @@ def per_site_harmonisation(
     DataFrame or None
         One row per held-out site plus a first row ``site = "all sites (pooled)"``; columns
         ``site``, ``n``, ``events``, ``events_by_horizon``, then for each compared metric ``m``
-        (:data:`COMPARED_METRICS`) ``m`` (without harmonisation) and ``m_harmonised``. None
+        (:func:`compared_metrics`) ``m`` (without harmonisation) and ``m_harmonised``. None
         when harmonisation is off, there are no imaging features or fewer than two sites.
 
     Raises

@@ -14,6 +14,7 @@ from refracture.bundle import CovariateSpec, ModelBundle, TrainingSummary
 from refracture.config import RunConfig
 from refracture.dataset import Dataset, harmonisation_columns
 from refracture.results import Candidate
+from refracture.validation.catalogue import resolve_selection_metric
 
 __all__ = ["make_bundle", "training_ranges"]
 
@@ -97,8 +98,10 @@ def make_bundle(
             n_patients=r.n_train,
             n_events=r.events_train,
             split=r.split,
-            selection_metric=cfg.selection_metric,
-            selection_value=float(r.metrics.get(cfg.selection_metric, math.nan)),
+            selection_metric=resolve_selection_metric(cfg.selection_metric),
+            selection_value=float(
+                r.metrics.get(resolve_selection_metric(cfg.selection_metric), math.nan)
+            ),
             dataset_digest=dataset_digest,
             competing_risk=r.competing_risk_note,
         ),

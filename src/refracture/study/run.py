@@ -24,7 +24,12 @@ from refracture.results import Candidate, TrainResult
 from refracture.study.artifacts import cohort_flow, summary_table, version_description
 from refracture.study.harmonisation import per_site_harmonisation
 from refracture.study.inputs import StudyInputs, prepare_inputs, read_clinical
-from refracture.study.selection import check_selection_metric, select, selection_score
+from refracture.study.selection import (
+    check_selection_metric,
+    select,
+    selection_metric,
+    selection_score,
+)
 from refracture.study.statistics import attach_statistics
 from refracture.validation import added_value, validate
 
@@ -118,6 +123,8 @@ def validate_candidate(
             feature_set=feature_set,
             progress=progress,
             stage=f"validating {name} ({feature_set})",
+            internal=vcfg.internal,
+            risk_groups=cfg.risk_groups,
         )
     except ModelError as err:
         # A model that cannot be fitted on these data: the config entry to change is models.
@@ -270,7 +277,7 @@ def _train_in_run(
         run_dir=run_dir,
         candidates=candidates,
         selected=selected,
-        selection_metric=cfg.selection_metric,
+        selection_metric=selection_metric(cfg),
         decision=decision,
         model_uri=(
             f"models:/{cfg.mlflow.registered_model}/{decision.version}"
@@ -333,7 +340,7 @@ def _register(
     False, a decision saying the model stays in its run."""
     from refracture import registry
 
-    metric = cfg.selection_metric
+    metric = selection_metric(cfg)
     value = float(selected.result.metrics[metric])
     if not register:
         return registry.AliasDecision(

@@ -1,4 +1,13 @@
-"""Which candidate becomes the registered model: the best on the selection metric."""
+"""Which candidate becomes the registered model: the best on the selection metric.
+
+``selection_metric: auto`` (the default) compares every candidate on the run's C-index
+(Wolbers' under ``cif``) by the .632+ bootstrap: one estimate valid for regression models and
+tree ensembles alike (Harrell's optimism correction favours a forest, which memorises the
+resampled patients it is tested on). Internal-validation estimates come from the development
+data only, so with a held-out or site split the held-out patients never take part in the
+choice and judge the chosen model once (Varma & Simon 2006); a plain metric name chooses on
+the validation data instead, and the run warns when those are held-out patients.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +18,38 @@ import numpy as np
 from refracture.config import RunConfig
 from refracture.errors import ConfigError, InputError
 from refracture.results import Candidate, selection_pool
-from refracture.validation.catalogue import metric_names, selection_score
+from refracture.validation.catalogue import (
+    ESTIMATORS,
+    estimator_of,
+    resolve_selection_metric,
+    selection_choices,
+    selection_score,
+)
 
-__all__ = ["check_selection_metric", "select", "selection_score"]
+__all__ = ["check_selection_metric", "select", "selection_metric", "selection_score"]
+
+
+def selection_metric(cfg: RunConfig) -> str:
+    """The metric name the config selects on (``auto`` resolved)."""
+    return resolve_selection_metric(cfg.selection_metric)
 
 
 def check_selection_metric(cfg: RunConfig) -> None:
     """Refuse, before any work, a selection metric that does not exist or cannot be computed."""
-    names = metric_names(cfg.outcome.horizon_days)
-    allowed = set(names) | {f"{n}_optcorr" for n in names}
-    if cfg.selection_metric not in allowed:
+    h = cfg.outcome.horizon_days
+    allowed = selection_choices(h)
+    metric = cfg.selection_metric
+    if metric not in allowed:
         raise ConfigError(
-            f"unknown metric '{cfg.selection_metric}' (one of {', '.join(sorted(allowed))})",
+            f"unknown metric '{metric}' (auto, or one of {', '.join(sorted(allowed[1:]))})",
             key="selection_metric",
         )
-    if cfg.selection_metric.endswith("_optcorr") and cfg.validation.bootstrap == 0:
+    suffix = estimator_of(selection_metric(cfg))
+    if suffix and cfg.validation.bootstrap == 0:
+        base = selection_metric(cfg).removesuffix("_" + suffix)
         raise ConfigError(
-            f"'{cfg.selection_metric}' needs the bootstrap: set validation.bootstrap above 0 or "
-            f"select on '{cfg.selection_metric.removesuffix('_optcorr')}'",
+            f"'{metric}' needs the bootstrap ({ESTIMATORS[suffix].label}): set "
+            f"validation.bootstrap above 0 or select on '{base}'",
             key="selection_metric",
         )
 
@@ -34,7 +57,7 @@ def check_selection_metric(cfg: RunConfig) -> None:
 def select(candidates: list[Candidate], cfg: RunConfig) -> Candidate:
     """The best clinical+imaging model (or the best clinical one, without imaging)."""
     pool = selection_pool(candidates)
-    metric = cfg.selection_metric
+    metric = selection_metric(cfg)
     h = cfg.outcome.horizon_days
     scored = [(selection_score(metric, c.result.metrics.get(metric, math.nan), h), c) for c in pool]
     scored = [(s, c) for s, c in scored if np.isfinite(s)]

@@ -60,7 +60,8 @@ def attach_statistics(
         if table is not None:
             c.extra_metrics |= riley_metrics(table, c.feature_set)
         c.per_site_metrics = per_site_metrics(c.result, bootstrap=v.bootstrap, seed=v.seed)
-        if len(c.per_site_metrics) >= 2:
+        # apparent per-site values (one site with re-fractures) are not validation
+        if len(c.per_site_metrics) >= 2 and c.result.validation_role != "apparent":
             c.site_meta = site_meta(c.per_site_metrics, dataset.horizon)
             c.extra_metrics |= site_meta_metrics(c.site_meta)
     return table if table is None else table.reset_index(drop=True).pipe(_ints)

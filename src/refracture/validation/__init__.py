@@ -1,8 +1,10 @@
-"""Validation of the risk models (issues 4, 12, 14): metrics at the horizon in the run's
-estimand, hold-out / site / k-fold schemes, Harrell's bootstrap optimism correction with Noma's
-interval, the added value of imaging, and plots."""
+"""Validation of the risk models: the metric registry (:data:`METRICS`) at the horizon in the
+run's estimand, internal (bootstrap: Harrell, .632+, leave-one-out) and internal-external,
+hold-out, site and k-fold schemes, stability, smoothed calibration, the added value of imaging,
+and plots."""
 
 from refracture.validation.added_value import added_value, continuous_nri, idi
+from refracture.validation.catalogue import METRICS, MetricSpec, metric_specs
 from refracture.validation.concordance import competing_concordance, concordance, ranking_score
 from refracture.validation.ipcw_metrics import (
     brier_score,
@@ -10,6 +12,7 @@ from refracture.validation.ipcw_metrics import (
     integrated_brier_score,
 )
 from refracture.validation.metrics import (
+    Evaluation,
     calibration_slope_intercept,
     compute_metrics,
     horizon_label,
@@ -17,10 +20,16 @@ from refracture.validation.metrics import (
     observed_risk,
     time_grid,
 )
+from refracture.validation.result import ValidationResult
+from refracture.validation.smooth_calibration import smoothed_calibration
+from refracture.validation.stability import stability_metrics
 from refracture.validation.undefined import Undefined
-from refracture.validation.validate import ValidationResult, validate
+from refracture.validation.validate import validate
 
 __all__ = [
+    "METRICS",
+    "Evaluation",
+    "MetricSpec",
     "Undefined",
     "ValidationResult",
     "added_value",
@@ -33,10 +42,13 @@ __all__ = [
     "cumulative_dynamic_auc",
     "horizon_label",
     "idi",
+    "metric_specs",
     "integrated_brier_score",
     "metric_names",
     "observed_risk",
     "ranking_score",
+    "smoothed_calibration",
+    "stability_metrics",
     "time_grid",
     "validate",
 ]

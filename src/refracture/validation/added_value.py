@@ -176,8 +176,13 @@ def added_value(
             }
         )
     boot_df = pd.DataFrame(boot, columns=["delta_cindex", f"nri_{h}", f"idi_{h}"])
+    missed = []
     for k in boot_df.columns:
-        out[f"{k}_lo"], out[f"{k}_hi"] = percentile_interval(boot_df[k].to_numpy())
+        lo, hi = percentile_interval(boot_df[k].to_numpy())
+        if np.isfinite(lo) and np.isfinite(out[k]) and not lo <= out[k] <= hi:
+            lo = hi = float("nan")  # an interval is given only when it contains its estimate
+            missed.append(k)
+        out[f"{k}_lo"], out[f"{k}_hi"] = lo, hi
 
     if clin.final_model.model.has_likelihood:
         chi2, df, p = likelihood_ratio_test(clin, img)
@@ -187,6 +192,10 @@ def added_value(
     out["n_patients"] = float(len(y))
     if reasons is not None:
         reasons.update(_reasons(out, y, horizon, est, clin.final_model.model.has_likelihood))
+        for k in missed:
+            reasons[f"{k}_lo"] = reasons[f"{k}_hi"] = (
+                "the percentile interval of the resamples misses the estimate, so it is not given"
+            )
     return out
 
 

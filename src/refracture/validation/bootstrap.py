@@ -12,6 +12,8 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,6 +24,7 @@ from threadpoolctl import threadpool_limits
 
 from refracture.errors import InputError, ModelError
 from refracture.models.pipeline import RiskPipeline
+from refracture.validation.catalogue import MetricSpec, metric_specs
 from refracture.validation.metrics import Metrics, compute_metrics
 
 T = TypeVar("T")
@@ -136,6 +139,23 @@ def _fit_params(model: RiskPipeline, groups: np.ndarray) -> dict[str, Any]:
     return params
 
 
+@dataclass
+class Replicate:
+    """One bootstrap refit, scored three ways, with its predictions kept.
+
+    ``apparent``: metrics on its own resample; ``test``: on the original data (Harrell);
+    ``oob``: on the original patients the resample left out (leave-one-out bootstrap, .632+);
+    ``risk``: its predicted risk for every original patient (stability); ``drawn``: how many
+    times each original patient is in the resample (0: out of bag).
+    """
+
+    apparent: Metrics
+    test: Metrics
+    oob: Metrics
+    risk: np.ndarray
+    drawn: np.ndarray
+
+
 def optimism_replicate(
     ss: np.random.SeedSequence,
     *,
@@ -145,12 +165,14 @@ def optimism_replicate(
     times: np.ndarray,
     horizon: float,
     estimand: str = "net",
-) -> tuple[Metrics, Metrics] | None:
-    """Harrell's bootstrap step: fit on a resample, score it there and on the original data.
+    specs: tuple[MetricSpec, ...] | None = None,
+) -> Replicate | None:
+    """One bootstrap step: fit on a resample, score it there, on the original data and on the
+    patients it left out.
 
-    Returns (apparent on the resample, test on the original), or None if the model could not
-    be fitted on this resample (counted and reported by the caller). A model whose ``fit``
-    takes ``groups`` receives the original row of every resampled row.
+    Returns the :class:`Replicate`, or None if the model could not be fitted on this resample
+    (counted and reported by the caller). A model whose ``fit`` takes ``groups`` receives the
+    original row of every resampled row. ``specs``: the metrics (default: every resampled one).
     """
     rng = np.random.default_rng(ss)
     idx = rng.integers(0, len(y), len(y))
@@ -169,9 +191,17 @@ def optimism_replicate(
         risk_o, lp_o, surv_o = predict_design(model, Xt, times, estimand)
     except _FIT_FAILURES:
         return None
-    apparent, _ = compute_metrics(yb, risk_b, surv_b, times, horizon, estimand=estimand, lp=lp_b)
-    test, _ = compute_metrics(y, risk_o, surv_o, times, horizon, estimand=estimand, lp=lp_o)
-    return apparent, test
+    specs = metric_specs(resampled=True) if specs is None else specs
+    score = partial(compute_metrics, times=times, horizon=horizon, estimand=estimand, specs=specs)
+    drawn = np.bincount(idx, minlength=len(y)).astype(np.uint16)
+    out = drawn == 0
+    return Replicate(
+        apparent=score(yb, risk_b, surv_b, lp=lp_b)[0],
+        test=score(y, risk_o, surv_o, lp=lp_o)[0],
+        oob=score(y[out], risk_o[out], None if surv_o is None else surv_o[out], lp=lp_o[out])[0],
+        risk=risk_o,
+        drawn=drawn,
+    )
 
 
 def resample_metrics(
@@ -184,13 +214,17 @@ def resample_metrics(
     times: np.ndarray,
     horizon: float,
     estimand: str = "net",
+    specs: tuple[MetricSpec, ...] | None = None,
 ) -> Metrics:
     """Metrics of fixed predictions on a resample of the validation patients (percentile CI)."""
     rng = np.random.default_rng(ss)
     idx = rng.integers(0, len(y), len(y))
     s = None if surv is None else surv[idx]
     lp_b = None if lp is None else lp[idx]
-    return compute_metrics(y[idx], risk[idx], s, times, horizon, estimand=estimand, lp=lp_b)[0]
+    specs = metric_specs(resampled=True) if specs is None else specs
+    return compute_metrics(
+        y[idx], risk[idx], s, times, horizon, estimand=estimand, lp=lp_b, specs=specs
+    )[0]
 
 
 def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -202,31 +236,6 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     a = (1 - level) / 2 * 100
     lo, hi = np.percentile(v, [a, 100 - a])
     return float(lo), float(hi)
-
-
-def optimism_corrected(
-    apparent: float, boot_apparent: np.ndarray, boot_test: np.ndarray, level: float = 0.95
-) -> tuple[float, float, float, float]:
-    """Harrell's optimism-corrected estimate with Noma et al.'s location-shifted interval.
-
-    optimism = mean over replicates of (apparent on the resample - test on the original);
-    estimate = ``apparent`` - optimism; interval = the percentile interval of the resamples'
-    apparent values, each minus the optimism (Noma, Shinozaki, Iba, Teramukai & Furukawa,
-    Stat Med 2021, "location-shifted bootstrap confidence interval"; R package predboot).
-    Replicates where either value is NaN are left out of the optimism.
-
-    Returns
-    -------
-    (estimate, lower, upper, optimism), NaN where undefined.
-    """
-    app = np.asarray(boot_apparent, dtype=float)
-    diffs = app - np.asarray(boot_test, dtype=float)
-    if not np.isfinite(diffs).any():
-        nan = float("nan")
-        return nan, nan, nan, nan
-    optimism = float(np.nanmean(diffs))
-    lo, hi = percentile_interval(app[np.isfinite(diffs)], level)
-    return float(apparent) - optimism, lo - optimism, hi - optimism, optimism
 
 
 def dispatch(item: tuple[str, np.random.SeedSequence], **workers: Callable[..., Any]) -> Any:

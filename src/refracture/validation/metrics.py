@@ -16,6 +16,9 @@ Conventions
   the model's linear predictor when it orders patients as the risk does (no artificial ties
   where the risk saturates), else by the risk.
 * A metric the data cannot support is NaN, and :func:`compute_metrics` says why.
+* Which metrics exist, and how each is computed, is the registry
+  :data:`refracture.validation.catalogue.METRICS`: every entry's ``compute`` is a function of
+  an :class:`Evaluation` (the predictions, the outcome and what is estimated once from them).
 
 scikit-survival gives Harrell's and Uno's C for the net risk and the Kaplan-Meier and
 Aalen-Johansen estimators; the calibration slope and intercept with IPC weights are written
@@ -24,7 +27,9 @@ here (no library fits a weighted logistic regression with an offset).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 from scipy.special import expit, logit
@@ -32,7 +37,12 @@ from sksurv.nonparametric import cumulative_incidence_competing_risks, kaplan_me
 
 from refracture.models.ipcw import CensoringWeights, deaths_for, step_at
 from refracture.models.outcome import DEATH, EVENT, check_estimand, check_outcome
-from refracture.validation.catalogue import horizon_label, metric_names
+from refracture.validation.catalogue import (  # horizon_label, metric_names: re-exported
+    MetricSpec,
+    horizon_label,  # noqa: F401
+    metric_names,  # noqa: F401
+    metric_specs,
+)
 from refracture.validation.concordance import concordance, ranking_score
 from refracture.validation.ipcw_metrics import (
     brier_score,
@@ -122,6 +132,128 @@ def _weighted_logit(
     return beta
 
 
+@dataclass
+class Evaluation:
+    """One set of predictions with its outcome: what every metric's ``compute`` reads.
+
+    The censoring distribution and the ranking score are computed once, when first asked for,
+    and shared by the metrics (a metric estimates G on the patients it is computed on).
+    """
+
+    y: np.ndarray
+    risk: np.ndarray
+    surv: np.ndarray | None = None
+    times: np.ndarray | None = None
+    horizon: float = 365.0
+    estimand: str = "net"
+    lp: np.ndarray | None = None
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def score(self) -> np.ndarray:
+        """What patients are ranked by: the linear predictor when it orders them as the risk
+        does, else the risk (:func:`~refracture.validation.concordance.ranking_score`)."""
+        return ranking_score(self.risk, self.lp)
+
+    @cached_property
+    def censoring(self) -> CensoringWeights:
+        return CensoringWeights(self.y, deaths_for(self.estimand))
+
+
+def harrell_c(ev: Evaluation) -> float:
+    return concordance(ev.y, ev.score, ev.horizon, ev.estimand)
+
+
+def uno_c(ev: Evaluation) -> float:
+    return concordance(ev.y, ev.score, ev.horizon, ev.estimand, ipcw=True)
+
+
+def auc(ev: Evaluation) -> float:
+    return cumulative_dynamic_auc(ev.y, ev.score, ev.horizon, ev.estimand, ev.censoring)
+
+
+def brier(ev: Evaluation) -> float:
+    return brier_score(ev.y, ev.risk, ev.horizon, ev.estimand, ev.censoring)
+
+
+def _curve(ev: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+    if ev.surv is None or ev.times is None:
+        raise Undefined("the model predicts the risk at the horizon only, not a curve over time")
+    return ev.surv, ev.times
+
+
+def ibs(ev: Evaluation) -> float:
+    surv, times = _curve(ev)
+    return integrated_brier_score(ev.y, surv, times, ev.estimand, ev.censoring)
+
+
+def _brier_no_information(y: np.ndarray, risk: np.ndarray, t: float, ev: Evaluation) -> float:
+    status, w = ev.censoring.at(y, t)
+    return float(np.mean(w * ((status - risk.mean()) ** 2 + risk.var())))
+
+
+def brier_no_information(ev: Evaluation) -> float:
+    """The Brier score expected when each patient's outcome is paired with another patient's
+    prediction: the mean over all n x n pairs, (1/n) sum_i w_i ((D_i - mean r)^2 + var r)
+    (Efron & Tibshirani 1997's no-information error rate, IPC weights of the outcomes)."""
+    if not np.any(check_outcome(ev.y)["time"] >= ev.horizon):
+        raise Undefined("no patient was followed to the horizon")
+    return _brier_no_information(ev.y, np.asarray(ev.risk, dtype=float), ev.horizon, ev)
+
+
+def ibs_no_information(ev: Evaluation) -> float:
+    """:func:`brier_no_information` integrated over the IBS time grid."""
+    surv, times = _curve(ev)
+    scores = [_brier_no_information(ev.y, 1.0 - surv[:, k], t, ev) for k, t in enumerate(times)]
+    return float(np.trapezoid(scores, times) / (times[-1] - times[0]))
+
+
+def _horizon_status(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Status at the horizon, IPC weights and logit(risk) of the patients whose status is
+    known (the calibration regressions' data), or Undefined with the reason."""
+    if "status" in ev.cache:
+        return ev.cache["status"]
+    y = check_outcome(ev.y)
+    if not np.any(y["time"] >= ev.horizon):
+        raise Undefined("no patient was followed to the horizon")
+    status, w = ev.censoring.at(y, ev.horizon)
+    used = w > 0
+    d, w = status[used].astype(float), w[used]
+    if d.sum() == 0:
+        raise Undefined("no re-fracture by the horizon among the patients whose status is known")
+    if d.sum() == len(d):
+        raise Undefined("every patient whose status at the horizon is known had a re-fracture")
+    lp = logit(np.clip(np.asarray(ev.risk, dtype=float)[used], _RISK_EPS, 1 - _RISK_EPS))
+    ev.cache["status"] = (d, w, lp)
+    return d, w, lp
+
+
+_NO_CONVERGENCE = (
+    "the calibration regression did not converge (the predicted risks separate the outcomes "
+    "or are all equal)"
+)
+
+
+def calibration_slope(ev: Evaluation) -> float:
+    """Coefficient of logit(risk) in the IPCW logistic regression of the status at the horizon
+    (see :func:`calibration_slope_intercept`)."""
+    d, w, lp = _horizon_status(ev)
+    try:
+        X = np.column_stack([np.ones_like(lp), lp])
+        return float(_weighted_logit(X, d, w, np.zeros_like(lp))[1])
+    except np.linalg.LinAlgError:
+        raise Undefined(_NO_CONVERGENCE) from None
+
+
+def calibration_intercept(ev: Evaluation) -> float:
+    """Intercept of that regression with logit(risk) as an offset and no slope."""
+    d, w, lp = _horizon_status(ev)
+    try:
+        return float(_weighted_logit(np.ones((len(lp), 1)), d, w, lp)[0])
+    except np.linalg.LinAlgError:
+        raise Undefined(_NO_CONVERGENCE) from None
+
+
 def calibration_slope_intercept(
     y: np.ndarray, risk: np.ndarray, horizon: float, estimand: str = "net"
 ) -> tuple[float, float]:
@@ -148,38 +280,47 @@ def calibration_or_reason(
     censoring: CensoringWeights | None = None,
 ) -> tuple[float, float]:
     """:func:`calibration_slope_intercept`, raising :class:`Undefined` with the reason."""
-    y = check_outcome(y)
-    if not np.any(y["time"] >= horizon):
-        raise Undefined("no patient was followed to the horizon")
-    g = CensoringWeights(y, deaths_for(estimand)) if censoring is None else censoring
-    status, w = g.at(y, horizon)
-    used = w > 0
-    d, w = status[used].astype(float), w[used]
-    if d.sum() == 0:
-        raise Undefined("no re-fracture by the horizon among the patients whose status is known")
-    if d.sum() == len(d):
-        raise Undefined("every patient whose status at the horizon is known had a re-fracture")
-    lp = logit(np.clip(np.asarray(risk, dtype=float)[used], _RISK_EPS, 1 - _RISK_EPS))
-    try:
-        slope = _weighted_logit(np.column_stack([np.ones_like(lp), lp]), d, w, np.zeros_like(lp))[1]
-        intercept = _weighted_logit(np.ones((len(lp), 1)), d, w, lp)[0]
-    except np.linalg.LinAlgError:
-        raise Undefined(
-            "the calibration regression did not converge (the predicted risks separate the "
-            "outcomes or are all equal)"
-        ) from None
-    return float(slope), float(intercept)
+    ev = Evaluation(check_outcome(y), np.asarray(risk, dtype=float), horizon=horizon,
+                    estimand=estimand)  # fmt: skip
+    if censoring is not None:
+        ev.censoring = censoring
+    return calibration_slope(ev), calibration_intercept(ev)
 
 
-def oe_ratio(y: np.ndarray, risk: np.ndarray, horizon: float, estimand: str = "net") -> float:
+def oe_ratio(ev: Evaluation) -> float:
     """Observed risk by the horizon (in the estimand) over the mean predicted risk."""
-    y = check_outcome(y)
-    if not np.any(y["time"] >= horizon):
+    y = check_outcome(ev.y)
+    if not np.any(y["time"] >= ev.horizon):
         raise Undefined("no patient was followed to the horizon")
-    mean_risk = float(np.mean(risk))
+    mean_risk = float(np.mean(ev.risk))
     if not mean_risk > 0:
         raise Undefined("the mean predicted risk is 0")
-    return observed_risk(y, horizon, estimand) / mean_risk
+    return observed_risk(y, ev.horizon, ev.estimand) / mean_risk
+
+
+_FAILURES = (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError)
+
+
+def evaluate(ev: Evaluation, specs: tuple[MetricSpec, ...]) -> tuple[Metrics, Reasons]:
+    """Every metric of ``specs`` on one Evaluation, and why any is NaN."""
+    out: Metrics = {}
+    why: Reasons = {}
+    for spec in specs:
+        name = spec.name(ev.horizon)
+        out[name] = float("nan")
+        try:
+            value = spec.evaluate(ev)
+        except Undefined as err:
+            why[name] = str(err)
+            continue
+        except _FAILURES as err:
+            why[name] = f"could not be computed on these data ({err})"
+            continue
+        if np.isfinite(value):
+            out[name] = value
+        else:
+            why[name] = "undefined on these data"
+    return out, why
 
 
 def compute_metrics(
@@ -191,8 +332,10 @@ def compute_metrics(
     *,
     estimand: str = "net",
     lp: np.ndarray | None = None,
+    specs: tuple[MetricSpec, ...] | None = None,
 ) -> tuple[Metrics, Reasons]:
-    """Every metric of :func:`metric_names` for one set of predictions, and why any is NaN.
+    """Every metric of the registry (or of ``specs``) for one set of predictions, and why any
+    is NaN.
 
     Parameters
     ----------
@@ -206,6 +349,8 @@ def compute_metrics(
     estimand : ``net`` or ``cif``.
     lp : (n,) the model's linear predictor, used to rank patients when it orders them as
         ``risk`` does.
+    specs : the metrics to compute (default: every entry of
+        :data:`~refracture.validation.catalogue.METRICS`).
 
     Returns
     -------
@@ -217,41 +362,11 @@ def compute_metrics(
     risk = np.asarray(risk, dtype=float)
     if risk.shape != (len(y),):
         raise ValueError("risk must have one value per patient")
-    h = horizon_label(horizon)
-    names = metric_names(horizon)
-    out: Metrics = dict.fromkeys(names, float("nan"))
-    why: Reasons = {}
+    specs = metric_specs() if specs is None else specs
     if not np.all(np.isfinite(risk)):
-        return out, dict.fromkeys(names, "the model predicted no finite risk for some patients")
-    score = ranking_score(risk, lp)
-    g = CensoringWeights(y, deaths_for(estimand))  # estimated once, on the evaluated data
-
-    def put(name: str, fn: Callable[[], float]) -> None:
-        try:
-            value = float(fn())
-        except Undefined as err:
-            why[name] = str(err)
-            return
-        except (ValueError, ZeroDivisionError, FloatingPointError, np.linalg.LinAlgError) as err:
-            why[name] = f"could not be computed on these data ({err})"
-            return
-        if np.isfinite(value):
-            out[name] = value
-        else:
-            why[name] = "undefined on these data"
-
-    put("cindex_harrell", lambda: concordance(y, score, horizon, estimand))
-    put("cindex_uno", lambda: concordance(y, score, horizon, estimand, ipcw=True))
-    put(f"auc_{h}", lambda: cumulative_dynamic_auc(y, score, horizon, estimand, g))
-    put(f"brier_{h}", lambda: brier_score(y, risk, horizon, estimand, g))
-    if surv is None or times is None:
-        why[f"ibs_{h}"] = "the model predicts the risk at the horizon only, not a curve over time"
-    else:
-        put(f"ibs_{h}", lambda: integrated_brier_score(y, surv, times, estimand, g))
-    try:
-        slope, intercept = calibration_or_reason(y, risk, horizon, estimand, g)
-        out["calibration_slope"], out["calibration_intercept"] = slope, intercept
-    except Undefined as err:
-        why["calibration_slope"] = why["calibration_intercept"] = str(err)
-    put(f"oe_ratio_{h}", lambda: oe_ratio(y, risk, horizon, estimand))
-    return out, why
+        names = [s.name(horizon) for s in specs]
+        return dict.fromkeys(names, float("nan")), dict.fromkeys(
+            names, "the model predicted no finite risk for some patients"
+        )
+    ev = Evaluation(y, risk, surv, times, float(horizon), estimand, lp)
+    return evaluate(ev, specs)

@@ -5,8 +5,11 @@
 * ``site``: one named hospital is the external validation set (geographic validation).
 * ``leave_one_site_out``: each hospital in turn is held out; predictions are pooled.
 * ``kfold``: stratified k-fold cross-validation; out-of-fold predictions are pooled.
-* ``none``: no held-out data; the validation metrics are the apparent ones and only the
-  bootstrap optimism correction speaks to performance in new patients.
+* ``none`` (the default): every patient develops the model, which the bootstrap validates
+  internally; when at least two sites have re-fractures, each site is also predicted by the
+  model refitted on the other sites (internal-external validation, Steyerberg & Harrell 2016),
+  and those out-of-site predictions are the validation data. With one such site there are no
+  held-out data and the validation metrics are the apparent ones.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ class SplitPlan:
     kind: str
     description: str
     development: np.ndarray  # rows the final model is fitted on
-    folds: list[Fold]  # empty for 'none'
-    role: str  # what the validation predictions are: test, external, out-of-fold, apparent
+    folds: list[Fold]  # empty for 'none' without internal-external validation
+    role: str  # what the validation predictions are: test, external, internal-external,
+    # out-of-fold, apparent
+    per_site: bool = False  # each fold holds out one site (its metrics are per-site metrics)
 
     @property
     def validation_rows(self) -> np.ndarray:
@@ -64,9 +69,7 @@ def plan_split(
     rows = np.arange(n)
     kind = vcfg.split
     if kind == "none":
-        return SplitPlan(
-            kind, f"no hold-out: apparent performance on all {n} patients", rows, [], "apparent"
-        )
+        return _no_hold_out(y, np.asarray(site).astype(str), n)
     if kind == "random":
         strata = status_at(y, horizon)
         try:
@@ -117,7 +120,7 @@ def plan_split(
         desc = (
             f"leave-one-site-out over {len(sites)} sites ({', '.join(sites)}); predictions pooled"
         )
-        return SplitPlan(kind, desc, rows, folds, "external")
+        return SplitPlan(kind, desc, rows, folds, "external", per_site=True)
     if kind == "kfold":
         strata = status_at(y, horizon)
         k = vcfg.folds
@@ -139,3 +142,37 @@ def plan_split(
         )
         return SplitPlan(kind, desc, rows, folds, "out-of-fold")
     raise ConfigError(f"unknown validation split '{kind}'", key="validation.split")
+
+
+def sites_with_events(y: np.ndarray, site: np.ndarray) -> list[str]:
+    """The sites with at least one re-fracture (event 1), sorted."""
+    site = np.asarray(site).astype(str)
+    return sorted(set(site[y["event"] == EVENT].tolist()))
+
+
+def _no_hold_out(y: np.ndarray, site: np.ndarray, n: int) -> SplitPlan:
+    """``none``: all patients develop the model; leave-one-site-out folds as internal-external
+    validation when two or more sites have re-fractures (each fold's training part then has
+    some)."""
+    rows = np.arange(n)
+    with_events = sites_with_events(y, site)
+    if len(with_events) < 2:
+        n_sites = len(set(site.tolist()))
+        why = "one site" if n_sites < 2 else f"re-fractures at {len(with_events)} site"
+        return SplitPlan(
+            "none",
+            f"no hold-out: internal validation by bootstrap on all {n} patients (apparent "
+            f"performance only on the validation data: {why}, so no internal-external "
+            "validation)",
+            rows,
+            [],
+            "apparent",
+        )
+    sites = sorted(set(site.tolist()))
+    folds = [Fold(s, rows[site != s], rows[site == s]) for s in sites]
+    desc = (
+        f"no hold-out: internal validation by bootstrap on all {n} patients, and "
+        f"internal-external validation over {len(sites)} sites ({', '.join(sites)}): each "
+        "site predicted by the model refitted on the others, predictions pooled"
+    )
+    return SplitPlan("none", desc, rows, folds, "internal-external", per_site=True)
