@@ -29,6 +29,7 @@ import pandas as pd
 from refracture.config import ExtractionConfig
 from refracture.errors import ImageError, UnitsError
 from refracture.features.schema import GROUPS, MAPS, PatientResult
+from refracture.features.voxels import kept_voxels, measured_voxels
 from refracture.ids import PATIENT_ID
 from refracture.imaging.geometry import align_to
 from refracture.imaging.io import load_volume
@@ -50,7 +51,6 @@ from refracture.imaging.site_units import (
     unit_evidence,
 )
 from refracture.imaging.stats import PRODUCT_STATS, grouped_stats
-from refracture.imaging.units import apply_units
 from refracture.imaging.volume import Volume
 from refracture.levels import (
     L1L4,
@@ -75,9 +75,6 @@ __all__ = [
 
 # Fraction of non-finite ROI voxels above which a map is unusable rather than noisy.
 _MAX_NONFINITE_FRACTION = 0.5
-# "Signal void" in cement: both maps at ~0 (PDFF in %, R2* in 1/s) or not finite.
-_VOID_PDFF = 0.5
-_VOID_R2STAR = 0.5
 
 
 class Stage:
@@ -272,15 +269,10 @@ def finish_patient(
     pid, rois, treated, fractured = prep.patient_id, prep.rois, prep.treated, prep.fractured
 
     stage.name = "units"
-    pdff = apply_units(prep.pdff, units.pdff)
-    r2star = apply_units(prep.r2star, units.r2star)
+    voxels = measured_voxels(prep, units, config)
+    pdff, r2star, values, cement = voxels.pdff, voxels.r2star, voxels.values, voxels.cement
 
     stage.name = "features"
-    values = {"pdff": pdff.data[rois.coords], "r2star": r2star.data[rois.coords]}
-    cement = prep.is_treated & (
-        (values["r2star"] > config.cement_r2star_per_s)
-        | (_void(values["pdff"], _VOID_PDFF) & _void(values["r2star"], _VOID_R2STAR))
-    )
     groups = _groups(rois.levels, treated, fractured)
     ranges = {"pdff": config.pdff_range, "r2star": config.r2star_range}
     n_cement = np.bincount(rois.level_of[cement], minlength=len(rois.levels))
@@ -433,10 +425,7 @@ def _map_features(
     are already marked in ``cement``.
     """
     n_levels = len(rois.levels)
-    finite = np.isfinite(v)
-    with np.errstate(invalid="ignore"):
-        in_range = finite & (v >= value_range[0]) & (v <= value_range[1])
-    valid = in_range & ~cement
+    finite, in_range, valid = kept_voxels(v, cement, value_range)
     stats = _level_and_group_stats(v[valid], rois.level_of[valid], n_levels, groups)
     stats["volume_ml"] = stats["n"] * voxel_ml
     too_small = stats["n"] < min_voxels
@@ -467,11 +456,6 @@ def _map_features(
         rows.append(rec)
     small = {g for g, s in zip([*rois.levels, *groups], too_small, strict=True) if s}
     return features, rows, small
-
-
-def _void(v: np.ndarray, eps: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        return ~np.isfinite(v) | (np.abs(v) <= eps)
 
 
 def _groups(levels: list[str], treated: list[str], fractured: list[str]) -> dict[str, list[int]]:
