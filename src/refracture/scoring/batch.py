@@ -87,6 +87,7 @@ class ScoreResult:
     n_reused: int
     notes: list[str]
     seconds: float
+    data: ScoreInput | None = None  # the input rows, for outputs written after the scores
 
     @property
     def n_ok(self) -> int:
@@ -365,7 +366,7 @@ def score(
         raise RefractureError("internal error: the scored rows do not match the input rows")
     write_table(out, scores)
     checkpoint.remove()
-    return ScoreResult(out, scores, model, n_reused, notes, time.perf_counter() - start)
+    return ScoreResult(out, scores, model, n_reused, notes, time.perf_counter() - start, data)
 
 
 def _row_chunks(

@@ -1,0 +1,118 @@
+"""A DICOM Segmentation of the regions a patient's numbers come from (written with highdicom).
+
+Per vertebra three segments on the PDFF map's grid: the voxels its PDFF mean was computed on,
+the voxels its R2* mean was computed on (the eroded ROI without cement-like, non-finite and
+out-of-range voxels, from :func:`refracture.features.voxels.measured_voxels`, the function the
+extraction measures with), and the labelled vertebral body (on the PDFF grid) its morphometry
+describes. The SEG is derived from the PDFF series (the R2* series, same frame of reference, is
+a further source), belongs to their study, and gets new UIDs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+
+from refracture import __version__
+from refracture.errors import ImageError
+from refracture.outputs.codes import vertebra_code
+from refracture.outputs.measure import Remeasured
+
+__all__ = ["SEGMENT_KINDS", "SegResult", "make_seg", "software_identity"]
+
+#: The segments of each vertebra, in segment-number order.
+SEGMENT_KINDS = ("pdff", "r2star", "body")
+_LABELS = {"pdff": "PDFF ROI", "r2star": "R2* ROI", "body": "vertebral body"}
+# CIELab display colours (highdicom.color.CIELabColor from sRGB) per kind.
+_COLOURS = {"pdff": (255, 217, 47), "r2star": (102, 194, 165), "body": (141, 160, 203)}
+SERIES_NUMBER = 9101
+
+
+@dataclass
+class SegResult:
+    """The SEG and which segment number holds each (level, kind)."""
+
+    dataset: hd.seg.Segmentation
+    numbers: dict[tuple[str, str], int]
+
+
+def software_identity() -> dict[str, str]:
+    """Manufacturer, model and version of the software that writes the DICOM objects."""
+    return {
+        "manufacturer": "refracture",
+        "manufacturer_model_name": "refracture",
+        "software_versions": __version__,
+    }
+
+
+def make_seg(
+    measured: Remeasured, pdff_source: list[Dataset], r2star_source: list[Dataset], pid: str
+) -> SegResult:
+    """The SEG of one patient; ``*_source``: the maps' DICOM headers in slice order
+    (:func:`refracture.outputs.source.source_series`)."""
+    prep = measured.prep
+    rois = prep.rois
+    shape = prep.pdff.shape
+    first = pdff_source[0]
+    if (len(pdff_source), int(first.Rows), int(first.Columns)) != (shape[2], shape[1], shape[0]):
+        raise ImageError(
+            "the PDFF series does not match the measured grid (slices, rows, columns)",
+            patient_id=pid,
+            file=prep.pdff.path,
+        )
+    masks, descriptions, numbers = [], [], {}
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="refracture", family=codes.cid7162.ArtificialIntelligence, version=__version__
+    )
+    label_ids = {lv: [v for v, name in prep.conv.items() if name == lv] for lv in rois.levels}
+    for li, level in enumerate(rois.levels):
+        for kind in SEGMENT_KINDS:
+            volume = np.zeros(shape, dtype=bool)
+            if kind == "body":
+                volume = np.isin(prep.labels.data, label_ids[level])
+            else:
+                sel = (rois.level_of == li) & measured.voxels.measured[kind]
+                volume[tuple(c[sel] for c in rois.coords)] = True
+            if not volume.any():
+                continue
+            number = len(descriptions) + 1
+            numbers[(level, kind)] = number
+            masks.append(np.transpose(volume, (2, 1, 0)))  # frame k: rows j, columns i
+            descriptions.append(
+                hd.seg.SegmentDescription(
+                    segment_number=number,
+                    segment_label=f"{level} {_LABELS[kind]}",
+                    segmented_property_category=codes.SCT.AnatomicalStructure,
+                    segmented_property_type=vertebra_code(level),
+                    algorithm_type="AUTOMATIC",
+                    algorithm_identification=algorithm,
+                    tracking_uid=hd.UID(),
+                    tracking_id=f"{level} {_LABELS[kind]}",
+                    display_color=hd.color.CIELabColor.from_rgb(*_COLOURS[kind]),
+                )
+            )
+    if not masks:
+        raise ImageError("no measured voxel to segment", patient_id=pid, file=prep.pdff.path)
+    frame = str(first.get("FrameOfReferenceUID", ""))
+    same_frame = all(str(h.get("FrameOfReferenceUID", "")) == frame for h in r2star_source)
+    seg = hd.seg.Segmentation(
+        source_images=pdff_source,
+        further_source_images=r2star_source if same_frame else None,
+        pixel_array=np.stack(masks, axis=-1),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        device_serial_number=__version__,
+        content_label="REFRACTURE",
+        content_description="Vertebral regions measured by refracture",
+        **software_identity(),
+    )
+    seg.SeriesDescription = "refracture vertebral ROIs"
+    return SegResult(seg, numbers)
