@@ -77,7 +77,7 @@ NEEDS: dict[str, list[str]] = {
     "models.md": [],
     "morphometry.md": [],
     "registry.md": ["mlflow.db", "cohort", "features"],
-    "scoring.md": ["mlflow.db", "manifest.csv", "clinical.csv", "images", "tonight", "new"],
+    "scoring.md": ["mlflow.db", "manifest.csv", "clinical.csv", "images", "tonight", "new", "dcm"],
     "synthetic.md": [],
     "training.md": ["try-train/.refracture-cache=.refracture-cache"],
 }

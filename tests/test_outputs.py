@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -51,12 +53,29 @@ def run(trained, synth_dicom: Path, synth_nifti: Path, tmp_path_factory) -> dict
     clinical = pd.read_csv(synth_dicom / "clinical.csv", dtype={"patient_id": str})
     clinical[clinical.patient_id != UNSCORED].to_csv(root / "clinical.csv", index=False)
     args = [
-        "score", "--tracking-uri", trained.tracking_uri, "--model", URI,
-        "--manifest", root / "manifest.csv", "--clinical", root / "clinical.csv",
-        "--out", root / "scores.csv", "--no-cache", "--jobs", "1",
-        "--dicom-sr", root / "sr", "--fhir", root / "fhir", "--fhir-system", SYSTEM,
-        "--cards", root / "cards",
-    ]  # fmt: skip
+        "score",
+        "--tracking-uri",
+        trained.tracking_uri,
+        "--model",
+        URI,
+        "--manifest",
+        root / "manifest.csv",
+        "--clinical",
+        root / "clinical.csv",
+        "--out",
+        root / "scores.csv",
+        "--no-cache",
+        "--jobs",
+        "1",
+        "--dicom-sr",
+        root / "sr",
+        "--fhir",
+        root / "fhir",
+        "--fhir-system",
+        SYSTEM,
+        "--cards",
+        root / "cards",
+    ]
     res = CliRunner().invoke(app, [str(a) for a in args])
     model = load_model(URI, trained.tracking_uri)
     dicom_rows = manifest[manifest.patient_id.isin(DICOM_IDS)]
@@ -378,3 +397,141 @@ def _print_pdf(page: Path, folder: Path) -> bytes:
     cmd = [*_flags(folder), "--no-pdf-header-footer", f"--print-to-pdf={out}", page.as_uri()]
     subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     return out.read_bytes()
+
+
+def _saved_script(name: str) -> str:
+    """A script of docs/deploy.md, as the page writes it (a docs-test 'save' block)."""
+    from test_docs import ROOT, read_blocks
+
+    (block,) = [b for b in read_blocks(ROOT / "docs" / "deploy.md") if b.marker == ("save", name)]
+    return block.code
+
+
+def test_deploy_page_sends_the_sr_and_seg_to_a_pacs(run, tmp_path: Path) -> None:
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Comprehensive3DSRStorage, SegmentationStorage
+
+    received: list[pydicom.Dataset] = []
+
+    def on_store(event) -> int:
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received.append(ds)
+        return 0x0000
+
+    scp = AE(ae_title="TESTPACS")
+    scp.add_supported_context(Comprehensive3DSRStorage)
+    scp.add_supported_context(SegmentationStorage)
+    server = scp.start_server(
+        ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        script = tmp_path / "send_to_pacs.py"
+        script.write_text(_saved_script("send_to_pacs.py"))
+        port = str(server.server_address[1])
+        folder = run["root"] / "sr"
+        done = subprocess.run(
+            [sys.executable, str(script), str(folder), "127.0.0.1", port, "TESTPACS"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stdout + done.stderr
+    sent = [pydicom.dcmread(folder / f"{p}.{k}.dcm") for p in DICOM_IDS for k in ("seg", "sr")]
+    assert [r.SOPInstanceUID for r in received] == [s.SOPInstanceUID for s in sent]
+    for got, file in zip(received, sent, strict=True):
+        assert got.PatientID == file.PatientID and got.SOPClassUID == file.SOPClassUID
+
+
+def test_deploy_page_posts_the_risk_assessments_to_a_fhir_server(run, tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posted: list[tuple[str, dict, bytes]] = []
+
+    class Endpoint(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            posted.append((self.path, dict(self.headers), body))
+            self.send_response(201)
+            self.send_header("Location", f"/fhir/RiskAssessment/{len(posted)}/_history/1")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        script = tmp_path / "post_to_ehr.py"
+        script.write_text(_saved_script("post_to_ehr.py"))
+        base = f"http://127.0.0.1:{server.server_address[1]}/fhir"
+        folder = run["root"] / "fhir"
+        env = {k: v for k, v in os.environ.items() if k != "FHIR_TOKEN"}
+        done = subprocess.run(
+            [sys.executable, str(script), str(folder), base],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stdout + done.stderr
+    ids = [*DICOM_IDS, *NIFTI_IDS]
+    assert [p for p, _, _ in posted] == ["/fhir/RiskAssessment"] * len(ids)
+    for pid, (_, headers, body) in zip(ids, posted, strict=True):
+        assert body == (folder / f"{pid}.json").read_bytes()
+        assert headers["Content-Type"] == "application/fhir+json"
+        assert headers["If-None-Exist"].startswith("identifier=urn%3Arefracture%3Arisk-assessment")
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_patient(
+    run, trained, tmp_path: Path
+) -> None:
+    import dataclasses
+
+    from refracture.errors import InputError
+    from refracture.outputs import OutputOptions, check_options
+    from refracture.scoring import ScoringModel
+
+    root = run["root"]
+    base = [
+        "score",
+        "--tracking-uri",
+        trained.tracking_uri,
+        "--model",
+        URI,
+        "--out",
+        tmp_path / "s.csv",
+    ]
+    cases = {
+        "--dicom-sr needs --manifest: the SR references the DICOM maps": [
+            "--features", root / "scores.csv", "--dicom-sr", tmp_path / "sr"],
+        "--dicom-sr cannot be pseudonymised": [
+            "--manifest", root / "manifest.csv", "--dicom-sr", tmp_path / "sr", "--pseudonymise"],
+        "give --fhir, --cards different folders": [
+            "--manifest", root / "manifest.csv", "--fhir", tmp_path / "x", "--cards",
+            tmp_path / "x"],
+        "the FHIR identifier system must be a URI (got 'hospital ids')": [
+            "--manifest", root / "manifest.csv", "--fhir", tmp_path / "f", "--fhir-system",
+            "hospital ids"],
+    }  # fmt: skip
+    for says, args in cases.items():
+        res = CliRunner().invoke(app, [str(a) for a in [*base, *args]])
+        assert res.exit_code == 2 and says in res.output, res.output
+        assert not (tmp_path / "s.csv").exists() and not (tmp_path / "sr").exists()
+    clinical_only = ScoringModel(
+        URI, "1", dataclasses.replace(run["model"].bundle, extraction=None)
+    )  # a model that opens no image
+    with pytest.raises(InputError, match="--dicom-sr needs a model that measures images"):
+        check_options(
+            OutputOptions(dicom_sr=tmp_path / "sr"),
+            clinical_only,
+            manifest="m.csv",
+            pseudonymise=False,
+            out=tmp_path / "s.csv",
+        )

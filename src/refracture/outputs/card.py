@@ -87,7 +87,8 @@ def _vertebrae(view: PatientView) -> tuple[list[dict[str, Any]], dict[str, Any]]
         column = next((c for c in view.model.inputs.imaging if c.startswith(f"{kind}_")), None)
         found = cohort_range(view.model, column) if column else None
         if found:
-            ranges[kind] = {"lo": found[0], "hi": found[1], "column": describe(column)[0]}
+            label = describe(column)[0]
+            ranges[kind] = {"lo": found[0], "hi": found[1], "column": label[:1].lower() + label[1:]}
     rows = []
     for v in view.vertebrae:
         row: dict[str, Any] = {"level": v.level, "treated": v.treated, "fractured": v.fractured}

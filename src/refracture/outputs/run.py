@@ -81,26 +81,27 @@ class OutputsResult:
 
 def check_options(
     options: OutputOptions,
-    model: ScoringModel,
+    model: ScoringModel | None,
     *,
     manifest: str | Path | None,
     pseudonymise: bool,
     out: str | Path,
 ) -> None:
-    """Refuse (InputError, exit 2) before any patient what cannot give the outputs asked."""
+    """Refuse (InputError, exit 2) before any patient what cannot give the outputs asked;
+    ``model`` None checks everything but the model (before loading it)."""
     folders = options.folders()
     if options.dicom_sr is not None:
         if manifest is None:
             raise InputError("--dicom-sr needs --manifest: the SR references the DICOM maps")
-        if not model.uses_images:
-            raise InputError(
-                f"--dicom-sr needs a model that measures images; '{model.uri}' is {model.label}"
-            )
         if pseudonymise:
             raise InputError(
                 "--dicom-sr cannot be pseudonymised: a DICOM SR carries the patient module of "
                 "its source images (it goes back to the PACS they came from); run it without "
                 "--pseudonymise"
+            )
+        if model is not None and not model.uses_images:
+            raise InputError(
+                f"--dicom-sr needs a model that measures images; '{model.uri}' is {model.label}"
             )
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$", options.fhir_system):
         raise InputError(f"the FHIR identifier system must be a URI (got '{options.fhir_system}')")
@@ -112,6 +113,9 @@ def check_options(
             raise InputError(f"{_FLAG[kind]} must be a folder", file=folder)
         if out.parent == folder.resolve() and out.name == INDEX:
             raise InputError(f"the scores file would be overwritten by {INDEX}", file=out)
+    if model is None:
+        return
+    for kind, folder in folders.items():
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -163,8 +167,11 @@ def write_outputs(
             progress("writing outputs", done, len(tasks))
     index = {}
     notes = []
+    pseudonyms = dict(zip(data.originals, data.ids, strict=True)) if data.originals else {}
     for kind, folder in folders.items():
         df = pd.DataFrame(rows[kind], columns=[PATIENT_ID, "status", "files", "reason"])
+        if pseudonyms:  # image paths in messages often carry the site's own IDs
+            df["reason"] = [_scrub(str(t), pseudonyms) for t in df["reason"]]
         write_table(folder / INDEX, df)
         index[kind] = df
         for line in df[df["status"] == "error"].head(5).itertuples():
@@ -187,9 +194,14 @@ def _run(
     # Fresh processes (spawn) that import this refracture: a registered model's folder,
     # first on the path since loading it, holds the refracture it was trained with.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(jobs, len(chunks)), mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        min(jobs, len(chunks)),
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(model, options, when),  # sent once per worker, not per chunk
+    ) as pool:
         with _this_refracture_first():
-            futures = [pool.submit(_chunk, c, model, options, when) for c in chunks]
+            futures = [pool.submit(_chunk, c) for c in chunks]
         for future in futures:
             yield from future.result()
 
@@ -208,13 +220,30 @@ def _this_refracture_first() -> Iterator[None]:
         sys.path[:] = saved
 
 
-def _chunk(
-    tasks: list[_Task], model: ScoringModel, options: OutputOptions, when: datetime
-) -> list[dict[str, dict[str, Any]]]:
+#: What a worker process writes with: the model, the options and the time (_start_worker).
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(model: ScoringModel, options: OutputOptions, when: datetime) -> None:
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    return [_patient(t, model, options, when) for t in tasks]
+    _WORKER.update(model=model, options=options, when=when)
+
+
+def _chunk(tasks: list[_Task]) -> list[dict[str, dict[str, Any]]]:
+    return [_patient(t, _WORKER["model"], _WORKER["options"], _WORKER["when"]) for t in tasks]
+
+
+def _scrub(text: str, pseudonyms: dict[str, str]) -> str:
+    """``text`` with every original patient ID (a whole token) replaced by its pseudonym."""
+    found = sorted((o for o in pseudonyms if o and o in text), key=len, reverse=True)
+    if not found:
+        return text
+    pattern = re.compile(
+        r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, found)) + r")(?![A-Za-z0-9])"
+    )
+    return pattern.sub(lambda m: pseudonyms[m.group(1)], text)
 
 
 def _line(pid: str, status: str, files: list[str] | None = None, reason: str = "") -> dict:

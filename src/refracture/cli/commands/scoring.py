@@ -185,8 +185,10 @@ def _outputs_model(
     from refracture.outputs import check_options
     from refracture.scoring import load_model
 
+    check = {"manifest": manifest, "pseudonymise": pseudonymise, "out": out_file}
+    check_options(outputs, None, **check)  # before the seconds of loading the model
     loaded = load_model(uri, tracking_uri)
-    check_options(outputs, loaded, manifest=manifest, pseudonymise=pseudonymise, out=out_file)
+    check_options(outputs, loaded, **check)
     return loaded
 
 

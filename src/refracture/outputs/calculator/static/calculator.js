@@ -57,8 +57,8 @@ function buildForm(info) {
     box.appendChild(el("label", { for: "in-" + f.name }, f.label + (f.unit ? ` (${f.unit})` : "")));
     box.appendChild(fieldInput(f));
     const hints = [];
-    if (f.kind === "number" && f.plausible) hints.push(`accepted ${fmt(f.plausible[0])}-${fmt(f.plausible[1])}`);
-    if (f.training) hints.push(`patients of the model: ${fmt(f.training[0])}-${fmt(f.training[1])}`);
+    if (f.kind === "number" && f.plausible) hints.push(`accepted ${fmt(f.plausible[0])} to ${fmt(f.plausible[1])}`);
+    if (f.training) hints.push(`patients of the model: ${fmt(f.training[0])} to ${fmt(f.training[1])}`);
     if (hints.length) box.appendChild(el("span", { class: "hint" }, hints.join("; ")));
     (f.imaging ? $("imaging") : $("clinical")).appendChild(box);
     if (f.imaging) $("imaging").hidden = false;
@@ -131,8 +131,10 @@ function showAnswer(r) {
   table.textContent = "";
   $("no-terms").hidden = r.contributions.length > 0;
   const top = Math.max(1e-9, ...r.contributions.map((c) => Math.abs(c.value)));
-  for (const c of r.contributions) {
+  const shown = 8;  // the largest; the others one click away
+  r.contributions.forEach((c, i) => {
     const row = el("tr", { "data-term": c.term, "data-value": String(c.value) });
+    if (i >= shown) row.className = "more";
     row.appendChild(el("td", {}, c.words));
     row.appendChild(el("td", {}, c.value > 0 ? "raises" : "lowers"));
     const cell = el("td", { class: "effect" });
@@ -143,7 +145,10 @@ function showAnswer(r) {
     cell.appendChild(bar);
     row.appendChild(cell);
     table.appendChild(row);
-  }
+  });
+  $("more-terms").hidden = r.contributions.length <= shown;
+  $("more-terms").textContent = `show all ${r.contributions.length}`;
+  table.classList.remove("all");
   answer.hidden = false;
   document.body.dataset.state = "answered";
 }
@@ -228,6 +233,10 @@ window.addEventListener("DOMContentLoaded", async () => {
   buildForm(await response.json());
   $("inputs").addEventListener("submit", (e) => { e.preventDefault(); calculate(); });
   $("vary").addEventListener("change", calculate);
+  $("more-terms").addEventListener("click", () => {
+    $("contributions").classList.add("all");
+    $("more-terms").hidden = true;
+  });
   $("patient").addEventListener("change", (e) => loadPatient(e.target.value));
   // a link can open the page on a patient and a what-if: /?patient=P0001&vary=age
   const params = new URLSearchParams(window.location.search);
