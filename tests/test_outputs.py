@@ -510,16 +510,35 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_patient(
     ]
     cases = {
         "--dicom-sr needs --manifest: the SR references the DICOM maps": [
-            "--features", root / "scores.csv", "--dicom-sr", tmp_path / "sr"],
+            "--features",
+            root / "scores.csv",
+            "--dicom-sr",
+            tmp_path / "sr",
+        ],
         "--dicom-sr cannot be pseudonymised": [
-            "--manifest", root / "manifest.csv", "--dicom-sr", tmp_path / "sr", "--pseudonymise"],
+            "--manifest",
+            root / "manifest.csv",
+            "--dicom-sr",
+            tmp_path / "sr",
+            "--pseudonymise",
+        ],
         "give --fhir, --cards different folders": [
-            "--manifest", root / "manifest.csv", "--fhir", tmp_path / "x", "--cards",
-            tmp_path / "x"],
+            "--manifest",
+            root / "manifest.csv",
+            "--fhir",
+            tmp_path / "x",
+            "--cards",
+            tmp_path / "x",
+        ],
         "the FHIR identifier system must be a URI (got 'hospital ids')": [
-            "--manifest", root / "manifest.csv", "--fhir", tmp_path / "f", "--fhir-system",
-            "hospital ids"],
-    }  # fmt: skip
+            "--manifest",
+            root / "manifest.csv",
+            "--fhir",
+            tmp_path / "f",
+            "--fhir-system",
+            "hospital ids",
+        ],
+    }
     for says, args in cases.items():
         res = CliRunner().invoke(app, [str(a) for a in [*base, *args]])
         assert res.exit_code == 2 and says in res.output, res.output
@@ -535,3 +554,38 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_patient(
             pseudonymise=False,
             out=tmp_path / "s.csv",
         )
+
+
+def test_a_patient_whose_outputs_fail_does_not_stop_the_others(
+    run, synth_dicom: Path, tmp_path: Path
+) -> None:
+    """Images changed between scoring and the outputs: that patient's outputs are refused
+    (its risk would not be the scores file's), the other patient's are written."""
+    from refracture.outputs import OutputOptions, write_outputs
+    from refracture.scoring import score
+
+    manifest = pd.read_csv(synth_dicom / "manifest.csv", dtype=str).head(2)
+    for c in ("pdff", "r2star", "labels"):
+        manifest[c] = [str(synth_dicom / p) for p in manifest[c]]
+    changed = tmp_path / "P0002-pdff"
+    shutil.copytree(manifest.loc[1, "pdff"], changed)
+    manifest.loc[1, "pdff"] = str(changed)
+    manifest.to_csv(tmp_path / "manifest.csv", index=False)
+    result = score(
+        run["model"],
+        manifest=tmp_path / "manifest.csv",
+        out=tmp_path / "s.csv",
+        clinical=synth_dicom / "clinical.csv",
+        cache_dir=None,
+    )
+    assert result.n_ok == 2
+    for f in changed.glob("*.dcm"):  # a new export with other values, after scoring
+        ds = pydicom.dcmread(f)
+        ds.PixelData = (ds.pixel_array * 1.2).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(f)
+    done = write_outputs(result, result.data, OutputOptions(fhir=tmp_path / "fhir"))
+    index = done.index["fhir"].set_index("patient_id")
+    assert index.loc["P0001", "status"] == "written" and (tmp_path / "fhir/P0001.json").exists()
+    assert index.loc["P0002", "status"] == "error" and not (tmp_path / "fhir/P0002.json").exists()
+    assert "an image changed since scoring; score again" in index.loc["P0002", "reason"]
+    assert done.exit_code == 1 and done.notes == [f"--fhir P0002: {index.loc['P0002', 'reason']}"]
