@@ -396,3 +396,18 @@ def test_the_report_carries_the_marrow_fat_and_bone_mass_analysis(trained, clien
     assert 'id="biomarkers"' in html and 'href="#biomarkers"' in html
     logged = [f.path for f in client.list_artifacts(r.parent_run_id, "biomarkers")]
     assert "biomarkers/associations.csv" in logged
+
+
+def test_train_and_load_model_leave_mlflow_settings_as_found(trained, tmp_path) -> None:
+    """No process-wide MLflow state: after train or load_model, MLflow's tracking/registry URIs
+    and MLFLOW_TRACKING_URI are what the caller had, so a notebook's next call goes where the
+    notebook said, not to the last store refracture used."""
+    from refracture.scoring import load_model
+
+    before, after = trained.mlflow_state
+    assert after == before
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mine.db")
+    mine = (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI"))
+    model = load_model("models:/refracture-1y/1", tracking_uri=trained.tracking_uri)
+    assert model.version == "1"
+    assert (mlflow.get_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")) == mine

@@ -8,9 +8,11 @@ point elsewhere (for example a tracking server backed by PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -41,26 +43,71 @@ def store_folder(tracking_uri: str) -> Path:
     return Path.cwd()
 
 
+_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID")
+
+
+@contextlib.contextmanager
+def use_store(tracking_uri: str, experiment_id: str | None = None) -> Iterator[MlflowClient]:
+    """Point MLflow at one store (and experiment) for the length of a block, then leave it
+    as it was.
+
+    MLflow's fluent API (``mlflow.start_run``, ``log_model``...) reads process-wide settings,
+    and ``mlflow.set_tracking_uri``/``set_experiment`` also export ``MLFLOW_TRACKING_URI`` and
+    ``MLFLOW_EXPERIMENT_ID`` to the environment. Inside the block they point at
+    ``tracking_uri`` (tracking and registry) and ``experiment_id``; on exit the module
+    settings and the environment variables are restored exactly, so a notebook, a test or a
+    second call with another store never follows the last store refracture used.
+
+    Yields
+    ------
+    MlflowClient
+        A client bound to ``tracking_uri`` for tracking and registry calls.
+    """
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    env = {name: os.environ.get(name) for name in _VARIABLES}
+    # MLflow keeps these in module globals with no public getter that tells "unset" from "the
+    # default", so they are saved and put back as they were.
+    saved = (
+        tracking_utils._tracking_uri,
+        registry_utils._registry_uri,
+        fluent._active_experiment_id,
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    if experiment_id is not None:
+        fluent._active_experiment_id = experiment_id
+    try:
+        yield MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        registry_utils._registry_uri = saved[1]
+        fluent._active_experiment_id = saved[2]
+        for name, value in env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def setup(tracking_uri: str, experiment: str) -> str:
-    """Point MLflow at the store and return the experiment ID (created if needed).
+    """Return the ID of the experiment in the store (created if needed), without global state.
 
     For a local store the experiment's artifacts go to ``mlruns`` beside the store (``./mlruns``
     for the default ``sqlite:///mlflow.db``), so ``mlflow ui`` started there finds them.
     """
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     try:
-        found = mlflow.get_experiment_by_name(experiment)
+        found = client.get_experiment_by_name(experiment)
         if found is not None:
-            exp_id = found.experiment_id
-        else:
-            local = _is_local(tracking_uri)
-            location = (store_folder(tracking_uri) / "mlruns").as_uri() if local else None
-            exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+            return str(found.experiment_id)
+        local = _is_local(tracking_uri)
+        location = (store_folder(tracking_uri) / "mlruns").as_uri() if local else None
+        return str(client.create_experiment(experiment, artifact_location=location))
     except MlflowException as err:
         raise ModelError(f"cannot use the MLflow store {tracking_uri}: {err.message}") from None
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
 
 
 def git_commit() -> str | None:
@@ -95,13 +142,12 @@ def process_tags() -> dict[str, str]:
     return {TAG_PID: str(os.getpid()), TAG_HOST: socket.gethostname()}
 
 
-def close_orphaned_runs(experiment_id: str) -> list[str]:
+def close_orphaned_runs(experiment_id: str, client: MlflowClient) -> list[str]:
     """Mark KILLED the runs still RUNNING whose train process (same host) no longer exists.
 
     A killed ``refracture train`` cannot close its MLflow runs; without this they would show
     as running forever in the UI.
     """
-    client = MlflowClient()
     host = socket.gethostname()
     closed = []
     try:

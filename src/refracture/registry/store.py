@@ -283,7 +283,8 @@ def register(
     score : float, optional
         ``value`` oriented so larger is better (default :func:`orient`).
     client : MlflowClient, optional
-        Default: the tracking/registry URI set by :func:`refracture.tracking.setup`.
+        Default: a client of MLflow's current tracking/registry URI (``train`` passes one
+        bound to its store, see :func:`refracture.tracking.use_store`).
     checkpoint : callable, optional
         Called with ``registered``, ``read`` and ``written`` (tests force interleavings).
     """

@@ -56,17 +56,24 @@ def load_model(uri: str, tracking_uri: str | None = None) -> ScoringModel:
     """Load any MLflow model URI (``models:/name@alias``, ``models:/name/3``, ``runs:/...``, a
     folder). For registry URIs ``model_version`` becomes the registry version number, otherwise
     the training run ID kept in the bundle. Raises InputError (exit 2) when it cannot be used."""
-    import mlflow
-    import mlflow.pyfunc
-
-    from refracture.errors import ModelError
-    from refracture.tracking import quiet_mlflow, resolve_tracking_uri
+    from refracture.tracking import quiet_mlflow, resolve_tracking_uri, use_store
 
     quiet_mlflow()
     store = resolve_tracking_uri(tracking_uri)
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
     start = time.perf_counter()
+    with use_store(store) as client:
+        bundle, version = _load_bundle(uri, store, client)
+    bundle = bundle.with_version(version)
+    return ScoringModel(uri, version, bundle, time.perf_counter() - start)
+
+
+def _load_bundle(uri: str, store: str, client: Any) -> tuple[ModelBundle, str]:
+    """The bundle inside the MLflow model at ``uri`` and its version (registry number for
+    ``models:/`` URIs, else the training run ID kept in the bundle)."""
+    import mlflow.pyfunc
+
+    from refracture.errors import ModelError
+
     try:
         loaded = mlflow.pyfunc.load_model(uri)
         python_model = loaded.unwrap_python_model()
@@ -82,14 +89,12 @@ def load_model(uri: str, tracking_uri: str | None = None) -> ScoringModel:
         raise InputError(f"the model '{uri}' is not a refracture model (no scoring bundle)")
     version = bundle.model_version
     if uri.startswith("models:/"):
-        from mlflow import MlflowClient
         from mlflow.store.artifact.utils.models import get_model_name_and_version
 
         try:
-            name, number = get_model_name_and_version(MlflowClient(), uri)
+            _, number = get_model_name_and_version(client, uri)
         except Exception as err:  # noqa: BLE001
             msg = getattr(err, "message", None) or str(err)
             raise InputError(f"cannot resolve the model version of '{uri}': {clip(msg)}") from None
         version = str(number)
-    bundle = bundle.with_version(version)
-    return ScoringModel(uri, version, bundle, time.perf_counter() - start)
+    return bundle, version

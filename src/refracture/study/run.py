@@ -199,10 +199,15 @@ def train(
     # in seconds, not after the images are measured.
     assemble(clinical, None, cfg, clinical_source=cfg.data.clinical)
     exp_id = tracking.setup(uri, cfg.mlflow.experiment)
-    tracking.close_orphaned_runs(exp_id)
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    run_name, tags = f"train {stamp}", tracking.process_tags()
 
-    with mlflow.start_run(run_name=f"train {stamp}", tags=tracking.process_tags()) as parent:
+    # MLflow's fluent API points at this store inside the block only (tracking.use_store)
+    with (
+        tracking.use_store(uri, exp_id) as client,
+        mlflow.start_run(run_name=run_name, experiment_id=exp_id, tags=tags) as parent,
+    ):
+        tracking.close_orphaned_runs(exp_id, client)
         parent_id = parent.info.run_id
         run_dir = tracking.store_folder(uri) / "refracture-runs" / parent_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -299,6 +304,7 @@ def train(
             design=registry.Design.from_config(cfg, estimand=dataset.estimand),
             uncertainty=registry.Uncertainty.from_metrics(selected.result.metrics, metric),
             margin=cfg.mlflow.promote_margin,
+            client=client,
         )
         mlflow.set_tags(
             {
