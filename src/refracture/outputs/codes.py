@@ -51,17 +51,13 @@ MORPH_CODES: dict[str, tuple[Code, Code]] = {
     "genant_grade": (_private("genant", "Genant semiquantitative grade"), codes.UCUM.NoUnits),
 }
 
-#: The model's predictions (probabilities, unit 1).
+#: The prediction group's concepts (the risks themselves are coded with their horizon).
 RISK_CODES = {
-    "refracture": _private("risk-refracture", "Risk of new vertebral fracture"),
-    "death": _private("risk-death", "Risk of death before new vertebral fracture"),
     "group": _private("risk-group", "Risk group"),
     "low": _private("low", "Low risk"),
     "intermediate": _private("intermediate", "Intermediate risk"),
     "high": _private("high", "High risk"),
     "linear_predictor": _private("lp", "Linear predictor of the risk model"),
-    "roi": _private("roi", "Vertebral marrow region measured"),
-    "body": _private("body", "Labelled vertebral body"),
     "model": _private("model", "Risk prediction model"),
 }
 

@@ -27,7 +27,7 @@ from refracture.scoring.batch import fill_measured, measured_row
 from refracture.scoring.model import ScoringModel
 from refracture.scoring.rows import predict_frame, risk_column
 
-__all__ = ["Remeasured", "remeasure", "rescore"]
+__all__ = ["Remeasured", "remeasure", "rescore", "same_risk"]
 
 
 @dataclass

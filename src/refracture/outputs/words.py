@@ -17,7 +17,6 @@ __all__ = [
     "in_100",
     "plain_number",
     "term_words",
-    "unit_of",
 ]
 
 _LABELS = {
@@ -80,10 +79,6 @@ def describe(column: str) -> tuple[str, str]:
         if column.startswith(f"morph_{measure}_"):
             return f"{label} at {column[len(measure) + 7 :]}", unit
     return column.replace("_", " "), ""
-
-
-def unit_of(column: str) -> str:
-    return describe(column)[1]
 
 
 def plain_number(value: float, digits: int = 3) -> str:
