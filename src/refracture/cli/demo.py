@@ -62,7 +62,8 @@ class DemoResult:
             f"refracture score --tracking-uri {self.tracking_uri} "
             f'--model "models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}" '
             f"--manifest {batch / 'manifest.csv'} --clinical {batch / 'clinical.csv'} "
-            f"--out {self.scores_path}{dicom} --fhir {work / 'fhir'} --cards {work / 'cards'}"
+            f"--out {self.scores_path} --cache-dir {work / '.refracture-cache'}{dicom} "
+            f"--fhir {work / 'fhir'} --cards {work / 'cards'}"
         )
 
     @property
