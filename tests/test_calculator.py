@@ -132,6 +132,15 @@ def test_api_refuses_other_hosts_and_out_of_range_values(server: str) -> None:
     )
     answer = json.loads(body)
     assert answer["status"] == "error" and "looks like a fraction" in answer["error"]
+    # an imaging feature left empty could not be measured: imputed and said, as in `score`
+    _, _, body = _request(
+        server, "POST", "/api/predict", {"values": {**typical, "pdff_mean_normal": ""}}
+    )
+    answer = json.loads(body)
+    assert answer["status"] == "ok"
+    assert answer["warnings"] == [
+        "no pdff_mean_normal (not measurable): imputed with the training median"
+    ]
 
 
 def test_chromium_form_gives_the_scores_of_score_and_refuses_out_of_range(

@@ -110,12 +110,17 @@ class Calculator:
 
     def check(self, values: dict[str, Any]) -> dict[str, Any]:
         """The values typed as the model wants them; :class:`Refused` names every field that is
-        missing, not a number, not 0/1, not a known level or outside its plausible range."""
+        missing, not a number, not 0/1, not a known level or outside its plausible range. An
+        empty imaging feature is one that could not be measured: the model imputes it with the
+        training median and warns, as in ``refracture score``."""
         problems: dict[str, str] = {}
         clean: dict[str, Any] = {}
         for f in self.fields:
             raw = values.get(f.name)
             text = "" if raw is None else str(raw).strip()
+            if text == "" and f.imaging:  # not measurable: imputed as `score` does, and said
+                clean[f.name] = math.nan
+                continue
             if text == "":
                 problems[f.name] = f"{f.label}: a value is needed"
                 continue

@@ -59,6 +59,7 @@ function buildForm(info) {
     const hints = [];
     if (f.kind === "number" && f.plausible) hints.push(`accepted ${fmt(f.plausible[0])} to ${fmt(f.plausible[1])}`);
     if (f.training) hints.push(`patients of the model: ${fmt(f.training[0])} to ${fmt(f.training[1])}`);
+    if (f.imaging) hints.push("empty if not measurable");
     if (hints.length) box.appendChild(el("span", { class: "hint" }, hints.join("; ")));
     (f.imaging ? $("imaging") : $("clinical")).appendChild(box);
     if (f.imaging) $("imaging").hidden = false;
@@ -221,9 +222,9 @@ async function loadPatient(id) {
   const response = await fetch("/api/patient?id=" + encodeURIComponent(id));
   const body = await response.json();
   for (const f of MODEL.fields) {
-    const v = body.values[f.name];
-    if (v === null || v === undefined) continue;
-    $("in-" + f.name).value = f.kind === "binary" ? String(Math.round(v)) : String(v);
+    const v = body.values[f.name];  // null: not in the patient's row (or not measurable)
+    $("in-" + f.name).value =
+      v === null || v === undefined ? "" : f.kind === "binary" ? String(Math.round(v)) : String(v);
   }
   await calculate();
 }
