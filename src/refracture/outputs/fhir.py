@@ -26,6 +26,7 @@ from typing import Any
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
 from refracture.outputs.view import PatientView
+from refracture.outputs.words import describe
 
 __all__ = ["DEFAULT_SYSTEM", "make_risk_assessment", "qualitative_risk"]
 
@@ -56,8 +57,8 @@ def _days(n: float) -> dict[str, Any]:
 def _feature_text(column: str) -> tuple[str, str, str]:
     """(description, unit shown, UCUM code) of an imaging feature column."""
     kind = "pdff" if column.startswith("pdff_") else "r2star"
-    label, unit, code = _MAP_TEXT[kind]
-    return f"{label} {column.split('_', 1)[1].replace('_', ' ')} ({column})", unit, code
+    _, unit, code = _MAP_TEXT[kind]
+    return f"{describe(column)[0]} ({column})", unit, code
 
 
 def _observations(view: PatientView, subject: dict[str, Any]) -> list[dict[str, Any]]:
