@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from refracture.synth import write_cohort
+from shared_build import built_once
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -15,19 +16,67 @@ def pytest_configure(config: pytest.Config) -> None:
     register(config)
 
 
+#: Test files that run first because they take longest (CPU seconds, scripts/test_cpu_report.py):
+#: with two workers, a long file started last would leave the other worker idle at the end.
+LONG_FIRST = (
+    "test_docs.py",
+    "test_demo.py",
+    "test_score.py",
+    "test_report.py",
+    "test_privacy.py",
+    "test_spark.py",
+    "test_server.py",
+    "test_interrupt.py",
+    "test_harmonisation_e2e.py",
+    "test_train.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Schedule a file's tests on one xdist worker (its module fixtures are built once), except
+    in files that say ``SPLIT_ACROSS_WORKERS = True`` (their expensive inputs are built once per
+    session by :func:`shared_build.built_once`, so their tests can share both workers); the
+    longest files first."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    for item in items:
+        if not getattr(getattr(item, "module", None), "SPLIT_ACROSS_WORKERS", False):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
 @pytest.fixture(scope="session")
 def synth_nifti(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Eight patients from four sites as NIfTI (seed 3)."""
-    out = tmp_path_factory.mktemp("synth_nifti")
-    write_cohort(out, n=8, n_sites=4, seed=3, image_format="nifti", jobs=2)
+    """Eight patients from four sites as NIfTI (seed 3), written once per session."""
+    out, _ = built_once(
+        tmp_path_factory,
+        "synth_nifti",
+        lambda out: write_cohort(out, n=8, n_sites=4, seed=3, image_format="nifti", jobs=1),
+    )
     return out
 
 
 @pytest.fixture(scope="session")
 def synth_dicom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same eight patients as GE-style DICOM series (PDFF stored per mille)."""
-    out = tmp_path_factory.mktemp("synth_dicom")
-    write_cohort(out, n=8, n_sites=4, seed=3, image_format="dicom", jobs=2)
+    out, _ = built_once(
+        tmp_path_factory,
+        "synth_dicom",
+        lambda out: write_cohort(out, n=8, n_sites=4, seed=3, image_format="dicom", jobs=1),
+    )
+    return out
+
+
+#: A smaller scan grid than the sites' for the export (5x fewer voxels; T10-L5 all inside).
+EXPORT_GRID = ((64, 128, 14), (2.5, 2.5, 4.0))
+
+
+@pytest.fixture(scope="session")
+def synth_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same eight patients (seed 3) as a PACS export (export/, clinical.csv with procedure
+    dates): GE classic and compressed, Siemens enhanced, Philips mixed-type series, DICOM SEG
+    labels, two follow-up exams; on :data:`EXPORT_GRID`. Do not write into it."""
+    out = tmp_path_factory.mktemp("synth_export")
+    write_cohort(out, n=8, n_sites=4, seed=3, image_format="dicom-export", jobs=2, grid=EXPORT_GRID)
     return out
 
 
@@ -80,21 +129,13 @@ def _mlflow_uri_state() -> tuple[object, ...]:
     )
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    """A real SQLite MLflow store after one `train` on a 90-patient synthetic cohort.
-
-    Returns a namespace with ``root``, ``cohort``, ``config`` (path), ``tracking_uri`` and
-    ``result`` (the TrainResult).
-    """
+def _train_once(root: Path):  # type: ignore[no-untyped-def]
     import contextlib
-    from types import SimpleNamespace
 
     from refracture.config import load_config
     from refracture.study import train
     from refracture.tracking import quiet_mlflow
 
-    root = tmp_path_factory.mktemp("trained")
     cohort = root / "cohort"
     write_cohort(cohort, n=90, n_sites=2, seed=21, jobs=2)
     config = root / "train.yaml"
@@ -103,11 +144,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     before = _mlflow_uri_state()
     with contextlib.chdir(root):
         result = train(load_config(config), config_path=config)
+    return result, (before, _mlflow_uri_state())
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """A real SQLite MLflow store after one `train` on a 90-patient synthetic cohort, trained
+    once per session and shared by every worker (tests that change the store copy it first).
+
+    Returns a namespace with ``root``, ``cohort``, ``config`` (path), ``tracking_uri``,
+    ``result`` (the TrainResult) and ``mlflow_state`` (MLflow's URIs before and after train).
+    """
+    from types import SimpleNamespace
+
+    root, (result, state) = built_once(tmp_path_factory, "trained", _train_once)
     return SimpleNamespace(
-        mlflow_state=(before, _mlflow_uri_state()),
+        mlflow_state=state,
         root=root,
-        cohort=cohort,
-        config=config,
+        cohort=root / "cohort",
+        config=root / "train.yaml",
         tracking_uri=f"sqlite:///{root}/mlflow.db",
         result=result,
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,28 +184,6 @@ def test_public_api_names_resolve() -> None:
         assert getattr(rf, name) is not None
     with pytest.raises(AttributeError):
         rf.no_such_name  # noqa: B018
-
-
-def _blocks(page: Path, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", page.read_text(), flags=re.S)
-
-
-def test_docs_api_page_runs_as_written(tmp_path: Path) -> None:
-    """Exactly the Python of docs/api.md, in order, as one script in an empty folder, fed on
-    standard input (no file, no __main__ guard)."""
-    code = "\n".join(_blocks(ROOT / "docs" / "api.md", "python"))
-    run = subprocess.run(
-        [sys.executable, "-"],
-        input=code,
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert "cindex_harrell" in run.stdout and "optcorr" in run.stdout
-    assert "pdff_mean_normal" in run.stdout  # the coefficients table
 
 
 def test_parallel_extraction_from_stdin_needs_no_main_guard(synth_nifti: Path, tmp_path) -> None:

@@ -47,6 +47,18 @@ def test_demo_runs_the_whole_product(demo) -> None:
     serve = f'MLFLOW_TRACKING_URI={uri} mlflow models serve -m "models:/refracture-1y@champion"'
     for text in ("scores.csv", "report.html", f"mlflow ui --backend-store-uri {uri}", serve):
         assert text in output, text
+    # the time of every stage: synthesis, extraction, each candidate's validation, scoring
+    stages = (
+        "synthesising the cohort",
+        "extracting features",
+        "validating cox (clinical)",
+        "validating rsf (clinical+imaging)",
+        "writing the study report",
+        "scoring",
+    )
+    assert "time per stage" in output
+    for stage in stages:
+        assert stage in output.split("time per stage")[1], stage
 
 
 def test_demo_report_tripod_links_land_in_chromium(demo, tmp_path) -> None:
@@ -135,3 +147,17 @@ def test_no_dicom_identity_reaches_any_output(demo) -> None:
             assert not leaked, f"{path} holds DICOM identities {leaked[:3]}"
     assert scanned > 100  # store, artifacts, report, caches, tables, scores
     assert not [i for i in identities if i in output]  # nor the terminal
+
+
+def test_stage_times_pass_reports_on_and_add_up() -> None:
+    from refracture.cli.demo import StageTimes
+
+    seen = []
+    clock = StageTimes(lambda *report: seen.append(report))
+    for report in (("a", 0, 2), ("a", 2, 2), ("b", 0, 1), ("a", 0, 1), ("b", 1, 1)):
+        clock(*report)
+    seconds = clock.finish()
+    assert seen == [("a", 0, 2), ("a", 2, 2), ("b", 0, 1), ("a", 0, 1), ("b", 1, 1)]
+    assert list(seconds) == ["starting", "a", "b"]  # a stage that comes back adds up
+    assert all(v >= 0 for v in seconds.values())
+    assert list(StageTimes().finish()) == ["starting"]  # no report: all of it is start-up

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from shared_build import built_once
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUN = ("bash", "python")
@@ -53,6 +55,12 @@ REWRITES: list[tuple[str, str, str, str]] = [
     ),
     ("synthetic.md", "--out batch --n 50", "--out batch --n 4", "as above"),
     (
+        "synthetic.md",
+        "--out cohort_pacs --format dicom-export",
+        "--out cohort_pacs --format dicom-export --n 4",
+        "as above",
+    ),
+    (
         "training.md",
         "refracture synth --out cohort  ",
         "refracture synth --out cohort --n 80 ",
@@ -69,7 +77,7 @@ NEEDS: dict[str, list[str]] = {
     "README.md": ["refracture-demo/.refracture-cache=.refracture-cache"],
     "analysis.md": [],
     "api.md": [],
-    "data.md": ["labels.nii.gz", "pacs"],
+    "data.md": ["labels.nii.gz"],
     "deploy.md": [],
     "errors.md": ["study.yaml", "cohort", ".refracture-cache", "mlflow.db"],
     "extract.md": ["manifest.csv", "images"],
@@ -114,6 +122,9 @@ def read_blocks(page: Path) -> list[Block]:
 
 
 ALL = [b for page in PAGES for b in read_blocks(page)]
+
+#: The pages run on both xdist workers; the sandbox is built once for both (tests/conftest.py).
+SPLIT_ACROSS_WORKERS = True
 
 
 def rewritten(block: Block) -> str:
@@ -185,15 +196,13 @@ def build_sandbox(root: Path) -> Path:
     quick copy of configs/synthetic.yaml (cox and logistic, 4 bootstrap replicates), one
     `refracture train` into ./mlflow.db and two more registered versions of the same model (so
     a page can promote version 3 and roll back to 1), four new patients in tonight/ and new/,
-    a manifest of two of them in the sandbox itself, and one DICOM export in pacs/."""
+    a manifest of two of them in the sandbox itself."""
     shared = root / "shared"
     shared.mkdir(parents=True)
     steps = [
         "refracture synth --out cohort --n 80",
         "refracture synth --out tonight --n 4 --seed 1 --id-prefix N",
         "cp -r tonight new",
-        "refracture synth --out dcm --n 1 --sites 1 --seed 2 --format dicom",
-        "mkdir -p pacs && cp -r dcm/images/P0001 pacs/export_RF-001",
         "cp cohort/images/P0001/labels.nii.gz labels.nii.gz",
         "cp -r tonight/images images && cp tonight/clinical.csv clinical.csv"
         " && head -3 tonight/manifest.csv > manifest.csv",
@@ -214,9 +223,11 @@ def build_sandbox(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sandbox(tmp_path_factory.mktemp("docs"))
+    """Built once per session, shared by both workers (each page has its own folder)."""
+    root, _ = built_once(tmp_path_factory, "docs-sandbox", build_sandbox)
+    return root
 
 
 def page_dir(root: Path, page: str) -> Path:

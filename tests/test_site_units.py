@@ -155,8 +155,9 @@ def decide_one(kind: str, vol) -> object:
     return decide_site_units([e], cfg).decisions["P"][kind]
 
 
-def test_a_unit_stated_for_other_values_than_the_rescaled_ones_is_not_used(tmp_path) -> None:
-    """A real-world value map whose slope is not the RescaleSlope describes other values."""
+def test_a_real_world_value_map_with_its_own_slope_gives_the_values_and_unit(tmp_path) -> None:
+    """A Real World Value Mapping whose slope is not the RescaleSlope (Philips writes its maps'
+    physical values this way) gives the values, in its unit; RescaleSlope is display only."""
     import pydicom
 
     p, _, _ = spine()
@@ -170,7 +171,11 @@ def test_a_unit_stated_for_other_values_than_the_rescaled_ones_is_not_used(tmp_p
         item.RealWorldValueSlope, item.RealWorldValueIntercept = 0.1, 0.0
         ds.RealWorldValueMappingSequence = [item]
         ds.save_as(f)
-    assert load_volume(folder, "pdff").metadata["units_stated"] is None
+    vol = load_volume(folder, "pdff")
+    assert vol.metadata["units_stated"] == "%"
+    assert vol.metadata["value_mapping"] == "real_world"
+    np.testing.assert_allclose(vol.data, p, atol=1e-4)  # stored p * 10, slope 0.1
+    assert declared_unit("pdff", {}, metadata=vol.metadata).unit == "percent"
 
 
 # --- the per-site decision -----------------------------------------------------------------

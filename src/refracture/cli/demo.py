@@ -8,14 +8,15 @@ own SQLite MLflow store, so the demo never touches a user's tracking server.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from refracture.config import config_to_dict, load_config, parse_config
+from refracture.config import RunConfig, config_to_dict, load_config, parse_config
 from refracture.errors import InputError
 from refracture.files import write_text
 from refracture.ids import PATIENT_ID
@@ -37,6 +38,13 @@ class DemoResult:
     scores: pd.DataFrame
     score_exit: int
     risk_vs_truth: float  # Spearman correlation of scored risk with the true 1-year risk
+    #: wall-clock seconds per stage, in the order the stages ran (see :class:`StageTimes`)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Wall-clock seconds of the whole demo."""
+        return float(sum(self.stage_seconds.values()))
 
     @property
     def ui_command(self) -> str:
@@ -94,6 +102,39 @@ def demo_config(workdir: Path, *, bootstrap: int | None = None, jobs: int = 2) -
     return path
 
 
+class StageTimes:
+    """A progress callback that passes every report on and times the stages.
+
+    A stage runs from its first report to the first report of the next one, so the time a
+    stage spends before it reports (a model's final fit before its bootstrap) counts to the
+    stage before it; the time before the first report is ``starting``. The seconds add up to
+    the whole run.
+    """
+
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+        self._stage, self._since = "starting", time.perf_counter()
+
+    def _close(self) -> None:
+        now = time.perf_counter()
+        self.seconds[self._stage] = self.seconds.get(self._stage, 0.0) + now - self._since
+        self._since = now
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self._stage:
+            self._close()
+            self._stage = stage
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+    def finish(self) -> dict[str, float]:
+        """Close the running stage; the seconds per stage."""
+        self._close()
+        self._stage = "finishing"
+        return dict(self.seconds)
+
+
 #: The smallest cohort whose re-fractures by one year outnumber the demo models' parameters
 #: (seed 0; training refuses fewer events than parameters).
 MIN_PATIENTS = 80
@@ -110,8 +151,8 @@ def run_demo(
     image_format: str = "nifti",
     progress: Progress | None = None,
 ) -> DemoResult:
-    """Run every stage; ``progress(stage, done, total)`` drives the progress bars."""
-    from refracture.scoring import score
+    """Run every stage; ``progress(stage, done, total)`` drives the progress bars; the result
+    holds the seconds each stage took."""
     from refracture.study import train
     from refracture.synth import write_cohort
 
@@ -124,6 +165,7 @@ def run_demo(
         raise InputError(f"n_new must be at least 1 (got {n_new})")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    progress = clock = StageTimes(progress)
 
     cohort = workdir / "cohort"
     write_cohort(
@@ -149,6 +191,29 @@ def run_demo(
         jobs=jobs,
         progress=relabel(progress, "synthesising new patients"),
     )
+    scores_path, score_exit, corr = _score_new_patients(workdir, new_batch, cfg, jobs, progress)
+    return DemoResult(
+        workdir=workdir,
+        cohort=cohort,
+        new_batch=new_batch,
+        config=config,
+        tracking_uri=cfg.mlflow.tracking_uri or "",
+        train=result,
+        scores_path=scores_path,
+        scores=pd.read_csv(scores_path),
+        score_exit=score_exit,
+        risk_vs_truth=corr,
+        stage_seconds=clock.finish(),
+    )
+
+
+def _score_new_patients(
+    workdir: Path, new_batch: Path, cfg: RunConfig, jobs: int, progress: Progress
+) -> tuple[Path, int, float]:
+    """Score the new patients from their images with the champion: the scores file, the
+    exit code of scoring and the Spearman correlation of the risks with the true ones."""
+    from refracture.scoring import score
+
     scores_path = workdir / "scores.csv"
     uri = f"models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}"
     outcome = score(
@@ -170,15 +235,4 @@ def run_demo(
         if len(ok) > 2
         else np.nan
     )
-    return DemoResult(
-        workdir=workdir,
-        cohort=cohort,
-        new_batch=new_batch,
-        config=config,
-        tracking_uri=cfg.mlflow.tracking_uri or "",
-        train=result,
-        scores_path=scores_path,
-        scores=scores,
-        score_exit=outcome.exit_code,
-        risk_vs_truth=corr,
-    )
+    return scores_path, outcome.exit_code, corr

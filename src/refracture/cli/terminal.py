@@ -256,6 +256,7 @@ def print_demo_summary(console: Console, demo: DemoResult) -> None:
         f"({', '.join(f'{k} {v}' for k, v in groups.items())}); "
         f"Spearman correlation with their true 1-year risk: {demo.risk_vs_truth:.2f}"
     )
+    _print_stage_times(console, demo.stage_seconds)
     console.print(f"\n[bold]where things are[/] (in {escape(str(demo.workdir))})", soft_wrap=True)
     lines = [
         f"  study report:  {t.report}",
@@ -271,3 +272,24 @@ def print_demo_summary(console: Console, demo: DemoResult) -> None:
     ]
     for line in lines:  # soft wrap: paths and commands stay on one line for copy and paste
         console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def _minutes(seconds: float) -> str:
+    """``12.3 s`` under a minute, else ``m:ss``."""
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    whole = int(round(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def _print_stage_times(console: Console, stage_seconds: dict[str, float]) -> None:
+    """Wall-clock time of each stage of the demo and in all."""
+    if not stage_seconds:
+        return
+    t = Table(title="time per stage", title_justify="left", box=None, pad_edge=False)
+    t.add_column("stage", no_wrap=True)
+    t.add_column("time", justify="right", no_wrap=True)
+    for stage, seconds in stage_seconds.items():
+        t.add_row(stage, _minutes(seconds))
+    t.add_row("[bold]all[/]", f"[bold]{_minutes(sum(stage_seconds.values()))}[/]")
+    console.print(t)

@@ -29,8 +29,9 @@ from refracture.features.patient import image_path
 from refracture.features.schema import FEATURE_VERSION, PatientResult
 from refracture.files import hash_file, hash_json, write_json
 from refracture.ids import PATIENT_ID
-from refracture.imaging.io import read_image_bytes
+from refracture.imaging.io import hash_image, read_image_bytes
 from refracture.imaging.metadata import find_sidecar
+from refracture.imaging.readers import image_exists
 from refracture.imaging.site_units import MAPS, PatientUnits, UnitEvidence
 from refracture.levels import level_list, sort_levels
 
@@ -85,11 +86,11 @@ def read_inputs(row: Mapping[str, Any], *, keep_content: bool = True) -> InputFi
     content = {}
     for kind in ("pdff", "r2star", "labels"):
         path = image_path(row, kind, pid)
-        if not path.exists():
+        if not image_exists(path):
             raise ImageError(f"{kind} image not found", patient_id=pid, file=path)
         data = read_image_bytes(path)
         if data is None:  # a DICOM folder or a very large file: hashed in chunks
-            out[kind] = hash_file(path)
+            out[kind] = hash_image(path)
         else:
             out[kind] = hashlib.sha256(data).hexdigest()
             if keep_content:

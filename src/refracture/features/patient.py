@@ -311,9 +311,8 @@ def finish_patient(
 
     stage.name = "scanner"
     device_id = None
-    pdff_path = Path(str(prep.row.get("pdff") or ""))
-    if device_key is not None and pdff_path.is_dir():
-        device_id = dicom_device_id(pdff_path, device_key)
+    if device_key is not None:  # dicom_device_id is None for an image that is not DICOM
+        device_id = dicom_device_id(str(prep.row.get("pdff") or ""), device_key)
     scanner = scanner_metadata(
         prep.row,
         {"pdff": prep.pdff.metadata, "r2star": prep.r2star.metadata},

@@ -83,8 +83,6 @@ _VENDORS = (
 # Nominal field strengths (T) a measured MagneticFieldStrength is rounded to for a batch label.
 NOMINAL_FIELDS_T = (0.2, 0.35, 0.55, 1.0, 1.5, 3.0, 4.0, 7.0, 9.4)
 
-_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
 
 # --- units ---------------------------------------------------------------------------------
 
@@ -126,14 +124,13 @@ def _unit_help(kind: str) -> list[str]:
 def sidecar_for(image: str | Path) -> Path:
     """Where the BIDS sidecar of an image would be: ``pdff.nii.gz`` -> ``pdff.json``.
 
-    A DICOM folder ``.../pdff/`` has its sidecar beside it: ``.../pdff.json``.
+    A DICOM folder ``.../pdff/`` has its sidecar beside it: ``.../pdff.json``. The format
+    suffixes are those the image readers claim (:func:`refracture.imaging.readers.image_stem`).
     """
-    p = Path(image)
-    name = p.name
-    for suffix in _IMAGE_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return p.with_name(name[: -len(suffix)] + ".json")
-    return p.with_name(name + ".json")
+    from refracture.imaging.readers import ImageSource, image_stem
+
+    p = ImageSource.parse(image).path
+    return p.with_name(image_stem(p) + ".json")
 
 
 def find_sidecar(image: str | Path) -> Path | None:
@@ -221,30 +218,33 @@ def _device_hash(key: bytes, vendor: str, model: str, device: str) -> str:
     return "SC-" + hmac.new(key, message, hashlib.sha256).hexdigest()[:12].upper()
 
 
-def dicom_device_id(folder: str | Path, key: bytes) -> str | None:
+def dicom_device_id(location: str | Path, key: bytes) -> str | None:
     """A keyed hash of a DICOM series' scanner (DeviceSerialNumber, else StationName).
 
-    Reads one header. The serial number and station name never leave this function: only
-    ``SC-`` + 12 hex digits of HMAC-SHA256(key, vendor, model, serial) is returned, or None
-    when the header has neither field.
+    ``location`` is a DICOM folder or file, with its ``#series=`` selector when it has one;
+    anything else gives None. Reads headers only. The serial number and station name never
+    leave this function: only ``SC-`` + 12 hex digits of HMAC-SHA256(key, vendor, model,
+    serial) is returned, or None when the header has neither field.
     """
     import pydicom
 
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    for f in files:
+    from refracture.imaging.dicom.frames import series_hash
+    from refracture.imaging.dicom.series import dicom_files
+    from refracture.imaging.readers import ImageSource, is_dicom
+
+    if not str(location).strip():
+        return None
+    source = ImageSource.parse(location)
+    if not is_dicom(source):
+        return None
+    tags = ["Manufacturer", "ManufacturerModelName", "DeviceSerialNumber", "StationName",
+            "SeriesInstanceUID"]  # fmt: skip
+    for f in dicom_files(source):
         try:
-            ds = pydicom.dcmread(
-                f,
-                stop_before_pixels=True,
-                specific_tags=[
-                    "Manufacturer",
-                    "ManufacturerModelName",
-                    "DeviceSerialNumber",
-                    "StationName",
-                ],
-            )
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=tags)
         except Exception:  # noqa: BLE001 - not a DICOM file: try the next one
+            continue
+        if source.series and series_hash(str(ds.get("SeriesInstanceUID", ""))) != source.series:
             continue
         device = _text(ds.get("DeviceSerialNumber")) or _text(ds.get("StationName"))
         if not device:

@@ -193,7 +193,8 @@ def declared_unit(
         except UnitsError:
             unit = None
         if unit:
-            return Declared(unit, "dicom", f"the DICOM series (unit {stated!r})")
+            basis = meta.get("units_basis") or f"unit {stated!r}"
+            return Declared(unit, "dicom", f"the DICOM series ({basis})")
     if kind == "r2star":
         hint = r2star_hint(meta.get("series_description"))
         if hint:

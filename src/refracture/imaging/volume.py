@@ -33,7 +33,40 @@ METADATA_KEYS = (
     "rescale_slope",
     "rescale_intercept",
     "rescale_applied_by",
+    "units_basis",
+    "value_mapping",
+    "transfer_syntax",
+    "series",
+    "image_type",
+    "n_frames",
+    "label_source",
 )
+
+
+@dataclass(frozen=True, repr=False)
+class SourceSeries:
+    """The DICOM series a volume was read from, for writing DICOM objects that refer to it
+    (segmentations, structured reports). Kept in memory only: it holds the patient's identity,
+    so it is never written to a table, a log or an MLflow artifact, and its repr names no
+    identity.
+
+    ``instances`` lists (SOPInstanceUID, frame number or None) for each slice k of the volume;
+    ``patient`` the Patient module (PatientName, PatientID, PatientBirthDate, PatientSex) and
+    ``study`` the General Study module (StudyID, StudyDate, StudyTime, AccessionNumber,
+    ReferringPhysicianName, StudyDescription) as the files state them.
+    """
+
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    instances: tuple[tuple[str, int | None], ...]
+    files: tuple[Path, ...]
+    patient: dict[str, str] = field(default_factory=dict)
+    study: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"SourceSeries({len(self.instances)} slices)"
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +85,9 @@ class Volume:
     content_hash: str
     units: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The DICOM series it came from (None for other formats); in memory only, see
+    #: :class:`SourceSeries`.
+    source: SourceSeries | None = field(default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -108,7 +108,9 @@ class CauseSpecificHazardsMixin(ProportionalHazardsMixin):
     cif_dh1_: np.ndarray
     cif_dh2_: np.ndarray
 
-    def _fit_death(self, X: pd.DataFrame, y: np.ndarray) -> None:
+    def _fit_death(self, X: pd.DataFrame, y: np.ndarray, inference: bool = True) -> None:
+        """``inference=False``: the death model skips lifelines' summaries (a bootstrap
+        refit; :meth:`refracture.models.cox.CoxPH.fit`)."""
         from refracture.models.cox import CoxPH  # cox.py uses this mixin
 
         if self.estimand != "cif":
@@ -118,7 +120,7 @@ class CauseSpecificHazardsMixin(ProportionalHazardsMixin):
         if np.any(y["event"] == DEATH):
             try:
                 death = CoxPH(horizon=self.horizon, alpha=getattr(self, "alpha", 0.05)).fit(
-                    X, cause_outcome(y, DEATH)
+                    X, cause_outcome(y, DEATH), inference=inference
                 )
             except ModelError as err:
                 raise ModelError(f"the Cox model of death: {err}") from None

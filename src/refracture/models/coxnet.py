@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sksurv.exceptions import NoComparablePairException
 from sksurv.linear_model import CoxnetSurvivalAnalysis
-from sksurv.metrics import concordance_index_censored
 
 from refracture.errors import ModelError
 from refracture.models.base import SurvivalEstimator
@@ -88,11 +88,19 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
             max_iter=100_000,
         )
 
-    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None) -> CoxNet:
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        groups: np.ndarray | None = None,
+        inference: bool = True,
+    ) -> CoxNet:
         """Fit on X (n, p) and the outcome y (n,).
 
         ``groups`` (n,): the original patient of each row when rows repeat patients (a
         bootstrap replicate); the inner folds then keep each patient's rows together.
+        ``inference=False`` (a bootstrap refit): the Cox model of death under cif skips the
+        summaries only inference reads (:meth:`refracture.models.cox.CoxPH.fit`).
         """
         X, y = self._validate_fit(X, y)
         Xa = X.to_numpy(dtype=float)
@@ -131,7 +139,7 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
         ch = final.predict_cumulative_hazard_function(Xa[:1], alpha=self.alpha_, return_array=True)
         self._set_baseline(final.unique_times_, ch[0] / np.exp(lp0[0]))
         self.grouped_cv_ = groups is not None
-        self._fit_death(X, y)
+        self._fit_death(X, y, inference)
         return self
 
     def inner_folds(
@@ -158,12 +166,11 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
             net = self._net(alphas).fit(Xa[tr], ys[tr])
             # the path can stop early; missing alphas score as the last one fitted
             lps = Xa[te] @ net.coef_
-            for j in range(len(alphas)):
-                col = lps[:, min(j, lps.shape[1] - 1)]
-                if not ys["event"][te].any():
-                    scores[k, j] = np.nan
-                    continue
-                scores[k, j] = concordance_index_censored(ys["event"][te], ys["time"][te], col)[0]
+            if not ys["event"][te].any():
+                scores[k] = np.nan
+                continue
+            cols = np.minimum(np.arange(len(alphas)), lps.shape[1] - 1)
+            scores[k] = harrell_c_columns(ys["event"][te], ys["time"][te], lps[:, cols])
         return np.nanmean(scores, axis=0)
 
     def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
@@ -175,3 +182,42 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
         values = (self._design(X) - self.means_) * self.coef_
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(values, columns=list(self.feature_names_in_), index=index)
+
+
+def harrell_c_columns(event: np.ndarray, time: np.ndarray, estimates: np.ndarray) -> np.ndarray:
+    """Harrell's C of every column of ``estimates`` (n, k): scikit-survival's
+    ``concordance_index_censored(event, time, estimates[:, j])[0]`` for each j, bit for bit.
+
+    The penalty path asks for 40 C's per inner fold; scikit-survival checks its inputs and
+    loops over the events in Python once per column, which took half the fit. This counts
+    the same pairs for all columns at once: an event i is compared with every patient j whose
+    time is later, or equal and censored; a pair is tied when the scores differ by at most
+    1e-8 (half credit) and concordant when i's score is higher. The counts are whole and
+    half numbers, so their sums and the final quotient are the same floats as scikit-survival's
+    (a test compares the two). It raises where scikit-survival does: ``ValueError`` for fewer
+    than two patients or no event, ``NoComparablePairException`` when the only events are
+    sorted last and alone.
+    """
+    event = np.asarray(event, dtype=bool)
+    time = np.asarray(time, dtype=float)
+    est = np.asarray(estimates, dtype=float)
+    if len(time) < 2:
+        raise ValueError("Need a minimum of two samples")
+    if not event.any():
+        raise ValueError("All samples are censored")
+    cases = np.flatnonzero(event)
+    last = time == time.max()
+    if not np.any(event & ~(last & (last.sum() == 1))):
+        raise NoComparablePairException(
+            "Data has no comparable pairs, cannot estimate concordance index."
+        )
+    ti = time[cases][:, None]
+    comparable = (time[None, :] > ti) | ((time[None, :] == ti) & ~event[None, :])
+    num = np.zeros(est.shape[1])
+    den = float(comparable.sum())
+    for j in range(est.shape[1]):  # (cases x patients) per column keeps memory small
+        diff = est[cases, j][:, None] - est[None, :, j]
+        tied = np.abs(diff) <= 1e-8
+        num[j] = np.sum(comparable & (diff > 0) & ~tied) + 0.5 * np.sum(comparable & tied)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den

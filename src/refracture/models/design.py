@@ -20,9 +20,31 @@ __all__ = ["collinear_columns", "constant_columns", "design_problem"]
 RANK_TOL = 1e-8
 
 
+def _plain_numeric(X: pd.DataFrame) -> bool:
+    """Every column a NumPy number or bool (NaN the only missing value)."""
+    return len(X.columns) > 0 and all(
+        isinstance(t, np.dtype) and t.kind in "fiub" for t in X.dtypes
+    )
+
+
+def _is_constant(X: pd.DataFrame) -> np.ndarray:
+    """Per column: are its non-missing values all the same (or absent)?
+
+    Numeric frames (design matrices, refitted in every bootstrap replicate) are checked on
+    one array, with the answer of ``Series.dropna().nunique() <= 1`` (-0.0 equals 0.0);
+    other frames column by column with pandas.
+    """
+    if _plain_numeric(X):
+        A = X.to_numpy(dtype=float)
+        seen = ~np.isnan(A)
+        first = A[np.argmax(seen, axis=0), np.arange(A.shape[1])]
+        return np.all((first == A) | ~seen, axis=0)
+    return np.array([X[c].dropna().nunique() <= 1 for c in X.columns], dtype=bool)
+
+
 def constant_columns(X: pd.DataFrame) -> list[str]:
     """Columns whose non-missing values are all the same (or that have no values)."""
-    return [str(c) for c in X.columns if X[c].dropna().nunique() <= 1]
+    return [str(c) for c, const in zip(X.columns, _is_constant(X), strict=True) if const]
 
 
 def collinear_columns(X: pd.DataFrame) -> list[str]:
@@ -32,8 +54,12 @@ def collinear_columns(X: pd.DataFrame) -> list[str]:
     cannot tell and returns []. Constant columns are the caller's business
     (:func:`constant_columns`) and are ignored here.
     """
-    cols = [c for c in X.columns if X[c].dropna().nunique() > 1]
-    Z = X[cols].dropna().to_numpy(dtype=float)
+    cols = [c for c, const in zip(X.columns, _is_constant(X), strict=True) if not const]
+    if _plain_numeric(X):
+        Z = X[cols].to_numpy(dtype=float)
+        Z = Z[~np.isnan(Z).any(axis=1)]  # the complete rows, in order (DataFrame.dropna)
+    else:
+        Z = X[cols].dropna().to_numpy(dtype=float)
     if len(cols) < 2 or len(Z) <= len(cols):
         return []
     Z = Z - Z.mean(axis=0)  # centring: a dependence with the intercept shows as one here

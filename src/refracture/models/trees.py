@@ -196,9 +196,15 @@ class GradientBoostedSurvival(CauseSpecificHazardsMixin, SurvivalEstimator):
         self.estimand = estimand
 
     def fit(
-        self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray | None = None
+        self,
+        X: pd.DataFrame,
+        y: np.ndarray,
+        groups: np.ndarray | None = None,
+        inference: bool = True,
     ) -> GradientBoostedSurvival:
-        """Fit on X (n, p) and the outcome y (n,); ``groups`` is accepted and unused."""
+        """Fit on X (n, p) and the outcome y (n,); ``groups`` is accepted and unused.
+        ``inference=False`` (a bootstrap refit): the Cox model of death under cif skips the
+        summaries only inference reads (:meth:`refracture.models.cox.CoxPH.fit`)."""
         X, y = self._validate_fit(X, y)
         Xa = X.to_numpy(dtype=float)
         self.booster_ = GradientBoostingSurvivalAnalysis(
@@ -214,7 +220,7 @@ class GradientBoostedSurvival(CauseSpecificHazardsMixin, SurvivalEstimator):
         f0 = self.booster_.predict(Xa[:1])
         ch = self.booster_.predict_cumulative_hazard_function(Xa[:1], return_array=True)
         self._set_baseline(self.booster_.unique_times_, ch[0] / np.exp(f0[0]))
-        self._fit_death(X, y)
+        self._fit_death(X, y, inference)
         return self
 
     def linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

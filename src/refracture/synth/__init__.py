@@ -29,14 +29,19 @@ from refracture.synth.phantom import PatientAnatomy, generate
 
 __all__ = ["SynthResult", "simulate_cohort", "write_cohort", "anatomy_of"]
 
-FORMATS = ("nifti", "dicom")
+try:  # python-isal: the gzip format of zlib (same voxels on reading), deflating 6x faster
+    from isal.igzip import IGzipFile as _GzipFile
+except ImportError:  # pragma: no cover - isal is a dependency; zlib when it is missing
+    from gzip import GzipFile as _GzipFile
+
+FORMATS = ("nifti", "dicom", "dicom-export")
 STUDY_START = dt.date(2024, 1, 8)  # first surgery of the synthetic study: assumption
 
 
 @dataclass(frozen=True)
 class SynthResult:
     out_dir: Path
-    manifest: Path
+    manifest: Path | None  # None for a PACS export: `refracture index` builds the manifest
     clinical: Path
     truth_csv: Path
     truth_json: Path
@@ -82,11 +87,15 @@ def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, kind: str) -> 
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
-    with atomic_path(path) as tmp:
-        # nibabel picks the compression from the name, so write to a .nii.gz temporary
-        gz = tmp.with_name(tmp.name + ".nii.gz")
-        nib.save(img, gz)
-        os.replace(gz, tmp)
+    # nibabel writes the NIfTI stream into our gzip file: level 1 as nibabel's own, no file
+    # name and time in the gzip header, so the same seed gives the same bytes
+    with (
+        atomic_path(path) as tmp,
+        open(tmp, "wb") as raw,
+        _GzipFile(filename="", mode="wb", compresslevel=1, fileobj=raw, mtime=0) as gz,
+    ):
+        holder = nib.FileHolder(fileobj=gz)
+        img.to_file_map({"image": holder, "header": holder})
 
 
 def _sidecar(kind: str, scanner: Scanner) -> dict:
@@ -166,8 +175,16 @@ def write_cohort(
     dicom_pdff_scale: str = "per_mille",
     jobs: int = 2,
     progress: Progress | None = None,
+    dicomdir: bool = False,
+    grid: tuple | None = None,
 ) -> SynthResult:
-    """Simulate a cohort and write it to ``out_dir`` (docs/synthetic.md lists the files)."""
+    """Simulate a cohort and write it to ``out_dir`` (docs/synthetic.md lists the files).
+
+    ``image_format`` 'dicom-export' writes a PACS export (``export/``, see
+    :mod:`refracture.synth.dicom_export`) instead of per-patient image folders and a manifest;
+    ``dicomdir`` makes it a DICOMDIR file set; ``grid``, a (shape, spacing), replaces the
+    sites' scan grids (smaller exports for tests).
+    """
     if n < 1:
         raise InputError(f"n must be at least 1 (got {n})")
     if n_sites < 1:
@@ -186,6 +203,10 @@ def write_cohort(
     _check_writable(out_dir)
 
     cohort = simulate_cohort(n, n_sites, seed, id_prefix=id_prefix)
+    if image_format == "dicom-export":
+        from refracture.synth.dicom_export import write_export
+
+        return write_export(out_dir, cohort, seed, jobs, progress, dicomdir, SynthResult, grid)
     clinical = cohort.clinical
     rng_dates = np.random.default_rng([seed, 99])
     surgery_offsets = np.sort(rng_dates.integers(0, 365, n))

@@ -99,7 +99,13 @@ def predict_all(
     with no curve, or one that does not end at the predicted risk at the horizon
     (``times[-1]``), which would score another quantity.
     """
-    Xt = model.transform_features(X)
+    return predict_design(model, model.transform_features(X), times, estimand)
+
+
+def predict_design(
+    model: RiskPipeline, Xt: pd.DataFrame, times: np.ndarray, estimand: str = "net"
+) -> Prediction:
+    """:func:`predict_all` from the design matrix ``Xt = model.transform_features(X)``."""
     m = model.model
     risk = np.asarray(m.predict_risk(Xt), dtype=float)
     lp = np.asarray(m.linear_predictor(Xt), dtype=float)
@@ -118,10 +124,16 @@ _FIT_FAILURES = (ModelError, InputError, ValueError, ArithmeticError, np.linalg.
 
 def _fit_params(model: RiskPipeline, groups: np.ndarray) -> dict[str, Any]:
     """``model__groups``: the original patient of every resampled row, for a model whose
-    ``fit`` takes ``groups`` (inner cross-validation that keeps a patient's copies together)."""
-    if "groups" in inspect.signature(model.model.fit).parameters:
-        return {"model__groups": groups}
-    return {}
+    ``fit`` takes ``groups`` (inner cross-validation that keeps a patient's copies together);
+    ``model__inference=False`` for a model that can skip what only inference reads (a
+    replicate only predicts)."""
+    accepts = inspect.signature(model.model.fit).parameters
+    params: dict[str, Any] = {}
+    if "groups" in accepts:
+        params["model__groups"] = groups
+    if "inference" in accepts:
+        params["model__inference"] = False
+    return params
 
 
 def optimism_replicate(
@@ -146,8 +158,14 @@ def optimism_replicate(
     Xb, yb = X.iloc[idx], y[idx]
     try:
         model.fit(Xb, yb, **_fit_params(model, idx))
-        risk_b, lp_b, surv_b = predict_all(model, Xb, times, estimand)
-        risk_o, lp_o, surv_o = predict_all(model, X, times, estimand)
+        Xt = model.transform_features(X)
+        # Imputation, encoding and scaling act row by row with exact arithmetic, so the
+        # resample's design is the original's rows idx; a scanner harmonisation step's
+        # matrix products are not (their sums depend on the rows beside), so it transforms
+        # the resample itself.
+        Xt_b = Xt.iloc[idx] if model.harmoniser is None else model.transform_features(Xb)
+        risk_b, lp_b, surv_b = predict_design(model, Xt_b, times, estimand)
+        risk_o, lp_o, surv_o = predict_design(model, Xt, times, estimand)
     except _FIT_FAILURES:
         return None
     apparent, _ = compute_metrics(yb, risk_b, surv_b, times, horizon, estimand=estimand, lp=lp_b)

@@ -27,7 +27,12 @@ def synth(
     n: int = typer.Option(560, "--n", help="Number of patients."),
     sites: int = typer.Option(4, "--sites", help="Number of hospitals (site 1 scans at 1.5 T)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same cohort."),
-    fmt: str = typer.Option("nifti", "--format", help="Image format: nifti or dicom."),
+    fmt: str = typer.Option(
+        "nifti",
+        "--format",
+        help="Image format: nifti, dicom (one series folder per map), or dicom-export (a PACS "
+        "export of every exam's series with DICOM SEG labels, for refracture index).",
+    ),
     id_prefix: str = typer.Option("P", "--id-prefix", help="Prefix of the patient IDs."),
     dicom_pdff_scale: str = typer.Option(
         "per_mille",
@@ -36,12 +41,18 @@ def synth(
         "(x10 integers with RescaleSlope 0.1).",
     ),
     jobs: int = typer.Option(2, "--jobs", help="Worker processes for writing images."),
+    dicomdir: bool = typer.Option(
+        False,
+        "--dicomdir",
+        help="With --format dicom-export: write the export as a DICOMDIR file set (CD layout).",
+    ),
 ) -> None:
     """Write a synthetic multi-centre IDEAL-IQ cohort.
 
     Writes manifest.csv, clinical.csv, truth.json, truth.csv and
-    images/<patient_id>/{pdff,r2star,labels}. The generating model is documented in
-    docs/synthetic.md.
+    images/<patient_id>/{pdff,r2star,labels}; with --format dicom-export, export/ (a PACS
+    export, no manifest: build it with refracture index) and clinical.csv with procedure
+    dates. The generating model is documented in docs/synthetic.md.
     """
     from refracture.cli.terminal import StageProgress
     from refracture.synth import write_cohort
@@ -57,10 +68,17 @@ def synth(
             dicom_pdff_scale=dicom_pdff_scale,
             jobs=jobs,
             progress=progress,
+            dicomdir=dicomdir,
         )
+    images = (
+        f"  manifest: {result.manifest}"
+        if result.manifest is not None
+        else f"  export:   {result.out_dir / 'export'} (build the manifest with: refracture index "
+        f"{result.out_dir / 'export'} --out manifest.csv --clinical {result.clinical})"
+    )
     out.print(
         f"wrote {result.n_patients} patients from {result.n_sites} sites to {result.out_dir}\n"
-        f"  manifest: {result.manifest}\n  clinical: {result.clinical}\n"
+        f"{images}\n  clinical: {result.clinical}\n"
         f"  truth:    {result.truth_csv}, {result.truth_json}",
         markup=False,
         highlight=False,
