@@ -589,3 +589,71 @@ def test_a_patient_whose_outputs_fail_does_not_stop_the_others(
     assert index.loc["P0002", "status"] == "error" and not (tmp_path / "fhir/P0002.json").exists()
     assert "an image changed since scoring; score again" in index.loc["P0002", "reason"]
     assert done.exit_code == 1 and done.notes == [f"--fhir P0002: {index.loc['P0002', 'reason']}"]
+
+
+def test_sr_and_seg_from_an_enhanced_multi_frame_export(trained, synth_export: Path, tmp_path):
+    """A Siemens-style export (one enhanced multi-frame file per map, found by `refracture
+    index`): the SEG's frames follow the source file's frames, and its PDFF regions on the
+    source's own stored values give the SR's means (rescale slope 0.1: percent)."""
+    study = tmp_path / "study"
+    done = CliRunner().invoke(
+        app,
+        [
+            "index",
+            str(synth_export / "export"),
+            "--out",
+            str(study / "manifest.csv"),
+            "--clinical",
+            str(synth_export / "clinical.csv"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    manifest = pd.read_csv(study / "manifest.csv", dtype=str)
+    manifest[manifest.vendor == "Siemens"].head(1).to_csv(study / "manifest.csv", index=False)
+    (pid,) = pd.read_csv(study / "manifest.csv", dtype=str).patient_id
+    args = [
+        "score",
+        "--tracking-uri",
+        trained.tracking_uri,
+        "--model",
+        URI,
+        "--manifest",
+        study / "manifest.csv",
+        "--clinical",
+        synth_export / "clinical.csv",
+        "--out",
+        tmp_path / "s.csv",
+        "--no-cache",
+        "--jobs",
+        "1",
+        "--dicom-sr",
+        tmp_path / "sr",
+    ]
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0 and "(1 written)" in res.output, res.output
+    seg = hd.seg.segread(tmp_path / "sr" / f"{pid}.seg.dcm")
+    sr = hd.sr.srread(tmp_path / "sr" / f"{pid}.sr.dcm")
+    pdff_series = str(seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
+    ((_, _, sop_uid),) = {u for u in seg.get_source_image_uids() if u[1] == pdff_series}
+    row = pd.read_csv(study / "manifest.csv", dtype=str).iloc[0]
+    folder = (study / row["pdff"].split("#", 1)[0]).resolve()  # the map's folder, as indexed
+    (source,) = [
+        f
+        for f in folder.iterdir()
+        if pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID == sop_uid
+    ]
+    ds = pydicom.dcmread(source)
+    assert int(ds.NumberOfFrames) > 1  # one enhanced multi-frame image
+    frames = list(range(1, int(ds.NumberOfFrames) + 1))
+    checked = 0
+    for name, group in _groups(sr).items():
+        if not name.endswith("PDFF"):
+            continue
+        (number,) = group.referenced_segment.referenced_segment_numbers
+        mask = seg.get_pixels_by_source_frame(
+            sop_uid, frames, segment_numbers=[number], assert_missing_frames_are_empty=True
+        )[..., 0]
+        (m,) = group.get_measurements()
+        assert ds.pixel_array[mask > 0].mean() * 0.1 == pytest.approx(m.value, rel=1e-5), name
+        checked += 1
+    assert checked >= 6

@@ -250,9 +250,10 @@ def _line(pid: str, status: str, files: list[str] | None = None, reason: str = "
     return {PATIENT_ID: pid, "status": status, "files": ";".join(files or []), "reason": reason}
 
 
-def _reason(err: BaseException) -> str:
+def _reason(err: BaseException, pid: str) -> str:
+    """One line for the index (the row names the patient already)."""
     if isinstance(err, RefractureError):
-        return err.one_line()
+        return err.one_line().removeprefix(f"patient {pid}: ")
     return " ".join(f"internal error: {type(err).__name__}: {err}".split())[:300]
 
 
@@ -283,7 +284,7 @@ def _patient(
                 )
             view = make_view(model, task.row, again, inputs, measured)
         except Exception as err:  # noqa: BLE001 - one patient never stops the others
-            reason = _reason(err)
+            reason = _reason(err, pid)
             for kind, folder in folders.items():
                 _remove_stale(folder, name, kind)
             return {k: _line(pid, "error", reason=reason) for k in folders}
@@ -298,20 +299,19 @@ def _patient(
                 )
             except Exception as err:  # noqa: BLE001
                 _remove_stale(folder, name, kind)
-                lines[kind] = _line(pid, "error", reason=_reason(err))
+                lines[kind] = _line(pid, "error", reason=_reason(err, pid))
         return lines
 
 
 def _write_sr(view, folder: Path, name: str, options: OutputOptions, when: datetime) -> list[str]:
     from refracture.outputs.seg import make_seg
-    from refracture.outputs.source import source_series
+    from refracture.outputs.source import source_images
     from refracture.outputs.sr import make_sr
 
     measured = view.measured
-    record = measured.prep.row if measured is not None else {}
     pid = view.patient_id
-    pdff = source_series(str(record.get("pdff", "")), patient_id=pid) if measured else None
-    r2star = source_series(str(record.get("r2star", "")), patient_id=pid) if measured else None
+    pdff = source_images(measured.prep.pdff, patient_id=pid) if measured else None
+    r2star = source_images(measured.prep.r2star, patient_id=pid) if measured else None
     if pdff is None or r2star is None:
         _remove_stale(folder, name, "dicom_sr")
         return []

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import highdicom as hd
 import numpy as np
-from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from refracture import __version__
 from refracture.errors import ImageError
 from refracture.outputs.codes import vertebra_code
 from refracture.outputs.measure import Remeasured
+from refracture.outputs.source import SourceImages
 
 __all__ = ["SEGMENT_KINDS", "SegResult", "make_seg", "software_identity"]
 
@@ -50,15 +50,16 @@ def software_identity() -> dict[str, str]:
 
 
 def make_seg(
-    measured: Remeasured, pdff_source: list[Dataset], r2star_source: list[Dataset], pid: str
+    measured: Remeasured, pdff_source: SourceImages, r2star_source: SourceImages, pid: str
 ) -> SegResult:
-    """The SEG of one patient; ``*_source``: the maps' DICOM headers in slice order
-    (:func:`refracture.outputs.source.source_series`)."""
+    """The SEG of one patient; ``*_source``: the maps' source DICOM images
+    (:func:`refracture.outputs.source.source_images`)."""
     prep = measured.prep
     rois = prep.rois
     shape = prep.pdff.shape
-    first = pdff_source[0]
-    if (len(pdff_source), int(first.Rows), int(first.Columns)) != (shape[2], shape[1], shape[0]):
+    first = pdff_source.datasets[0]
+    used = sorted(k for k in pdff_source.slices if k is not None)
+    if (used, int(first.Rows), int(first.Columns)) != (list(range(shape[2])), shape[1], shape[0]):
         raise ImageError(
             "the PDFF series does not match the measured grid (slices, rows, columns)",
             patient_id=pid,
@@ -81,7 +82,7 @@ def make_seg(
                 continue
             number = len(descriptions) + 1
             numbers[(level, kind)] = number
-            masks.append(np.transpose(volume, (2, 1, 0)))  # frame k: rows j, columns i
+            masks.append(_frames(volume, pdff_source.slices))
             descriptions.append(
                 hd.seg.SegmentDescription(
                     segment_number=number,
@@ -98,10 +99,11 @@ def make_seg(
     if not masks:
         raise ImageError("no measured voxel to segment", patient_id=pid, file=prep.pdff.path)
     frame = str(first.get("FrameOfReferenceUID", ""))
-    same_frame = all(str(h.get("FrameOfReferenceUID", "")) == frame for h in r2star_source)
+    further = r2star_source.datasets
+    same_frame = all(str(h.get("FrameOfReferenceUID", "")) == frame for h in further)
     seg = hd.seg.Segmentation(
-        source_images=pdff_source,
-        further_source_images=r2star_source if same_frame else None,
+        source_images=pdff_source.datasets,
+        further_source_images=further if same_frame else None,
         pixel_array=np.stack(masks, axis=-1),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
@@ -116,3 +118,10 @@ def make_seg(
     )
     seg.SeriesDescription = "refracture vertebral ROIs"
     return SegResult(seg, numbers)
+
+
+def _frames(volume: np.ndarray, slices: list[int | None]) -> np.ndarray:
+    """A mask on the volume's grid (i, j, k) as the source's frames (rows j, columns i), one
+    per source frame in order; a frame the volume does not use stays empty."""
+    empty = np.zeros(volume.shape[1::-1], dtype=bool)
+    return np.stack([empty if k is None else volume[:, :, k].T for k in slices])

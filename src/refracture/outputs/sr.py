@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import highdicom as hd
-from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -32,6 +31,7 @@ from refracture.outputs.codes import (
     vertebra_code,
 )
 from refracture.outputs.seg import SegResult, software_identity
+from refracture.outputs.source import SourceImages
 from refracture.outputs.view import PatientView
 
 __all__ = ["make_sr"]
@@ -179,13 +179,12 @@ def _risk_group(view: PatientView) -> hd.sr.MeasurementsAndQualitativeEvaluation
 def make_sr(
     view: PatientView,
     seg: SegResult,
-    pdff_source: list[Dataset],
-    r2star_source: list[Dataset],
+    pdff_source: SourceImages,
+    r2star_source: SourceImages,
 ) -> hd.sr.Comprehensive3DSR:
-    """The TID 1500 report of one patient whose maps are ``*_source`` (DICOM headers) and
+    """The TID 1500 report of one patient whose maps are ``*_source`` (DICOM images) and
     whose measured regions are the segments of ``seg``."""
-    pdff_uid = str(pdff_source[0].SeriesInstanceUID)
-    r2star_uid = str(r2star_source[0].SeriesInstanceUID)
+    pdff_uid, r2star_uid = pdff_source.series_uid, r2star_source.series_uid
     groups: list = []
     for vertebra in view.vertebrae:
         level = vertebra.level
@@ -200,7 +199,7 @@ def make_sr(
         imaging_measurements=groups,
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[*pdff_source, *r2star_source, seg.dataset],
+        evidence=[*pdff_source.datasets, *r2star_source.datasets, seg.dataset],
         content=report[0],
         series_instance_uid=hd.UID(),
         series_number=SERIES_NUMBER,
