@@ -84,7 +84,7 @@ def _vertebrae(view: PatientView) -> tuple[list[dict[str, Any]], dict[str, Any]]
     """Per-vertebra rows and the cohort ranges they are shown against (per map)."""
     ranges: dict[str, Any] = {}
     for kind in ("pdff", "r2star"):
-        column = next((c for c in view.model.inputs.imaging if c.startswith(f"{kind}_")), None)
+        column = next((c for c in view.model.inputs.imaging if c.startswith(f"{kind}_")), "")
         found = cohort_range(view.model, column) if column else None
         if found:
             label = describe(column)[0]

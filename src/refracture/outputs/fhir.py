@@ -62,7 +62,7 @@ def _feature_text(column: str) -> tuple[str, str, str]:
 
 
 def _observations(view: PatientView, subject: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for column in view.model.inputs.imaging:
         value = view.inputs.get(column)
         if value is None or not math.isfinite(float(value)):
@@ -138,7 +138,7 @@ def make_risk_assessment(
     subject = {"identifier": {"system": system, "value": view.patient_id}}
     observations = _observations(view, subject)
     when_range = {"low": _days(0), "high": _days(view.horizon_days)}
-    predictions = [
+    predictions: list[dict[str, Any]] = [
         {
             "outcome": {"text": "New vertebral fracture"},
             "probabilityDecimal": view.risk,

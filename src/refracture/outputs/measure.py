@@ -73,7 +73,7 @@ def rescore(
         imaging = list(model.inputs.imaging)
         scanner = [c for c in model.inputs.batch if c != "site"]
         config = bundle.extraction
-        qc_errors = list(config.qc_errors) if config is not None else []
+        qc_errors = [str(k) for k in config.qc_errors] if config is not None else []
         m = measured_row(
             (0, measured.result, None),
             record,

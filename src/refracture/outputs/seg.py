@@ -65,7 +65,9 @@ def make_seg(
             patient_id=pid,
             file=prep.pdff.path,
         )
-    masks, descriptions, numbers = [], [], {}
+    masks: list[np.ndarray] = []
+    descriptions: list[hd.seg.SegmentDescription] = []
+    numbers: dict[tuple[str, str], int] = {}
     algorithm = hd.AlgorithmIdentificationSequence(
         name="refracture", family=codes.cid7162.ArtificialIntelligence, version=__version__
     )
@@ -98,6 +100,7 @@ def make_seg(
             )
     if not masks:
         raise ImageError("no measured voxel to segment", patient_id=pid, file=prep.pdff.path)
+    ident = software_identity()
     frame = str(first.get("FrameOfReferenceUID", ""))
     further = r2star_source.datasets
     same_frame = all(str(h.get("FrameOfReferenceUID", "")) == frame for h in further)
@@ -114,7 +117,9 @@ def make_seg(
         device_serial_number=__version__,
         content_label="REFRACTURE",
         content_description="Vertebral regions measured by refracture",
-        **software_identity(),
+        manufacturer=ident["manufacturer"],
+        manufacturer_model_name=ident["manufacturer_model_name"],
+        software_versions=ident["software_versions"],
     )
     seg.SeriesDescription = "refracture vertebral ROIs"
     return SegResult(seg, numbers)

@@ -62,14 +62,14 @@ def source_images(volume: Volume, *, patient_id: str) -> SourceImages | None:
         ) from None
     numbers = [number for _, number in series.instances]
     if all(n is None for n in numbers):  # classic images: one per slice, in slice order
-        by_uid = {str(ds.SOPInstanceUID): ds for ds in headers.values()}
+        by_uid: dict[str, Dataset] = {str(ds.SOPInstanceUID): ds for ds in headers.values()}
         datasets = [by_uid[uid] for uid, _ in series.instances]
         slices: list[int | None] = list(range(len(datasets)))
     elif len(headers) == 1:  # one multi-frame image: its frames, some maybe unused
-        (ds,) = headers.values()
+        (only,) = headers.values()
         slice_of = {n: k for k, n in enumerate(numbers)}
-        datasets = [ds]
-        slices = [slice_of.get(f) for f in range(int(ds.NumberOfFrames))]  # 0-based frames
+        datasets = [only]
+        slices = [slice_of.get(f) for f in range(int(only.NumberOfFrames))]  # 0-based frames
     else:
         raise ImageError(
             "the map's slices come from several multi-frame images; a DICOM SEG can be derived "

@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def make_server(calculator: Calculator, host: str, port: int) -> ThreadingHTTPServer:
     """The calculator's server bound to ``host:port`` (port 0: a free one), not yet serving."""
-    handler = type("Handler", (_Handler,), {"calculator": calculator})
+    handler: type[_Handler] = type("Handler", (_Handler,), {"calculator": calculator})
     server = ThreadingHTTPServer((host, port), handler)
     bound = server.server_address[1]
     loopback = host in ("127.0.0.1", "localhost", "::1")
