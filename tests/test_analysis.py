@@ -65,7 +65,8 @@ def truth_tables(c: Cohort, r2star_15t: bool = False) -> tuple[pd.DataFrame, pd.
         lv = c.levels[pid]
         fractured, treated = set(lv["fractured"]), set(lv["treated"])
         t = truth.loc[pid]
-        row = {"patient_id": pid, "site": t["site"]}
+        row = {"patient_id": pid, "site": t["site"], "scanner_id": t["scanner"],
+               "scanner_field_strength_t": t["field_strength_t"]}  # fmt: skip
         for m in ("pdff", "r2star"):
             div = scale[pid] if (m == "r2star" and r2star_15t) else 1.0
             vals = {x: t[f"{m}_mean_{x}"] / div for x in TL_LEVELS}
@@ -109,15 +110,11 @@ def merged(big) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def analysed(big, tmp_path_factory: pytest.TempPathFactory):
     """run_analysis on the 560-patient cohort with every output written, adjusted for the
-    scanner (site 1 changes scanner halfway, so adjusting for the site would leave a 1.5 T /
-    3 T mix inside it)."""
+    scanner by default (site 1 changes scanner halfway, so adjusting for the site would
+    leave a 1.5 T / 3 T mix inside it)."""
     c, features, vertebrae = big
     out = tmp_path_factory.mktemp("analysis")
-    truth = c.truth.set_index("patient_id")
-    clinical = c.clinical.assign(
-        scanner_batch=c.clinical["patient_id"].map(truth["site"] + "/" + truth["scanner"])
-    )
-    return run_analysis(clinical, features, vertebrae, site="scanner_batch", out_dir=out), out
+    return run_analysis(c.clinical, features, vertebrae, out_dir=out), out
 
 
 def row(a: pd.DataFrame, marker: str, versus: str, method: str) -> pd.Series:
@@ -394,7 +391,7 @@ def test_run_analysis_rows_equal_the_direct_statistics(merged, analysed):
     r = row(a, "r2star_mean_l1l4", "age", "spearman")
     assert r["estimate"] == pytest.approx(stats.spearmanr(x, y, nan_policy="omit").statistic)
     r = row(a, "pdff_mean_normal", "bmi", "partial_pearson")
-    assert r["adjusted_for"] == "age;sex;scanner_batch"
+    assert r["adjusted_for"] == "age;sex;scanner"
     z, _ = covariate_design(merged[["age", "sex", "scanner_batch"]], ["sex", "scanner_batch"])
     direct = partial_pearson(merged["bmi"], merged["pdff_mean_normal"], z)
     assert r["estimate"] == pytest.approx(direct.estimate)
@@ -430,7 +427,7 @@ def test_outputs_associations_csv_and_a_self_contained_page(analysed):
     assert "DeLong" in html and "Fisher" in html and "Bonett-Wright" in html
     methods = analysis_section(result)["methods"]
     assert "pdff_mean_normal: higher values, r2star_mean_normal: lower values" in methods
-    assert "level T10, sex F, scanner_batch site_1/MR1" in methods
+    assert "level T10, sex F, scanner site_1/MR1" in methods
     for name in ("scatter_tscore.png", "roc_osteoporosis.png", "levels.png"):
         assert (out / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     section = analysis_section(result)
@@ -480,7 +477,7 @@ def test_own_column_names_give_the_same_numbers(big):
     assert "bmi" not in set(a["versus"])
     assert any("'bmi'" in n for n in res.notes) and any("per-vertebra" in n for n in res.notes)
     r = row(a, "pdff_mean_normal", "T_L1L4", "partial_pearson")
-    assert r["adjusted_for"] == "Alter;Sexo;centre"
+    assert r["adjusted_for"] == "Alter;Sexo;scanner"  # site "centre" + scanner_id
     same = run_analysis(some, features, None, markers=["pdff_mean_normal"])
     ref = row(same.associations, "pdff_mean_normal", "bmd_tscore", "partial_pearson")
     assert r["estimate"] == pytest.approx(ref["estimate"]) and r["n"] == 140
@@ -555,3 +552,24 @@ def test_cli_analyse_errors_are_one_line(tmp_path: Path, synth_nifti: Path):
     res = CliRunner().invoke(app, ["analyse", "--config", str(config), "--tscore", "dxa_t"])
     assert res.exit_code == 2 and "'dxa_t'" in res.output
     assert not (tmp_path / "cache").exists()  # refused before any image was read
+
+
+def test_adjusted_for_the_scanner_with_patients_and_vertebrae_counted_apart(analysed, big):
+    """Site 1 has a 1.5 T and a 3 T scanner: the analysis adjusts R2* for the scanner by
+    default (the site when the features lack scanner columns, said in the notes); the
+    per-vertebra model includes BMI; ``n`` counts patients and ``n_vertebrae`` vertebrae."""
+    result, _ = analysed
+    a = result.associations
+    mixed = a[(a["method"] == "mixed_model") & (a["marker"] == "r2star_mean")]
+    assert {"bmi", "bmd_tscore", "age"} <= set(mixed["versus"])
+    assert mixed["versus"].str.startswith("scanner[").any()
+    assert (mixed["n"] == 560).all() and (mixed["n_vertebrae"] > 3000).all()
+    patient_rows = a[a["method"] == "pearson"]
+    assert patient_rows["n_vertebrae"].isna().all() and (patient_rows["n"] <= 560).all()
+    c, features, vertebrae = big
+    by_site = run_analysis(c.clinical, features.drop(columns=["scanner_id"]), None)
+    assert any("adjusted for the site instead of the scanner" in n for n in by_site.notes)
+    r_site = row(by_site.associations, "r2star_mean_normal", "bmd_tscore", "partial_pearson")
+    r_scan = row(a, "r2star_mean_normal", "bmd_tscore", "partial_pearson")
+    assert r_site["adjusted_for"] == "age;sex;site" and r_scan["adjusted_for"] == "age;sex;scanner"
+    assert r_scan["estimate"] > r_site["estimate"] + 0.03  # the 1.5 T / 3 T mix dilutes it

@@ -59,6 +59,7 @@ def test_random_split_is_stratified_and_holds_out(cox_results):
     ds, _, res = cox_results
     r = res["clinical"]
     pred = r.predictions
+    death = ["risk_death"] if r.estimand == "cif" else []  # the risk of death under cif
     assert list(pred.columns) == [
         "patient_id",
         "site",
@@ -68,6 +69,7 @@ def test_random_split_is_stratified_and_holds_out(cox_results):
         "event",
         "fold",
         "role",
+        *death,
     ]
     assert set(pred["role"]) == {"test"}
     assert not set(pred["patient_id"]) & set(r.development_ids)

@@ -71,6 +71,19 @@ class CovariatesConfig(_Strict):
         return [*self.numeric, *self.binary, *self.categorical]
 
 
+class ImputationConfig(_Strict):
+    """How missing covariates are filled in; ``imputation: multiple`` is short for
+    ``{method: multiple}``."""
+
+    method: Literal["single", "multiple"] = Field(
+        "single",
+        description="single: median / most frequent value; multiple: chained equations with "
+        "the outcome, m imputations, predictions averaged",
+    )
+    m: int = Field(10, ge=2, le=100, description="imputations (multiple)")
+    iterations: int = Field(5, ge=1, le=100, description="passes of the chained equations")
+
+
 class ImagingConfig(_Strict):
     features: list[str] = []
 
@@ -83,6 +96,9 @@ class AnalysisConfig(_Strict):
     sex: str | None = Field(None, description="clinical column with sex (two values)")
     bmi: str | None = Field(None, description="clinical column with BMI in kg/m2")
     site: str | None = Field("site", description="column naming the site (clinical or manifest)")
+    batch: Literal["scanner", "field_strength", "site"] | None = Field(
+        "scanner", description="scanner batch the analysis adjusts for (R2* depends on it)"
+    )
     osteoporosis_tscore: float = Field(-2.5, description="osteoporosis: T-score at or below")
 
 
@@ -94,7 +110,13 @@ class HarmonisationConfig(_Strict):
     preserve: list[str] = Field(
         [], description="covariates whose effects on the imaging features harmonisation keeps"
     )
-    unseen_batch: Literal["refuse", "reference", "pooled"] = "refuse"
+    unseen_batch: Literal["refuse", "reference", "pooled", "estimate"] = "refuse"
+    min_batch_patients: int = Field(
+        20,
+        ge=2,
+        description="unseen_batch 'estimate': fewest scans of a new scanner to estimate its "
+        "location and scale from (fewer are refused)",
+    )
     reference_batch: str | None = Field(
         None, description="with unseen_batch 'reference': the batch whose scale new ones take"
     )
@@ -207,6 +229,7 @@ class RunConfig(_Strict):
     outcome: OutcomeConfig = OutcomeConfig()
     covariates: CovariatesConfig = CovariatesConfig()
     imaging: ImagingConfig = ImagingConfig()
+    imputation: ImputationConfig = ImputationConfig()
     harmonisation: HarmonisationConfig = HarmonisationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     extraction: ExtractionConfig = ExtractionConfig()
@@ -216,6 +239,11 @@ class RunConfig(_Strict):
     selection_metric: str = "cindex_harrell_optcorr"
     risk_groups: tuple[float, float] = (0.10, 0.20)
     mlflow: MlflowConfig = MlflowConfig()
+
+    @field_validator("imputation", mode="before")
+    @classmethod
+    def _imputation_word(cls, v: Any) -> Any:
+        return {"method": v} if isinstance(v, str) else v
 
     @field_validator("models", "feature_sets")
     @classmethod

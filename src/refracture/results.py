@@ -33,6 +33,13 @@ class Candidate:
     #: Why each added-value measure or figure that is missing could not be computed
     #: (the metrics' own reasons are in ``result.reasons``).
     reasons: dict[str, str] = field(default_factory=dict)
+    #: Per-site metrics of the validation predictions (:func:`refracture.report.per_site
+    #: .per_site_metrics`), computed once; their random-effects meta-analysis
+    #: (:func:`refracture.report.site_meta.site_meta`).
+    per_site_metrics: pd.DataFrame | None = None
+    site_meta: dict[str, Any] | None = None
+    #: Run-level metrics logged with this candidate (``samplesize_*``, ``site_meta_*``).
+    extra_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -65,3 +72,6 @@ class TrainResult:
     #: The marrow-fat / bone-mass analysis as a report section
     #: (:func:`refracture.analysis.analysis_section`); None when the run did not do it.
     biomarkers: dict[str, Any] | None = None
+    #: Riley et al.'s minimum sample size per feature set and outcome
+    #: (:func:`refracture.report.sample_size.riley_table`); None when not computed.
+    sample_size: pd.DataFrame | None = None

@@ -172,7 +172,10 @@ def _fracture_table(a: pd.DataFrame) -> pd.DataFrame:
             r = by.get(method)
             row[f"{label} (95% CI)"] = _ci(r, 2) if r is not None else "n/a"
             row[f"p ({method.split('_')[0]})"] = _p(r.p) if r is not None else "n/a"
-            row[f"n ({method.split('_')[0]})"] = int(r.n) if r is not None else ""
+            n = "" if r is None else int(r.n)
+            if r is not None and not pd.isna(r.n_vertebrae):
+                n = f"{int(r.n)} patients, {int(r.n_vertebrae)} vertebrae"
+            row[f"n ({method.split('_')[0]})"] = n
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -180,13 +183,15 @@ def _fracture_table(a: pd.DataFrame) -> pd.DataFrame:
 def methods_text(result: AnalysisResult) -> str:
     """The methods paragraph, stating the columns, adjustments and settings actually used."""
     c = result.columns
-    adjust = [c[r] for r in ("age", "sex", "site") if c[r]]
+    batch = c.get("batch") or c["site"]  # the scanner batch nests the site
+    adjust = [x for x in (c["age"], c["sex"], batch) if x]
     variables = [x for x in (c["tscore"], c["age"], c["bmi"]) if x]
     parts = [
         f"Patient-level markers ({', '.join(result.markers)}) were related to "
         f"{', '.join(variables)}"
         + (f" and {c['sex']}" if c["sex"] else "")
-        + f" in {result.n_patients} patients. Pearson's r is given with a 95% confidence "
+        + f" in {result.n_patients} patients ({result.n_vertebrae} vertebrae in the "
+        "per-vertebra models). Pearson's r is given with a 95% confidence "
         "interval (CI) from Fisher's z transformation (standard error 1/sqrt(n-3)); Spearman's "
         "rho with a Fisher-z interval using the Bonett-Wright standard error "
         "sqrt((1+rho^2/2)/(n-3)).",

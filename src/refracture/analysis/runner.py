@@ -9,7 +9,6 @@ that is absent is skipped with a note, a required one raises :class:`InputError`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +19,22 @@ from scipy import stats
 
 from refracture.analysis import correlation as corr
 from refracture.analysis.association import Association, Estimate, association_frame
+from refracture.analysis.inputs import (
+    INTACT,
+    MAPS,
+    STATUS,
+    TREATED,
+    UNTREATED,
+    binary_sex,
+    default_markers,
+    level_key,
+    prepare_patients,
+    prepare_vertebrae,
+)
 from refracture.analysis.mixed import OPTIMIZERS, MixedModelResult, fit_random_intercept
 from refracture.analysis.roc import AucResult, Direction, delong_auc
-from refracture.errors import InputError
 from refracture.files import write_table
 from refracture.ids import PATIENT_ID
-from refracture.levels import LEVEL_ORDER
 
 __all__ = [
     "DEFAULT_DIRECTIONS",
@@ -38,10 +47,6 @@ __all__ = [
 #: trabecular bone (lower R2*), more deformity (higher morphometry grades). Fixed beforehand,
 #: never chosen from the data.
 DEFAULT_DIRECTIONS: dict[str, Direction] = {"pdff": "higher", "r2star": "lower", "morph": "higher"}
-MAPS = ("pdff", "r2star")
-GROUPS = ("normal", "l1l4")
-STATUS = "vertebra"  # the fracture-status column of the per-vertebra table
-INTACT, TREATED, UNTREATED = "intact", "treated", "fractured_untreated"
 Progress = Callable[[str, int, int], None]
 
 
@@ -82,203 +87,24 @@ class AnalysisResult:
         return int(len(self.vertebrae[[PATIENT_ID, "level"]].drop_duplicates()))
 
 
-def _level_key(level: str) -> tuple[int, str]:
-    order = {name: i for i, name in enumerate(LEVEL_ORDER)}
-    return (order.get(level, len(order)), level)
-
-
-def _is_level_suffix(name: str) -> bool:
-    return name.rsplit("_", 1)[-1] in set(LEVEL_ORDER)
-
-
-def default_markers(features: pd.DataFrame) -> list[str]:
-    """The patient-level markers analysed when none are named: ``{pdff,r2star}_mean_normal``,
-    ``{pdff,r2star}_mean_l1l4`` and every patient-level ``morph_*`` column (not the per-level
-    ones), each only when present with at least one value."""
-    names = [f"{m}_mean_{g}" for g in GROUPS for m in MAPS]
-    names += [c for c in features.columns if c.startswith("morph_") and not _is_level_suffix(c)]
-    return [c for c in names if c in features.columns and features[c].notna().any()]
-
-
-def _id_text(v: object) -> str:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
-
-
-def _ids(table: pd.DataFrame, column: str, what: str) -> pd.Series:
-    if column not in table.columns:
-        raise InputError(f"the {what} has no '{column}' column (the patient ID column)")
-    ids = table[column].map(_id_text)
-    if (ids == "").any():
-        raise InputError(f"the {what} has rows without a value in '{column}'")
-    dup = sorted(ids[ids.duplicated()].unique())
-    if dup:
-        raise InputError(
-            f"the {what} has {len(dup)} duplicated IDs in '{column}' (first: {dup[0]}); "
-            "each patient must have one row"
-        )
-    return ids
-
-
-def _numeric(table: pd.DataFrame, column: str, what: str) -> pd.Series:
-    values = pd.to_numeric(table[column], errors="coerce")
-    bad = values.isna() & table[column].notna()
-    if bad.any():
-        example = table.loc[bad, column].iloc[0]
-        raise InputError(f"column '{column}' of the {what} must be numeric; found {example!r}")
-    return values.astype(float)
-
-
-def _binary_sex(values: pd.Series) -> tuple[pd.Series, str, str] | None:
-    """0/1 coding of a two-level column against its first level in sorted order."""
-    text = values.map(lambda v: np.nan if pd.isna(v) else str(v).strip())
-    levels = sorted(text.dropna().unique())
-    if len(levels) != 2:
-        return None
-    coded = text.map({levels[0]: 0.0, levels[1]: 1.0}).astype(float)
-    return coded, levels[0], levels[1]
-
-
-def _prepare_patients(
-    clinical: pd.DataFrame,
-    features: pd.DataFrame,
-    roles: dict[str, str | None],
-    features_id_column: str,
-    markers: Sequence[str] | None,
-    notes: list[str],
-) -> tuple[pd.DataFrame, list[str]]:
-    """One row per patient with ``patient_id``, the role columns and the markers."""
-    clin_ids = _ids(clinical, roles["id"], "clinical table")  # type: ignore[arg-type]
-    feat_ids = _ids(features, features_id_column, "features table")
-    tscore = roles["tscore"]
-    if tscore not in clinical.columns:
-        raise InputError(
-            f"the clinical table has no '{tscore}' column (the BMD T-score the markers are "
-            "related to; name the study's own column)"
-        )
-    if markers is None:
-        chosen = default_markers(features)
-        if not chosen:
-            raise InputError(
-                "the features table has none of the markers pdff_mean_normal, "
-                "r2star_mean_normal, pdff_mean_l1l4, r2star_mean_l1l4 (or any morph_* column)"
-            )
-    else:
-        missing = [m for m in markers if m not in features.columns]
-        if missing:
-            raise InputError(f"the features table has no column '{missing[0]}' (a marker)")
-        chosen = list(markers)
-
-    patients = pd.DataFrame({PATIENT_ID: clin_ids.to_numpy()})
-    patients[tscore] = _numeric(clinical, tscore, "clinical table").to_numpy()
-    for role in ("age", "bmi"):
-        col = roles[role]
-        if col is None:
-            continue
-        if col not in clinical.columns:
-            notes.append(f"the clinical table has no '{col}' column: {role} is skipped")
-            roles[role] = None
-            continue
-        patients[col] = _numeric(clinical, col, "clinical table").to_numpy()
-    sex = roles["sex"]
-    if sex is not None:
-        if sex not in clinical.columns:
-            notes.append(f"the clinical table has no '{sex}' column: sex is skipped")
-            roles["sex"] = None
-        else:
-            patients[sex] = clinical[sex].to_numpy()
-    site = roles["site"]
-    if site is not None:
-        if site in clinical.columns:
-            patients[site] = clinical[site].astype("string").to_numpy()
-        elif site in features.columns:
-            site_by_id = pd.Series(features[site].astype("string").to_numpy(), index=feat_ids)
-            patients[site] = patients[PATIENT_ID].map(site_by_id).to_numpy()
-        else:
-            notes.append(f"neither table has a '{site}' column: no adjustment for site")
-            roles["site"] = None
-
-    marker_table = features[chosen].apply(pd.to_numeric, errors="coerce")
-    marker_table.index = feat_ids.to_numpy()
-    n_clin = len(patients)
-    patients = patients.join(marker_table, on=PATIENT_ID, how="inner")
-    if len(patients) < n_clin:
-        notes.append(
-            f"{n_clin - len(patients)} of {n_clin} patients of the clinical table have no "
-            "features (not measured or failed) and are left out"
-        )
-    if len(patients) < 4:
-        raise InputError(
-            f"only {len(patients)} patients have both clinical data and features: the "
-            "clinical and features tables must share patient IDs"
-        )
-    return patients.reset_index(drop=True), chosen
-
-
-def _prepare_vertebrae(
-    vertebrae: pd.DataFrame,
-    patients: pd.DataFrame,
-    roles: dict[str, str | None],
-    stat: str,
-    features_id_column: str,
-    notes: list[str],
-) -> pd.DataFrame | None:
-    """The per-vertebra table in long form: patient_id, level, map, value, vertebra status,
-    and the patient covariates."""
-    for col in (features_id_column, "level", "map", stat):
-        if col not in vertebrae.columns:
-            raise InputError(f"the per-vertebra table has no '{col}' column")
-    v = pd.DataFrame(
-        {
-            PATIENT_ID: vertebrae[features_id_column].map(_id_text).to_numpy(),
-            "level": vertebrae["level"].astype(str).to_numpy(),
-            "map": vertebrae["map"].astype(str).to_numpy(),
-            "value": pd.to_numeric(vertebrae[stat], errors="coerce").to_numpy(),
-        }
-    )
-    treated = vertebrae["treated"].astype(bool).to_numpy() if "treated" in vertebrae else None
-    fractured = vertebrae["fractured"].astype(bool).to_numpy() if "fractured" in vertebrae else None
-    if treated is None and fractured is None:
-        notes.append(
-            "the per-vertebra table has no 'treated' or 'fractured' column: every vertebra "
-            "counts as intact and fractured vertebrae are not compared"
-        )
-    t = treated if treated is not None else np.zeros(len(v), dtype=bool)
-    f = fractured if fractured is not None else np.zeros(len(v), dtype=bool)
-    v[STATUS] = np.where(t, TREATED, np.where(f, UNTREATED, INTACT))
-    if "small_roi" in vertebrae.columns:
-        small = vertebrae["small_roi"].astype(bool).to_numpy()
-        if small.any():
-            notes.append(
-                f"{int(small.sum())} vertebra-map measurements with too few voxels are left "
-                "out of the per-vertebra models"
-            )
-        v = v[~small]
-    cols = [c for c in patients.columns if c in {roles[r] for r in roles if r != "id"}]
-    v = v.merge(patients[[PATIENT_ID, *cols]], on=PATIENT_ID, how="inner")
-    v = v[np.isfinite(v["value"].to_numpy(dtype=float))]
-    if v.empty:
-        notes.append("no per-vertebra measurement matches a patient: no per-vertebra models")
-        return None
-    return v.reset_index(drop=True)
-
-
 # --- the statistics -----------------------------------------------------------------------
+
+
+def _batch_role(roles: dict[str, str | None]) -> str:
+    """The scanner batch when known (it nests the site), else the site."""
+    return "batch" if roles.get("batch") is not None else "site"
 
 
 def _adjusters(patients: pd.DataFrame, roles: dict[str, str | None], exclude: str) -> list[str]:
     return [
         c
-        for r in ("age", "sex", "site")
+        for r in ("age", "sex", _batch_role(roles))
         if (c := roles[r]) is not None and c != exclude and patients[c].nunique() > 1
     ]
 
 
 def _design(patients: pd.DataFrame, names: list[str], roles: dict[str, str | None]) -> np.ndarray:
-    categorical = [c for c in (roles["sex"], roles["site"]) if c is not None]
+    categorical = [c for c in (roles["sex"], roles["site"], roles.get("batch")) if c is not None]
     matrix, _ = corr.covariate_design(patients[names], categorical)
     return matrix
 
@@ -292,7 +118,7 @@ def _correlations(
     rows: list[Association] = []
     numeric = [c for r in ("tscore", "age", "bmi") if (c := roles[r]) is not None]
     sex = roles["sex"]
-    coded = _binary_sex(patients[sex]) if sex is not None else None
+    coded = binary_sex(patients[sex]) if sex is not None else None
     if sex is not None and coded is None:
         notes.append(f"'{sex}' does not have exactly two values: sex is not compared")
     for marker in markers:
@@ -370,14 +196,16 @@ def _terms_rows(
             continue
         family = term.term.split("[", 1)[0]
         adj = [name for name in families if name != family]
-        est = Estimate(term.estimate, term.lower95, term.upper95, term.p, model.n_obs)
+        est = Estimate(
+            term.estimate, term.lower95, term.upper95, term.p, model.n_groups, model.n_obs
+        )
         rows.append(Association.of(marker, term.term, method, adj, est))
     return rows
 
 
 def level_order(levels: pd.Series) -> list[str]:
     """The distinct levels in cranio-caudal order (unknown names last, sorted)."""
-    return sorted(levels.unique(), key=_level_key)
+    return sorted(levels.unique(), key=level_key)
 
 
 def _mixed_models(
@@ -397,13 +225,13 @@ def _mixed_models(
         sub = vertebrae[vertebrae["map"] == name]
         levels = level_order(sub["level"])
         marker = f"{name}_{stat}"
-        # marker ~ level + age + sex + T-score (+ site) over intact vertebrae
+        # marker ~ level + age + sex + BMI + T-score (+ scanner batch) over intact vertebrae
         intact = sub[sub[STATUS] == INTACT]
         cols = {"level": "categorical"}
-        for role in ("age", "sex", "tscore", "site"):
+        for role in ("age", "sex", "bmi", "tscore", _batch_role(roles)):
             c = roles[role]
             if c is not None and intact[c].nunique() > 1:
-                cols[c] = "categorical" if role in ("sex", "site") else "numeric"
+                cols[c] = "categorical" if role in ("sex", "site", "batch") else "numeric"
         model_data = intact[["value", PATIENT_ID, *cols]]
         if intact[PATIENT_ID].nunique() >= 3 and len(levels) >= 1:
             cat = {c: _reference(intact[c]) for c, k in cols.items() if k == "categorical"}
@@ -507,6 +335,7 @@ def run_analysis(
     sex: str | None = "sex",
     bmi: str | None = "bmi",
     site: str | None = "site",
+    batch: str | None = "scanner",
     markers: Sequence[str] | None = None,
     vertebra_stat: str = "mean",
     osteoporosis_threshold: float = -2.5,
@@ -524,7 +353,12 @@ def run_analysis(
         (each optional: None, or a name not in the table, skips it with a note).
     features : DataFrame, one row per patient
         ``features_id_column`` and the marker columns (``features.parquet``); its ``site``
-        column is used when the clinical table has none.
+        column is used when the clinical table has none, its ``scanner_*`` columns for
+        ``batch``.
+    batch : ``scanner`` (default), ``field_strength``, ``site`` or None
+        The scanner batch the adjusted correlations and the per-vertebra models adjust for
+        instead of the site (a site with a 1.5 T and a 3 T scanner reads R2* on two scales);
+        the site when the features table lacks the scanner columns (said in the notes).
     vertebrae : DataFrame, one row per patient x level x map, optional
         ``features_id_column``, ``level``, ``map``, ``vertebra_stat`` and optionally
         ``treated``, ``fractured``, ``small_roi`` (``vertebrae.parquet``). Without it the
@@ -550,8 +384,9 @@ def run_analysis(
     notes = list(notes)
     roles: dict[str, str | None] = {
         "id": id_column, "tscore": tscore, "age": age, "sex": sex, "bmi": bmi, "site": site,
+        "batch": batch,
     }  # fmt: skip
-    patients, chosen = _prepare_patients(
+    patients, chosen = prepare_patients(
         clinical, features, roles, features_id_column, markers, notes
     )
     if progress:
@@ -571,7 +406,7 @@ def run_analysis(
     if vertebrae is None:
         notes.append("no per-vertebra table: the mixed models and fracture comparison are skipped")
     else:
-        per_vertebra = _prepare_vertebrae(
+        per_vertebra = prepare_vertebrae(
             vertebrae, patients, roles, vertebra_stat, features_id_column, notes
         )
         if per_vertebra is not None:

@@ -112,6 +112,7 @@ def analyse_study(
         sex=columns.sex,
         bmi=columns.bmi,
         site=columns.site,
+        batch=cfg.analysis.batch,
         osteoporosis_threshold=cfg.analysis.osteoporosis_tscore,
         out_dir=out,
         progress=progress,

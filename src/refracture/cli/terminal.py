@@ -20,6 +20,7 @@ from rich.table import Table
 
 from refracture.cli.demo import DemoResult
 from refracture.ids import PATIENT_ID
+from refracture.report.summary_lines import selected_lines
 from refracture.results import Candidate, TrainResult
 from refracture.text import ci_text
 from refracture.validation.catalogue import ADDED_VALUE, METRICS
@@ -203,6 +204,8 @@ def print_train_summary(console: Console, result: TrainResult, horizon: float) -
     )
     for table in added_value_tables(result.candidates, horizon, console.width):
         console.print(table)
+    for line in selected_lines(result, horizon):  # death O/E, sites' meta-analysis
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
     d = result.decision

@@ -44,7 +44,7 @@ from refracture.engines.session import (
     spark_session,
 )
 from refracture.engines.spark_extract import partitions_for
-from refracture.errors import RefractureError
+from refracture.errors import InputError, RefractureError
 from refracture.features.cohort import PatientTask, run_task_in_worker
 from refracture.files import write_table
 from refracture.ids import PATIENT_ID
@@ -304,6 +304,13 @@ def score_spark(
         tracking_uri=tracking_uri,
         pseudonymise=pseudonymise,
     )
+    harmoniser = getattr(model.pipeline, "harmoniser", None)
+    if harmoniser is not None and harmoniser.unseen_batch == "estimate":
+        raise InputError(
+            "this model estimates a new scanner's effects from all of its patients in the "
+            "input (harmonisation.unseen_batch: estimate), which Spark's partitions cannot "
+            "see together; score it with --engine local"
+        )
     images = data.kind == "manifest" and model.uses_images
     with nullcontext(handle) if handle is not None else spark_session(master) as spark:
         got = _run(spark, model, data, images, cache_dir, progress)

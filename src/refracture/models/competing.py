@@ -1,8 +1,9 @@
 """Cause-specific hazards combined into cumulative incidence (estimand ``cif``).
 
 Under ``cif`` the Cox-type models (``cox``, ``coxnet``, ``gbsa``) fit the cause-specific hazard
-of re-fracture as they do under ``net`` and add an unpenalised Cox model of the cause-specific
-hazard of death on the same columns; the two are combined into the cumulative incidence of
+of re-fracture as they do under ``net`` and add a Cox model of the cause-specific hazard of
+death on the same columns, shrunk so that its risks hold on new patients
+(:mod:`refracture.models.death`); the two are combined into the cumulative incidence of
 each cause as R's ``riskRegression::CSC`` does (Benichou & Gail 1990; Ozenne et al. 2017).
 
 With Breslow baseline hazard increments dH1(s), dH2(s) at the event times s and relative
@@ -34,8 +35,8 @@ import pandas as pd
 
 from refracture.errors import ModelError
 from refracture.models.base import ProportionalHazardsMixin
+from refracture.models.death import DeathHazard, fit_death_hazard
 from refracture.models.ipcw import step_at
-from refracture.models.outcome import DEATH, cause_outcome
 
 __all__ = ["CauseSpecificHazardsMixin", "cause_specific_cif"]
 
@@ -91,8 +92,10 @@ class CauseSpecificHazardsMixin(ProportionalHazardsMixin):
 
     The host class fits the re-fracture hazard, sets its Breslow baseline with
     ``_set_baseline`` and defines ``linear_predictor``; under ``cif`` it then calls
-    ``_fit_death(X, y)``, which fits the cause-specific Cox model of death (``death_model_``,
-    ``None`` when no patient died) and the common grid of baseline jumps.
+    ``_fit_death(X, y)``, which fits the cause-specific Cox model of death, shrunk by the
+    heuristic factor of :mod:`refracture.models.death` (``death_model_``, a
+    :class:`~refracture.models.death.DeathHazard`; ``None`` when no patient died), and the
+    common grid of baseline jumps.
 
     Under ``cif``: ``predict_risk`` is CIF1 at the horizon; ``predict_survival`` is
     1 - CIF1(t), the probability of being free of re-fracture by t whether alive or dead (so
@@ -103,27 +106,19 @@ class CauseSpecificHazardsMixin(ProportionalHazardsMixin):
 
     estimand: str
     alpha: float
-    death_model_: object | None
+    death_model_: DeathHazard | None
     cif_times_: np.ndarray
     cif_dh1_: np.ndarray
     cif_dh2_: np.ndarray
 
     def _fit_death(self, X: pd.DataFrame, y: np.ndarray, inference: bool = True) -> None:
-        """``inference=False``: the death model skips lifelines' summaries (a bootstrap
-        refit; :meth:`refracture.models.cox.CoxPH.fit`)."""
-        from refracture.models.cox import CoxPH  # cox.py uses this mixin
-
+        """Fit the shrunk cause-specific Cox model of death and the common grid of jumps.
+        ``inference`` is accepted for the host's bootstrap refits; the death model computes no
+        summaries to skip."""
         if self.estimand != "cif":
             self.death_model_ = None
             return
-        death = None
-        if np.any(y["event"] == DEATH):
-            try:
-                death = CoxPH(horizon=self.horizon, alpha=getattr(self, "alpha", 0.05)).fit(
-                    X, cause_outcome(y, DEATH), inference=inference
-                )
-            except ModelError as err:
-                raise ModelError(f"the Cox model of death: {err}") from None
+        death = fit_death_hazard(X, y)  # shrunk: see refracture.models.death
         self.death_model_ = death
         t1, h1 = self.baseline_times_, self.baseline_cumhaz_
         if death is None:
@@ -139,11 +134,11 @@ class CauseSpecificHazardsMixin(ProportionalHazardsMixin):
         self.cif_times_, self.cif_dh1_, self.cif_dh2_ = grid[jumps], dh1[jumps], dh2[jumps]
 
     def death_linear_predictor(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Log relative hazard of death (cause-specific Cox; 0 when no patient died)."""
+        """Log relative hazard of death (shrunk cause-specific Cox; 0 when nobody died)."""
         self._require_cif("death model")
         if self.death_model_ is None:
             return np.zeros(len(X))
-        return self.death_model_.linear_predictor(X)
+        return self.death_model_.linear_predictor(self._design(X))
 
     def cif_from_lps(self, lp: np.ndarray, lp_death: np.ndarray, times: np.ndarray) -> np.ndarray:
         """(n, 2, len(times)) cumulative incidences for given linear predictors of both causes."""

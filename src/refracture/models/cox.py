@@ -36,7 +36,8 @@ class CoxPH(CauseSpecificHazardsMixin, SurvivalEstimator):
     """Cox model: risk by ``horizon`` = 1 - exp(-H0(h) exp(lp)), lp centred at training means.
 
     Under estimand ``cif`` the risk is the cumulative incidence of re-fracture from the
-    cause-specific Cox models of re-fracture and of death (``death_model_``, a ``CoxPH``).
+    cause-specific Cox models of re-fracture and of death (``death_model_``, shrunk:
+    :mod:`refracture.models.death`).
 
     Parameters
     ----------
@@ -54,7 +55,7 @@ class CoxPH(CauseSpecificHazardsMixin, SurvivalEstimator):
     baseline_cumhaz_horizon_ : H0(horizon) for a patient at the means.
     log_likelihood_ : maximised log partial likelihood (for likelihood-ratio tests).
     lifelines_ : the fitted ``CoxPHFitter`` (for the Schoenfeld test).
-    death_model_ : under cif, the Cox model of death (None if no patient died).
+    death_model_ : under cif, the shrunk Cox model of death (None if no patient died).
     """
 
     name = "cox"

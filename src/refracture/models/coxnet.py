@@ -11,7 +11,7 @@ none; ``fit(X, y, groups=...)`` with the original patient of each row keeps a pa
 in one inner fold (scikit-learn's ``StratifiedGroupKFold``).
 
 Under estimand ``cif`` the elastic net is the re-fracture cause-specific hazard, combined with
-an unpenalised Cox model of death into the cumulative incidence
+a shrunk Cox model of death (:mod:`refracture.models.death`) into the cumulative incidence
 (:mod:`refracture.models.competing`).
 """
 
@@ -49,7 +49,7 @@ class CoxNet(CauseSpecificHazardsMixin, SurvivalEstimator):
     alpha_ : chosen penalty; alphas_ the path; cv_cindex_ mean inner C per alpha.
     coef_ : coefficients at ``alpha_`` (per standard deviation of each column).
     grouped_cv_ : whether the inner folds were grouped by patient.
-    death_model_ : under cif, the unpenalised Cox model of death (None if no patient died).
+    death_model_ : under cif, the shrunk Cox model of death (None if no patient died).
     """
 
     name = "coxnet"

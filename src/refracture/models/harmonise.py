@@ -17,14 +17,12 @@ compares them): neuroCombat harmonises one data set at a time, has no transform 
 patients that keeps their own covariate effects, prints, reads a DataFrame as float32 and its
 reference-batch path fails on NumPy 2; combatlearn has a scikit-learn API but pools its
 empirical-Bayes priors across batches for each feature, not across features for each batch
-as in Johnson 2007, so its adjusted values differ from the published method. Added here:
-missing feature values (estimated on the values present, left missing for the imputer), a
-policy for batches the development data did not contain, and one-line errors.
+as in Johnson 2007. Added: missing values (left missing for the imputer), unseen batches
+(:mod:`refracture.models.harmonise_unseen`), one-line errors.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -36,6 +34,8 @@ from sklearn.utils.validation import check_is_fitted
 from refracture.errors import ConfigError, InputError
 from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import nominal_field
+from refracture.models.combat_eb import eb_batch
+from refracture.models.harmonise_unseen import UnseenBatchMixin
 
 __all__ = [
     "BATCH_SOURCES",
@@ -51,11 +51,7 @@ BATCH_SOURCES: dict[str, tuple[str, ...]] = {
     "scanner": ("site", "scanner_id"),
     "field_strength": ("scanner_field_strength_t",),
 }
-UNSEEN_POLICIES = ("refuse", "reference", "pooled")
-# neuroCombat/sva stop the empirical-Bayes iteration when the largest relative change is below
-# this; we do the same so the results agree, and cap the iterations (sva has no cap).
-_EB_TOLERANCE = 1e-4
-_EB_MAX_ITER = 1000
+UNSEEN_POLICIES = ("refuse", "reference", "pooled", "estimate")
 
 
 def batch_labels(X: pd.DataFrame, batch: str) -> pd.Series:
@@ -102,10 +98,11 @@ def make_harmoniser(config: Any, features: Sequence[str]) -> ComBatHarmoniser | 
         preserve=list(config.preserve),
         reference_batch=config.reference_batch,
         unseen_batch=config.unseen_batch,
+        min_batch_patients=config.min_batch_patients,
     )
 
 
-class ComBatHarmoniser(TransformerMixin, BaseEstimator):
+class ComBatHarmoniser(UnseenBatchMixin, TransformerMixin, BaseEstimator):
     """ComBat (Johnson 2007; Fortin 2018) on chosen columns of a DataFrame.
 
     Takes the whole table (batch source columns, preserved covariates and features, other
@@ -126,13 +123,15 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         Fortin's reference-batch ComBat: this batch is left as measured and every other is
         mapped onto its scale (coefficients then read in the reference scanner's units).
         Default: the pooled scale of all batches (the batch-size weighted mean).
-    unseen_batch : {"refuse", "reference", "pooled"}, default="refuse"
+    unseen_batch : {"refuse", "reference", "pooled", "estimate"}, default="refuse"
         Rows of a batch the development data did not contain, or of unknown batch:
         ``refuse`` raises an :class:`~refracture.errors.InputError` naming them;
-        ``reference`` treats them as the reference batch (no adjustment: their features are
-        taken as already on the harmonised scale); ``pooled`` applies the batch-size weighted
-        mean of the known batches' adjustments (close to none without a reference batch).
-        :meth:`row_warnings` gives the per-row text for a score's ``warnings``.
+        ``reference`` leaves them as measured (as the reference batch); ``pooled`` applies the
+        batch-size weighted mean of the known batches' adjustments; ``estimate`` estimates the
+        new batch's location and scale from its own rows (outcome-free) when it has at least
+        ``min_batch_patients``, else follows ``unseen_fallback`` (``refuse`` or ``pooled``).
+        See :mod:`refracture.models.harmonise_unseen`.
+    min_batch_patients : int, default=20; unseen_fallback : {"refuse", "pooled"}, default="refuse"
     eb : bool, default=True
         Empirical-Bayes shrinkage of the batch effects (off, or with one feature: the
         per-batch location/scale estimates as they are).
@@ -179,6 +178,8 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         min_batch_size: int = 2,
         id_column: str = PATIENT_ID,
         require_reference: bool = True,
+        min_batch_patients: int = 20,
+        unseen_fallback: str = "refuse",
     ) -> None:
         self.batch = batch
         self.features = features
@@ -190,6 +191,8 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         self.min_batch_size = min_batch_size
         self.id_column = id_column
         self.require_reference = require_reference
+        self.min_batch_patients = min_batch_patients
+        self.unseen_fallback = unseen_fallback
 
     # --- fit -------------------------------------------------------------------------------
 
@@ -250,8 +253,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
     def _fit_location_scale(
         self, Y: np.ndarray, onehot: np.ndarray, design: np.ndarray, ref: int | None
     ) -> None:
-        """Per feature: OLS on [batch indicators, covariates] over the rows where it is known;
-        the grand mean (batch-size weighted, or the reference batch's) and pooled variance."""
+        """Per feature: OLS on [batch indicators, covariates], grand mean, pooled variance."""
         n_b, p = onehot.shape[1], Y.shape[1]
         full = np.hstack([onehot, design])
         beta = np.empty((full.shape[1], p))
@@ -315,7 +317,7 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         gamma_star, delta_star = gamma_hat.copy(), delta_hat.copy()
         if self.eb and p >= 2:
             for i in range(k):
-                gamma_star[i], delta_star[i] = _eb_batch(
+                gamma_star[i], delta_star[i] = eb_batch(
                     Z[onehot[:, i] == 1], gamma_hat[i], delta_hat[i], n[i], self.mean_only
                 )
         if ref is not None:
@@ -333,20 +335,28 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         missing = [c for c in self.features_ if c not in X.columns]
         if missing:
             raise InputError(f"the data lack the imaging feature(s) {', '.join(missing)}")
+        model = self.with_estimated_batches(X) if self.unseen_batch == "estimate" else self
         labels = batch_labels(X, self.batch)
-        index = {b: i for i, b in enumerate(self.batches_)}
+        index = {b: i for i, b in enumerate(model.batches_)}
         codes = labels.map(index)
         unseen = codes.isna().to_numpy()
-        if unseen.any() and self.unseen_batch == "refuse":
-            names = sorted({str(b) for b in labels[unseen].fillna("(unknown)")})
+        refused = unseen & model._refuses()
+        if refused.any():
+            names = sorted({str(b) for b in labels[refused].fillna("(unknown)")})
             raise InputError(
-                f"scanner batch(es) {', '.join(names)} of {self._who(X, unseen)} were not in "
+                f"scanner batch(es) {', '.join(names)} of {self._who(X, refused)} were not in "
                 f"the development data, so harmonisation by {self.batch} cannot adjust them "
-                "(set harmonisation.unseen_batch to reference or pooled to score them with a "
-                "warning)",
+                + (
+                    f"(fewer than {self.min_batch_patients} of their patients to estimate "
+                    "their effects from; lower harmonisation.min_batch_patients or score them "
+                    "with more of their scanner's patients)"
+                    if self.unseen_batch == "estimate"
+                    else "(set harmonisation.unseen_batch to estimate, reference or pooled to "
+                    "score them)"
+                ),
                 key="harmonisation.unseen_batch",
             )
-        gamma, delta = self._row_effects(codes.to_numpy(), unseen)
+        gamma, delta = model._row_effects(codes.to_numpy(), unseen)
         Y = X[self.features_].to_numpy(dtype=np.float64)
         Z, stand = self._standardise(Y, self._design(X))
         sd = np.sqrt(self.var_pooled_)[None, :]
@@ -359,49 +369,6 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
         out = X.copy()
         out[self.features_] = adjusted
         return out
-
-    def _row_effects(self, codes: np.ndarray, unseen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p = len(self.features_)
-        gamma = np.zeros((len(codes), p))
-        delta = np.ones((len(codes), p))
-        known = ~unseen
-        idx = codes[known].astype(int)
-        gamma[known] = self.gamma_star_[idx]
-        delta[known] = self.delta_star_[idx]
-        if unseen.any() and self.unseen_batch == "pooled":
-            w = self.n_per_batch_ / self.n_per_batch_.sum()
-            gamma[unseen] = w @ self.gamma_star_
-            delta[unseen] = w @ self.delta_star_
-        return gamma, delta
-
-    def unseen_mask(self, X: pd.DataFrame) -> np.ndarray:
-        """True for rows whose batch the development data did not contain (or is unknown)."""
-        check_is_fitted(self, "gamma_star_")
-        return ~batch_labels(self._check_frame(X), self.batch).isin(self.batches_).to_numpy()
-
-    def row_warnings(self, X: pd.DataFrame) -> list[str]:
-        """Per row: '' or the warning for a score's ``warnings`` (unseen batch, what was done)."""
-        labels = batch_labels(self._check_frame(X), self.batch)
-        unseen = self.unseen_mask(X)
-        what = {
-            "refuse": "the patient is not scored (harmonisation.unseen_batch: refuse)",
-            "reference": "its imaging features were used as measured, as if from the "
-            + (
-                f"reference batch {self.reference_batch_}"
-                if self.reference_batch_
-                else "harmonised scale"
-            ),  # fmt: skip
-            "pooled": "its imaging features were adjusted by the average of the known batches",
-        }[self.unseen_batch]
-        return [
-            (
-                f"harmonisation: {self.batch} {label if isinstance(label, str) else '(unknown)'} "
-                f"was not in the development data; {what}"
-            )
-            if u
-            else ""
-            for label, u in zip(labels, unseen, strict=True)
-        ]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "feature_names_in_")
@@ -480,44 +447,3 @@ class ComBatHarmoniser(TransformerMixin, BaseEstimator):
 
 def _is_categorical(s: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
-
-
-def _eb_batch(
-    z: np.ndarray,
-    g_hat: np.ndarray,
-    d_hat: np.ndarray,
-    n: np.ndarray,
-    mean_only: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Parametric empirical Bayes for one batch (Johnson 2007, as sva/neuroCombat).
-
-    Priors across the features: gamma_ig ~ N(gamma_bar, t2), delta_ig ~ InvGamma(a, b) by the
-    method of moments, then the posterior means by the iteration of ``it.sol``.
-    """
-    g_bar = float(np.mean(g_hat))
-    t2 = float(np.var(g_hat, ddof=1))
-    if not math.isfinite(t2) or t2 <= 0:
-        return g_hat.copy(), d_hat.copy()  # nothing to shrink towards
-    if mean_only:
-        # sva: gamma.star <- postmean(gamma.hat, gamma.bar, 1, 1, t2)
-        return (t2 * g_hat + g_bar) / (t2 + 1.0), np.ones_like(d_hat)
-    m = float(np.mean(d_hat))
-    s2 = float(np.var(d_hat, ddof=1))
-    if not math.isfinite(s2) or s2 <= 0:
-        return (t2 * n * g_hat + d_hat * g_bar) / (t2 * n + d_hat), d_hat.copy()
-    a = (2 * s2 + m**2) / s2
-    b = (m * s2 + m**3) / s2
-    g_old, d_old = g_hat.copy(), d_hat.copy()
-    for _ in range(_EB_MAX_ITER):
-        g_new = (t2 * n * g_hat + d_old * g_bar) / (t2 * n + d_old)
-        sum2 = np.nansum((z - g_new[None, :]) ** 2, axis=0)
-        d_new = (0.5 * sum2 + b) / (n / 2.0 + a - 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # sva's rule, signs included: max(abs(g.new - g.old) / g.old, ...)
-            change = max(
-                np.max(np.abs(g_new - g_old) / g_old), np.max(np.abs(d_new - d_old) / d_old)
-            )
-        g_old, d_old = g_new, d_new
-        if not change > _EB_TOLERANCE:
-            break
-    return g_old, d_old

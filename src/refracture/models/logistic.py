@@ -14,7 +14,8 @@ like any outcome known at its time (1 / G(T-), with G the censoring survival in 
 loss to follow-up censors), so the model estimates the cumulative incidence. A second logistic
 model with the same weights, of death by the horizon among the patients known to be free of
 re-fracture at the horizon, gives the risk of death: (1 - risk) x P(death | no re-fracture),
-so the two risks never add up to more than 1.
+so the two risks never add up to more than 1. Deaths are few, so that model is shrunk
+(:func:`refracture.models.death.shrink_logistic`) for its risks to hold on new patients.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from refracture.errors import ModelError
 from refracture.models.base import SurvivalEstimator
+from refracture.models.death import shrink_logistic
 from refracture.models.design import design_problem
 from refracture.models.ipcw import horizon_weights
 from refracture.models.outcome import DEATH
@@ -53,7 +55,7 @@ class IPCWLogistic(SurvivalEstimator):
     n_deaths_before_horizon_ : patients who died before h (weight 0 under net, known
         non-events under cif).
     death_coef_, death_intercept_ : under cif, the logistic model of death by h among patients
-        free of re-fracture at h (None if no patient died by h).
+        free of re-fracture at h, shrunk by ``death_shrinkage_`` (None if no patient died by h).
     """
 
     name = "logistic"
@@ -120,13 +122,14 @@ class IPCWLogistic(SurvivalEstimator):
         self.n_deaths_before_horizon_ = int(died.sum())
         self.weights_max_ = float(w.max())
         self.n_iter_ = n_iter
-        self.death_coef_, self.death_intercept_ = None, None
+        self.death_coef_, self.death_intercept_, self.death_shrinkage_ = None, None, None
         if self.estimand == "cif" and died.any():
             free = used & (status == 0)  # known free of re-fracture at h: dead or alive
             if died[free].all():  # every patient free of re-fracture died: P(death | free) = 1
                 self.death_intercept_, self.death_coef_ = np.inf, np.zeros(Xa.shape[1])
             else:
-                death_beta, _ = self._fit_binary(Xa[free], died[free].astype(np.int8), w[free])
+                d = died[free].astype(np.int8)
+                death_beta, self.death_shrinkage_ = shrink_logistic(Xa[free], d, w[free])
                 self.death_intercept_ = float(death_beta[0])
                 self.death_coef_ = death_beta[1:].copy()
         return self

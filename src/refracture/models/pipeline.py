@@ -28,13 +28,15 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from refracture.config import CovariatesConfig, HarmonisationConfig
+from refracture.config import CovariatesConfig, HarmonisationConfig, ImputationConfig
 from refracture.errors import ConfigError, ModelError
 from refracture.models.base import SurvivalEstimator, estimand_refusal
 from refracture.models.cox import CoxPH
 from refracture.models.coxnet import CoxNet
 from refracture.models.finegray import FineGray
 from refracture.models.harmonise import ComBatHarmoniser, make_harmoniser
+from refracture.models.imputation import MultipleImputer
+from refracture.models.imputed import ImputedModels
 from refracture.models.logistic import IPCWLogistic
 from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
 
@@ -232,6 +234,7 @@ def make_pipeline(
     binary: Sequence[str] = (),
     categorical: Mapping[str, str] | None = None,
     harmonisation: HarmonisationConfig | None = None,
+    imputation: ImputationConfig | None = None,
     **model_params: object,
 ) -> RiskPipeline:
     """An unfitted pipeline for model ``name`` (cox, coxnet, rsf, gbsa, logistic, finegray).
@@ -245,6 +248,11 @@ def make_pipeline(
     ``harmonisation`` (the config's ``harmonisation:`` section): with ``method: combat`` and
     imaging features, a ComBat step harmonises those features first; the table given to the
     pipeline must then also hold the batch columns and the preserved covariates.
+
+    ``imputation`` (the config's ``imputation:`` section): with ``method: multiple`` an
+    ``impute`` step (:class:`~refracture.models.imputation.MultipleImputer`) completes ``m``
+    copies of the data, the outcome in its model, and the model step fits one model per copy
+    and averages their predictions (:class:`~refracture.models.imputed.ImputedModels`).
     """
     if cfg_covariates is None:
         cfg_covariates = CovariatesConfig(
@@ -266,6 +274,22 @@ def make_pipeline(
     if harmonisation is not None:
         harmoniser = make_harmoniser(harmonisation, list(imaging_features))
     first = [("harmonise", harmoniser)] if harmoniser is not None else []
+    if imputation is not None and imputation.method == "multiple":
+        first.append(
+            (
+                "impute",
+                MultipleImputer(
+                    numeric=[*cfg_covariates.numeric, *imaging_features],
+                    binary=list(cfg_covariates.binary),
+                    categorical={c: (categories or {}).get(c) for c in cfg_covariates.categorical},
+                    m=imputation.m,
+                    n_iter=imputation.iterations,
+                    estimand=str(model_params.get("estimand") or "net"),
+                    random_state=int(random_state),
+                ),
+            )
+        )
+        model = ImputedModels(model, m=imputation.m)  # type: ignore[assignment]
     return RiskPipeline([*first, ("prep", prep), ("model", model)])
 
 

@@ -43,9 +43,11 @@ from refracture.report.sample_size import (
     MIN_EVENTS,
     MIN_PATIENTS,
     events_per_parameter,
+    riley_view,
     small_sample_warnings,
     small_samples,
 )
+from refracture.report.site_meta import site_meta_table
 from refracture.report.spec import model_specification
 from refracture.report.table1 import Variable, outcome_groups, table_one
 from refracture.report.tripod import checklist
@@ -211,6 +213,17 @@ def _per_site_rows(ps: pd.DataFrame, hd: int) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _per_site_of(sel: Any, cfg: RunConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The selected model's per-site metrics and meta-analysis: those computed in training
+    when they describe its validation predictions, else computed now (no meta-analysis)."""
+    ps = sel.per_site_metrics
+    pred = sel.result.predictions
+    if ps is not None and int(ps["n"].sum()) == len(pred):
+        return ps, sel.site_meta or {}
+    v = cfg.validation
+    return per_site_metrics(sel.result, bootstrap=v.bootstrap, seed=v.seed), {}
 
 
 def _scanner_table(ds: Any, variables: list[Variable], extraction: Any) -> pd.DataFrame | None:
@@ -433,7 +446,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
     names = metric_names(h)
     comparison = pd.DataFrame([_comparison_row(c, names) for c in result.candidates])
     added = pd.DataFrame([_added_row(c, hd) for c in result.candidates if c.added])
-    ps = per_site_metrics(sel.result, bootstrap=cfg.validation.bootstrap, seed=cfg.validation.seed)
+    ps, meta = _per_site_of(sel, cfg)
     if len(ps) >= 2:
         available.add("per-site")
     else:
@@ -480,6 +493,11 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
             f"AUC {hd} d": ci_text(m, f"auc_{hd}d"),
             "calibration slope": ci_text(m, "calibration_slope"),
             f"O/E {hd} d": ci_text(m, f"oe_ratio_{hd}d"),
+            **(
+                {f"O/E of death {hd} d": ci_text(m, f"oe_ratio_death_{hd}d")}
+                if f"oe_ratio_death_{hd}d" in m
+                else {}
+            ),
         },
         "decision": decision.reason,
         "registered": f"{decision.model_name} version {decision.version}",
@@ -519,6 +537,9 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "comparison": _table(comparison),
         "params": _table(_params_table(result.candidates)),
         "per_site": _table(_per_site_rows(ps, hd)),
+        "site_meta": _table(site_meta_table(meta, sel.result.metrics, h)) if meta else None,
+        "site_forest": _png(sel.plots.get("site_forest")),
+        "riley": None if result.sample_size is None else _table(riley_view(result.sample_size, h)),
         "per_site_native": sel.result.per_site is not None,
         "added": _table(added) if len(added) else None,
         "plots": {
@@ -540,6 +561,7 @@ def build_context(result: Any, cfg: RunConfig, extraction: Any = None) -> dict[s
         "imaging": imaging,
         "covariates": kinds,
         "n_missing": {k: v for k, v in ds.n_missing.items() if v},
+        "imputation": cfg.imputation.model_dump(),
         "competing": sel.result.competing_risk_note,
         "outcome": {"time": cfg.outcome.time, "event": cfg.outcome.event},
         "scaled_models": sorted(

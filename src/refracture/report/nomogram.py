@@ -304,6 +304,11 @@ def nomogram_unavailable(pipeline: Any) -> str | None:
     model = pipeline.model
     if not model.supports_contributions:
         return f"the {model.name} model has no per-term coefficients"
+    if "impute" in getattr(pipeline, "named_steps", {}):
+        return (
+            f"the {model.name} model averages the risks of one model per imputed data set "
+            "(imputation: multiple), so no single points total gives the risk"
+        )
     if getattr(model, "estimand", "net") == "cif" and not model.cif_from_lp:
         return (
             f"the {model.name} model predicts the cumulative incidence from two cause-specific "

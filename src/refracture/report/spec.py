@@ -58,8 +58,8 @@ def model_specification(validation: Any, X: pd.DataFrame) -> ModelSpec | None:
     (development rows used)."""
     coef = validation.coefficients
     pipe = validation.final_model
-    if coef is None or not pipe.model.has_coefficients:
-        return None
+    if coef is None or not pipe.model.has_coefficients or "impute" in pipe.named_steps:
+        return None  # no coefficients, or risks averaged over imputation models
     if getattr(pipe.model, "estimand", "net") == "cif" and not pipe.model.cif_from_lp:
         return None  # the risk needs the death model's linear predictor too: no one link
     dev = X.loc[validation.development_ids]

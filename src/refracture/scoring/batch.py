@@ -51,6 +51,7 @@ from refracture.scoring.model import ScoringModel, load_model
 from refracture.scoring.rows import (
     CONTEXT_COLUMNS,
     FIELD_STRENGTH,
+    estimate_new_batches,
     normalise,
     qc_messages,
     score_rows,
@@ -328,6 +329,12 @@ def score(
         notes.append(
             "an unfinished earlier run's checkpoint was replaced (use --resume to reuse it)"
         )
+    if _estimates_batches(model) and done:  # a new scanner's effects come from all its rows
+        notes.append(
+            "every patient was scored again: the model estimates a new scanner's effects from "
+            "all of its patients in the input (harmonisation.unseen_batch: estimate)"
+        )
+        done, keep = {}, False
     n_reused = sum(len(df) for df in done.values())
     checkpoint.start(keep=keep)
 
@@ -378,13 +385,14 @@ def _row_chunks(
     explain: bool,
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     """Chunks whose model inputs are all in the input table (features file, clinical-only)."""
+    bundle = estimate_new_batches(model.bundle, data.rows)
     for k in todo:
         a, b = bounds[k]
         rows = data.rows.iloc[a:b]
         yield (
             k,
             score_rows(
-                model.bundle,
+                bundle,
                 rows,
                 data.pre_error[a:b],
                 None,
@@ -442,6 +450,8 @@ def _score_measured(
     config = model.bundle.extraction
     qc_errors = list(config.qc_errors) if config is not None else []
     n_measured = 0
+    estimate = _estimates_batches(model)
+    measured_chunks = []  # with unseen_batch: estimate, every chunk is measured first
     for k in todo:
         a, b = bounds[k]
         rows = data.rows.iloc[a:b].copy()
@@ -465,6 +475,9 @@ def _score_measured(
             )
             pre_error[i], qc_warn[i] = measured[i].error, measured[i].warnings
         rows = fill_measured(rows, measured, imaging, scanner)
+        if estimate:
+            measured_chunks.append((k, rows, pre_error, qc_warn))
+            continue
         yield (
             k,
             score_rows(
@@ -476,3 +489,24 @@ def _score_measured(
                 columns=model.columns(explain),
             ),
         )
+    if measured_chunks:
+        every = pd.concat([c[1][c[2] == ""] for c in measured_chunks], ignore_index=True)
+        bundle = estimate_new_batches(model.bundle, every)
+        for k, rows, pre_error, qc_warn in measured_chunks:
+            yield (
+                k,
+                score_rows(
+                    bundle,
+                    rows,
+                    pre_error,
+                    qc_warn,
+                    explain=explain,
+                    columns=model.columns(explain),
+                ),
+            )
+
+
+def _estimates_batches(model: ScoringModel) -> bool:
+    """The model harmonises a new scanner from its own patients' scans."""
+    harmoniser = getattr(model.pipeline, "harmoniser", None)
+    return harmoniser is not None and harmoniser.unseen_batch == "estimate"

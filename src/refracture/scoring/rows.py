@@ -11,13 +11,15 @@ column, when the input has one, sharpens the R2* unit rule.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from refracture.bundle import ModelBundle
-from refracture.covariates import check_covariates
+from refracture.covariates import MISSING, SCORING_ERRORS, check_covariates
 from refracture.features.findings import qc_findings, split_findings
 from refracture.ids import PATIENT_ID
 
@@ -27,6 +29,7 @@ __all__ = [
     "TEXT_COLUMNS",
     "assemble_scores",
     "check_rows",
+    "estimate_new_batches",
     "harmonisation_rows",
     "join_text",
     "model_input",
@@ -80,8 +83,9 @@ def output_columns(horizon_days: float, estimand: str = "net") -> list[str]:
 def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
     """Type and check every row; return (clean frame, error per row, warnings per row).
 
-    Errors (the row is not scored): a missing covariate, a non-numeric number, a binary value
-    other than 0/1, a category the model never saw. Warnings (the row is scored): a value outside
+    Errors (the row is not scored): a missing covariate (a model with ``imputation:
+    multiple`` imputes it instead, with a warning), a non-numeric number, a binary value other
+    than 0/1, a category the model never saw. Warnings (the row is scored): a value outside
     the plausible range or outside the range seen in training, and a missing imaging feature
     (e.g. no untreated vertebra next to the treated one): the model's pipeline imputes it with
     the training median, as it did for such patients in training.
@@ -97,7 +101,12 @@ def check_rows(df: pd.DataFrame, bundle: ModelBundle) -> tuple[pd.DataFrame, pd.
         training_range=bundle.training_range,
         field_strength=df[FIELD_STRENGTH].to_numpy() if FIELD_STRENGTH in df else None,
     )
-    err, warn = check.row_messages()
+    if "impute" not in getattr(bundle.pipeline, "named_steps", {}):
+        err, warn = check.row_messages()
+        return check.clean, err, warn
+    # imputation: multiple: a missing covariate is imputed m times, the risks averaged
+    err, warn = check.row_messages([k for k in SCORING_ERRORS if k != MISSING])
+    warn = warn.str.replace(r"\bmissing ([^;]+)", r"missing \1: imputed", regex=True)
     return check.clean, err, warn
 
 
@@ -178,25 +187,46 @@ def harmonisation_rows(
     """A row whose scanner batch the model's development data did not contain (or whose batch
     is unknown) follows the model's ``harmonisation.unseen_batch``: ``refuse`` makes it an error
     naming the batch and the key; ``reference`` and ``pooled`` score it with a warning saying
-    what was assumed. Models without harmonisation: unchanged."""
+    what was assumed; ``estimate`` scores it with its batch's own effects and says from how
+    many patients, or makes it an error when its batch has too few. Models without
+    harmonisation: unchanged."""
     harmoniser = getattr(bundle.pipeline, "harmoniser", None)
     rows = (err == "").to_numpy()
     if harmoniser is None or not rows.any():
         return err, warn
-    messages = pd.Series(
-        harmoniser.row_warnings(model_input(bundle, df, clean, rows)), index=err.index[rows]
-    )
+    x = model_input(bundle, df, clean, rows)
+    messages = pd.Series(harmoniser.row_warnings(x), index=err.index[rows])
+    refused = pd.Series(harmoniser.row_refused(x), index=err.index[rows])
     hit = messages.index[messages != ""]
     if not len(hit):
         return err, warn
     err, warn = err.copy(), warn.copy()
-    if harmoniser.unseen_batch == "refuse":
-        err[hit] = messages[hit]
-    else:
-        warn[hit] = join_text(
-            warn[hit].to_numpy(dtype=object), messages[hit].to_numpy(dtype=object)
-        )
+    bad = hit[refused[hit].to_numpy()]
+    err[bad] = messages[bad]
+    fine = hit[~refused[hit].to_numpy()]
+    warn[fine] = join_text(warn[fine].to_numpy(dtype=object), messages[fine].to_numpy(dtype=object))
     return err, warn
+
+
+def estimate_new_batches(bundle: ModelBundle, rows: pd.DataFrame) -> ModelBundle:
+    """A model with ``harmonisation.unseen_batch: estimate`` and the whole scoring input:
+    the bundle whose ComBat step also knows every new scanner batch with enough patients in
+    ``rows`` (those that pass their checks), its effects estimated once from all of them, so
+    every chunk of a batch score harmonises a patient the same way. Other models: unchanged."""
+    harmoniser = getattr(bundle.pipeline, "harmoniser", None)
+    if harmoniser is None or harmoniser.unseen_batch != "estimate" or not len(rows):
+        return bundle
+    rows = rows.reset_index(drop=True)
+    clean, err, _ = check_rows(rows, bundle)
+    ok = (err == "").to_numpy()
+    if not ok.any():
+        return bundle
+    fitted = harmoniser.with_estimated_batches(model_input(bundle, rows, clean, ok))
+    if fitted is harmoniser:
+        return bundle
+    pipeline = copy.copy(bundle.pipeline)
+    pipeline.steps = [(n, fitted if n == "harmonise" else s) for n, s in bundle.pipeline.steps]
+    return dataclasses.replace(bundle, pipeline=pipeline)
 
 
 def normalise(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

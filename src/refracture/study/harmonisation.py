@@ -8,9 +8,11 @@ training run logs the table as ``per_site_harmonisation.csv`` and as metrics
 (:func:`harmonisation_metrics`), and the study report can show it.
 
 Each held-out hospital is new to the harmonised model: with ``batch: site`` or ``scanner``
-its patients are harmonised by the ``pooled`` policy (see
-:data:`refracture.study.run.VALIDATION_UNSEEN_BATCH`), with ``batch: field_strength`` by its
-field strength when another site shares it. The comparison has no bootstrap (the per-site
+its scanners' location and scale are estimated from its own patients' scans, without their
+outcomes (see :data:`refracture.study.run.VALIDATION_UNSEEN_BATCH`; a scanner with fewer than
+``min_batch_patients`` held-out patients gets the pooled adjustment), with
+``batch: field_strength`` by its field strength when another site shares it. The comparison
+has no bootstrap (the per-site
 values are point estimates on the held-out patients).
 """
 

@@ -115,6 +115,8 @@ def log_candidate(
         mlflow.log_metrics(_finite(r.metrics))
         if cand.added:
             mlflow.log_metrics(_finite(cand.added))
+        if cand.extra_metrics:  # samplesize_*, site_meta_*
+            mlflow.log_metrics(_finite(cand.extra_metrics))
         if r.per_site is not None:
             for _, row in r.per_site.iterrows():
                 site = str(row.get("site", ""))
@@ -137,6 +139,15 @@ def log_candidate(
             write_table(folder / "per_site_harmonisation.csv", cand.per_site_harmonisation)
             mlflow.log_metrics(harmonisation_metrics(cand.per_site_harmonisation))
         cand.plots = candidate_plots(cand, cfg, dataset, folder / "plots")
+        if cand.site_meta and cand.per_site_metrics is not None:
+            from refracture.report.site_meta import plot_site_forest
+
+            forest = plot_site_forest(
+                cand.per_site_metrics, cand.site_meta, folder / "plots" / "site_forest.png",
+                horizon=r.horizon, title=f"Performance per site: {cand.label}",
+            )  # fmt: skip
+            if forest is not None:
+                cand.plots["site_forest"] = forest
         write_text(
             folder / "model_card.md",
             render_model_card(

@@ -24,6 +24,7 @@ from refracture.results import Candidate, TrainResult
 from refracture.study.artifacts import cohort_flow, summary_table, version_description
 from refracture.study.harmonisation import per_site_harmonisation
 from refracture.study.selection import check_selection_metric, select, selection_score
+from refracture.study.statistics import attach_statistics
 from refracture.tables import read_patient_table
 from refracture.validation import added_value, validate
 
@@ -70,8 +71,10 @@ def _extract(
 
 
 #: How validation harmonises a held-out patient whose batch the development part of that fit
-#: did not contain, when the config says ``refuse`` (see :func:`validate_candidate`).
-VALIDATION_UNSEEN_BATCH = "pooled"
+#: did not contain (see :func:`validate_candidate`): from the held-out scanner's own scans,
+#: outcome-free, as a new hospital can once it has ``min_batch_patients`` patients; a batch
+#: with fewer gets the pooled adjustment (validation must predict every patient).
+VALIDATION_UNSEEN_BATCH = "estimate"
 
 
 def _biomarkers(
@@ -89,7 +92,7 @@ def _biomarkers(
     try:
         analysis = run_analysis(
             clinical, extraction.features, extraction.vertebrae,
-            tscore=a.tscore, age=a.age, sex=a.sex, bmi=a.bmi, site=a.site,  # type: ignore[arg-type]
+            tscore=a.tscore, age=a.age, sex=a.sex, bmi=a.bmi, site=a.site, batch=a.batch,  # type: ignore[arg-type]
             osteoporosis_threshold=a.osteoporosis_tscore, out_dir=out,
         )  # fmt: skip
     except (InputError, ModelError) as err:
@@ -107,10 +110,12 @@ def validate_candidate(
 
     With scanner harmonisation on (``dataset.harmonisation``) the pipeline starts with the
     ComBat step, refitted with the model in every fold and bootstrap replicate. Validation
-    must predict every held-out patient, so one whose batch the fit did not see (always the
-    case for the held-out hospital of a leave-one-site-out or site split with ``batch: site``)
-    is harmonised by the ``pooled`` policy when the config says ``refuse``; the registered
-    model (``result.final_model``) applies the config's ``unseen_batch`` again.
+    must predict every held-out patient; one whose batch the fit did not see (always the case
+    for the held-out hospital of a leave-one-site-out or site split) is harmonised with its
+    scanner's own location and scale, estimated from the held-out patients' scans without
+    their outcomes (:data:`VALIDATION_UNSEEN_BATCH`), unless the config says ``reference``
+    (then as deployed). The registered model (``result.final_model``) applies the config's
+    ``unseen_batch`` again.
     """
     cols = dataset.feature_names(feature_set)
     imaging = [c for c in cols if c in dataset.imaging_features]
@@ -124,14 +129,17 @@ def validate_candidate(
         random_state=vcfg.seed,
         categories=dataset.categories,
         harmonisation=harmonisation,
+        imputation=cfg.imputation,
         estimand=dataset.estimand,
     )
     policy = harmonisation.unseen_batch if harmonisation is not None else None
     if template.harmoniser is not None:
         # a fold without the reference batch's site: that fit uses the pooled scale
         template.set_params(harmonise__require_reference=False)
-        if policy == "refuse":
-            template.set_params(harmonise__unseen_batch=VALIDATION_UNSEEN_BATCH)
+        if policy != "reference":
+            template.set_params(
+                harmonise__unseen_batch=VALIDATION_UNSEEN_BATCH, harmonise__unseen_fallback="pooled"
+            )
     try:
         result = validate(
             template,
@@ -155,7 +163,7 @@ def validate_candidate(
     result.features = cols  # the model's columns, not the batch columns harmonisation reads
     final = result.final_model.harmoniser
     if final is not None:
-        final.set_params(unseen_batch=policy, require_reference=True)
+        final.set_params(unseen_batch=policy, unseen_fallback="refuse", require_reference=True)
         wanted = harmonisation.reference_batch  # type: ignore[union-attr]
         if wanted is not None and final.reference_batch_ != wanted:
             raise ConfigError(
@@ -260,6 +268,7 @@ def train(
                     reasons=img.reasons,
                 )
         selected = select(candidates, cfg)
+        sample_size = attach_statistics(candidates, dataset, cfg)  # Riley, site meta-analysis
 
         stage = "logging to MLflow"
         if progress:
@@ -325,6 +334,7 @@ def train(
             model_uri=f"models:/{cfg.mlflow.registered_model}/{decision.version}",
             dataset=dataset,
             flow=flow,
+            sample_size=sample_size,
         )
         write_table(run_dir / "summary.csv", summary_table(result))
         mlflow.log_artifact(str(run_dir / "summary.csv"))

@@ -162,8 +162,9 @@ def optimism_replicate(
         # Imputation, encoding and scaling act row by row with exact arithmetic, so the
         # resample's design is the original's rows idx; a scanner harmonisation step's
         # matrix products are not (their sums depend on the rows beside), so it transforms
-        # the resample itself.
-        Xt_b = Xt.iloc[idx] if model.harmoniser is None else model.transform_features(Xb)
+        # the resample itself, as does multiple imputation (m stacked copies per row).
+        own = model.harmoniser is not None or "impute" in model.named_steps
+        Xt_b = model.transform_features(Xb) if own else Xt.iloc[idx]
         risk_b, lp_b, surv_b = predict_design(model, Xt_b, times, estimand)
         risk_o, lp_o, surv_o = predict_design(model, Xt, times, estimand)
     except _FIT_FAILURES:

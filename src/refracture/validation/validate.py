@@ -53,6 +53,7 @@ from refracture.validation.bootstrap import (
     resample_metrics,
     run_parallel,
 )
+from refracture.validation.death import death_metrics, death_risk
 from refracture.validation.metrics import Metrics, Reasons, compute_metrics, metric_names, time_grid
 from refracture.validation.splits import Fold, plan_split
 
@@ -252,10 +253,12 @@ def validate(
     score = partial(compute_metrics, times=times, horizon=horizon, estimand=estimand)
 
     parts: list[tuple[Fold, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    deaths: list[np.ndarray | None] = []  # risk of death of the validation rows (cif models)
     final: RiskPipeline | None = None
     for fold in plan.folds:
         model = _fit(template, X.iloc[fold.train], y[fold.train], f"training data of {fold.label}")
         parts.append((fold, *predict(model, X.iloc[fold.valid])))
+        deaths.append(death_risk(model, X.iloc[fold.valid], estimand))
         if plan.kind in ("random", "site"):
             final = model  # the development data are this fold's training data
     if final is None:
@@ -263,6 +266,7 @@ def validate(
     risk_dev, lp_dev, surv_dev = predict(final, X.iloc[dev])
     if plan.kind == "none":
         parts = [(Fold("all", dev, dev), risk_dev, lp_dev, surv_dev)]
+        deaths = [death_risk(final, X.iloc[dev], estimand)]
 
     rows = np.concatenate([p[0].valid for p in parts])
     order = np.argsort(rows, kind="mergesort")
@@ -285,6 +289,8 @@ def validate(
             "role": plan.role,
         }
     )
+    if all(d is not None for d in deaths):
+        predictions["risk_death"] = np.concatenate(deaths)[order]  # type: ignore[arg-type]
 
     # every metric estimates its censoring distribution on the patients it is computed on
     valid_metrics, valid_why = score(y_v, risk_v, surv_v, lp=lp_v)
@@ -320,6 +326,10 @@ def validate(
         names, (valid_metrics, valid_why), (apparent, apparent_why), boot_ci, boot_app, boot_test
     )
 
+    if "risk_death" in predictions:  # O/E of death next to re-fracture's
+        death_values, death_why = death_metrics(y_v, predictions["risk_death"], horizon)
+        metrics |= death_values
+        reasons |= death_why
     notes = _notes(names, metrics, valid_why, n_failed, B)
     coefficients = coefficients_table(final) if final.model.has_coefficients else None
     ph = ph_test(final, X.iloc[dev], y[dev]) if final.model.has_ph_test else None
