@@ -17,7 +17,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,9 @@ def write_outputs(
     folders = options.folders()
     when = datetime.now(UTC).replace(microsecond=0)
     images = data.kind == "manifest" and result.model.uses_images
+    model = result.model  # with the bundle the rows were scored with (new scanners estimated)
+    if result.bundle is not None:
+        model = replace(model, bundle=result.bundle)
     tasks = [
         _Task(
             i,
@@ -160,7 +163,7 @@ def write_outputs(
     rows: dict[str, list[dict[str, Any]]] = {k: [] for k in folders}
     if progress:
         progress("writing outputs", 0, len(tasks))
-    for done, lines in enumerate(_run(tasks, result.model, options, when, jobs), 1):
+    for done, lines in enumerate(_run(tasks, model, options, when, jobs), 1):
         for kind, line in lines.items():
             rows[kind].append(line)
         if progress:
