@@ -193,3 +193,42 @@ def test_chromium_form_gives_the_scores_of_score_and_refuses_out_of_range(
         # nothing was fetched from anywhere but the calculator
         urls = browser.script("return performance.getEntriesByType('resource').map(e => e.name);")
         assert urls and all(u.startswith(server) for u in urls), urls
+
+
+def test_a_model_with_multiple_imputation_imputes_an_empty_covariate_as_score_does(tmp_path):
+    """Trained with ``imputation: multiple``, the model scores a patient with a missing
+    covariate (imputed, with a warning): the calculator leaves such a field optional and gives
+    the risk `score` gives for the same row, instead of refusing it."""
+    import dataclasses
+
+    import numpy as np
+
+    from refracture.bundle import ModelBundle
+    from refracture.outputs.calculator import Calculator
+    from refracture.results import Candidate
+    from refracture.scoring.model import ScoringModel
+    from refracture.scoring.rows import predict_frame
+    from refracture.study import validate_candidate
+    from refracture.study.packaging import make_bundle
+    from survival_cohort import config, dataset
+
+    ds = dataset(160, 11)
+    X = ds.X.copy()
+    X.loc[X.index[::6], "bmi"] = np.nan
+    ds = dataclasses.replace(ds, X=X, n_missing={**ds.n_missing, "bmi": int(X["bmi"].isna().sum())})
+    cfg = config(
+        validation={"split": "none", "bootstrap": 0}, imputation={"method": "multiple", "m": 2}
+    )
+    result = validate_candidate("logistic", "clinical", ds, cfg, None).result
+    make_bundle(Candidate("logistic", "clinical", result), cfg, ds).to_dir(tmp_path / "m")
+    bundle = ModelBundle.from_dir(tmp_path / "m")
+    calc = Calculator(ScoringModel("local", "test", bundle))
+    fields = {f.name: f for f in calc.fields}
+    assert fields["bmi"].imputed and fields["bmi"].as_json()["imputed"]
+
+    row = ds.model_input("clinical").iloc[[0]].reset_index()
+    values = {f: row.loc[0, f] for f in fields} | {"bmi": ""}
+    got = calc.predict(values)
+    want = predict_frame(bundle, row.assign(bmi=np.nan), explain=True).iloc[0]
+    assert got["status"] == "ok" and got["warnings"] == ["missing bmi: imputed"]
+    assert got["risk"] == want["risk_365d"] and got["group"] == want["risk_group"]

@@ -44,6 +44,7 @@ class Field:
     training: tuple[float, float] | None = None
     default: Any = None
     imaging: bool = False
+    imputed: bool = False  # left empty, the model imputes it (multiple imputation)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class Field:
             "training": self.training,
             "default": self.default,
             "imaging": self.imaging,
+            "imputed": self.imputed,
         }
 
 
@@ -112,13 +114,14 @@ class Calculator:
         """The values typed as the model wants them; :class:`Refused` names every field that is
         missing, not a number, not 0/1, not a known level or outside its plausible range. An
         empty imaging feature is one that could not be measured: the model imputes it with the
-        training median and warns, as in ``refracture score``."""
+        training median and warns, as in ``refracture score``; so is an empty covariate of a
+        model trained with multiple imputation."""
         problems: dict[str, str] = {}
         clean: dict[str, Any] = {}
         for f in self.fields:
             raw = values.get(f.name)
             text = "" if raw is None else str(raw).strip()
-            if text == "" and f.imaging:  # not measurable: imputed as `score` does, and said
+            if text == "" and (f.imaging or f.imputed):  # imputed as `score` does, and said
                 clean[f.name] = math.nan
                 continue
             if text == "":
@@ -230,6 +233,7 @@ def make_fields(model: ScoringModel) -> list[Field]:
     cov = model.bundle.covariates
     typical = model.bundle.typical
     training = model.bundle.training_range
+    imputes = "impute" in getattr(model.bundle.pipeline, "named_steps", {})
     out = []
     for name in [*cov.numeric, *cov.binary, *cov.categorical, *cov.imaging]:
         label, unit = describe(name)
@@ -241,6 +245,7 @@ def make_fields(model: ScoringModel) -> list[Field]:
                     "category",
                     levels=tuple(cov.categorical[name]),
                     default=typical.get(name, cov.categorical[name][0]),
+                    imputed=imputes,
                 )
             )
             continue
@@ -255,6 +260,7 @@ def make_fields(model: ScoringModel) -> list[Field]:
                 training=training.get(name),
                 default=_plain(typical.get(name)),
                 imaging=name in cov.imaging,
+                imputed=imputes and name not in cov.imaging,
             )
         )
     return out

@@ -32,6 +32,7 @@ function fieldInput(f) {
   if (f.kind === "category" || f.kind === "binary") {
     input = el("select", { id: id, name: f.name });
     const levels = f.kind === "binary" ? [["0", "no"], ["1", "yes"]] : f.levels.map((l) => [l, l]);
+    if (f.imputed) levels.push(["", "unknown (imputed)"]);
     for (const [value, text] of levels) input.appendChild(el("option", { value: value }, text));
     if (f.default !== null) input.value = f.kind === "binary" ? String(Math.round(f.default)) : f.default;
   } else {
@@ -60,6 +61,7 @@ function buildForm(info) {
     if (f.kind === "number" && f.plausible) hints.push(`accepted ${fmt(f.plausible[0])} to ${fmt(f.plausible[1])}`);
     if (f.training) hints.push(`patients of the model: ${fmt(f.training[0])} to ${fmt(f.training[1])}`);
     if (f.imaging) hints.push("empty if not measurable");
+    if (f.imputed && f.kind === "number") hints.push("empty if unknown: imputed");
     if (hints.length) box.appendChild(el("span", { class: "hint" }, hints.join("; ")));
     (f.imaging ? $("imaging") : $("clinical")).appendChild(box);
     if (f.imaging) $("imaging").hidden = false;
