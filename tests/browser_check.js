@@ -1,4 +1,4 @@
-// Injected by tests/test_report.py into a copy of the report: measures what a reader
+// Injected by tests/test_report.py (and tests/test_outputs.py) into a copy of a page: measures what a reader
 // sees at the window's width and writes the result as JSON into a <pre> that --dump-dom shows.
 window.addEventListener("load", () => {
   const doc = document.documentElement;
@@ -49,6 +49,17 @@ window.addEventListener("load", () => {
     }
     out.links.push(link);
   }
+  // the smallest text a reader has to read (elements with text of their own, shown)
+  out.minFont = null;
+  for (const el of document.body.querySelectorAll("*")) {
+    const own = Array.from(el.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !shown(el) || el.getBoundingClientRect().width === 0) continue;
+    const size = parseFloat(getComputedStyle(el).fontSize);
+    if (out.minFont === null || size < out.minFont.size) {
+      out.minFont = { size: size, text: el.textContent.trim().slice(0, 40) };
+    }
+  }
+  out.height = doc.scrollHeight;
   window.scrollTo(0, 0);
   const pre = document.createElement("pre");
   pre.id = "__browser_check__";

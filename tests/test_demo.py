@@ -79,6 +79,37 @@ def test_demo_report_tripod_links_land_in_chromium(demo, tmp_path) -> None:
     assert seen["overflow"] == []
 
 
+def test_demo_outputs_command_writes_sr_fhir_and_cards_with_the_scores(demo) -> None:
+    """The command the summary prints for PACS, EHR and clinic outputs, run as printed: every
+    new patient gets an SR + SEG, a RiskAssessment and a card, each with the scores' risk (the
+    identity scan below then covers the FHIR and card files too)."""
+    import json
+    import re
+    import shlex
+
+    import highdicom as hd
+
+    workdir, output = demo
+    (line,) = [x for x in output.splitlines() if x.startswith("  PACS, EHR and clinic outputs:")]
+    args = shlex.split(line.split(":", 1)[1])
+    assert args[0] == "refracture" and "--dicom-sr" in args
+    result = CliRunner().invoke(app, args[1:])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(workdir / "scores.csv", float_precision="round_trip")
+    for kind in ("sr", "fhir", "cards"):
+        index = pd.read_csv(workdir / kind / "index.csv")
+        assert list(index.patient_id) == list(scores.patient_id)
+        assert (index.status == "written").all(), index
+    for row in scores.itertuples():
+        sr = hd.sr.srread(workdir / "sr" / f"{row.patient_id}.sr.dcm")
+        (group,) = sr.content.get_image_measurement_groups()
+        assert group.get_measurements()[0].value == row.risk_365d
+        fhir = json.loads((workdir / "fhir" / f"{row.patient_id}.json").read_text())
+        assert fhir["prediction"][0]["probabilityDecimal"] == row.risk_365d
+        card = (workdir / "cards" / f"{row.patient_id}.html").read_text()
+        assert float(re.search(r'data-risk="([^"]+)"', card).group(1)) == row.risk_365d
+
+
 def _identities(images: Path) -> set[str]:
     """The made-up identities the synthetic DICOM headers carry."""
     found: set[str] = set()

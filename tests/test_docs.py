@@ -91,7 +91,7 @@ NEEDS: dict[str, list[str]] = {
     "models.md": [],
     "morphometry.md": [],
     "registry.md": ["mlflow.db", "cohort", "features"],
-    "scoring.md": ["mlflow.db", "manifest.csv", "clinical.csv", "images", "tonight", "new"],
+    "scoring.md": ["mlflow.db", "manifest.csv", "clinical.csv", "images", "tonight", "new", "dcm"],
     "synthetic.md": [],
     "training.md": ["try-train/.refracture-cache=.refracture-cache"],
 }
@@ -202,13 +202,14 @@ def build_sandbox(root: Path) -> Path:
     quick copy of configs/synthetic.yaml (cox and logistic, 4 bootstrap replicates), one
     `refracture train` into ./mlflow.db and two more registered versions of the same model (so
     a page can promote version 3 and roll back to 1), four new patients in tonight/ and new/,
-    a manifest of two of them in the sandbox itself."""
+    a manifest of two of them in the sandbox itself, and one patient with DICOM maps in dcm/."""
     shared = root / "shared"
     shared.mkdir(parents=True)
     steps = [
         "refracture synth --out cohort --n 80",
         "refracture synth --out tonight --n 4 --seed 1 --id-prefix N",
         "cp -r tonight new",
+        "refracture synth --out dcm --n 1 --sites 1 --seed 2 --format dicom",
         "cp cohort/images/P0001/labels.nii.gz labels.nii.gz",
         "cp -r tonight/images images && cp tonight/clinical.csv clinical.csv"
         " && head -3 tonight/manifest.csv > manifest.csv",

@@ -23,8 +23,9 @@ app = typer.Typer(
     name="refracture",
     help=(
         "Imaging-biomarker risk models for vertebral re-fracture within one year after "
-        "vertebroplasty/kyphoplasty: synthesise a cohort, extract PDFF/R2* features, train, "
-        "score, demo."
+        "vertebroplasty/kyphoplasty: index a PACS export, check the inputs, extract PDFF/R2* "
+        "features, train and register, score new patients (with DICOM SR/SEG, FHIR and risk "
+        "cards), serve a calculator; `refracture demo` runs it all on synthetic data."
     ),
     no_args_is_help=True,
     add_completion=False,

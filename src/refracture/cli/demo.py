@@ -59,6 +59,29 @@ class DemoResult:
             "--env-manager local -h 127.0.0.1 -p 5001"
         )
 
+    @property
+    def outputs_command(self) -> str:
+        """The scores again with a DICOM SR + SEG (DICOM maps only), a FHIR RiskAssessment and
+        a risk card per patient."""
+        cfg = load_config(self.config)
+        batch, work = self.new_batch, self.workdir
+        dicom = f" --dicom-sr {work / 'sr'}" if any((batch / "images").rglob("*.dcm")) else ""
+        return (
+            f"refracture score --tracking-uri {self.tracking_uri} "
+            f'--model "models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}" '
+            f"--manifest {batch / 'manifest.csv'} --clinical {batch / 'clinical.csv'} "
+            f"--out {self.scores_path} --cache-dir {work / '.refracture-cache'}{dicom} "
+            f"--fhir {work / 'fhir'} --cards {work / 'cards'}"
+        )
+
+    @property
+    def calculator_command(self) -> str:
+        cfg = load_config(self.config)
+        return (
+            f"refracture calculator --tracking-uri {self.tracking_uri} "
+            f'--model "models:/{cfg.mlflow.registered_model}@{cfg.mlflow.alias}"'
+        )
+
 
 def demo_config(workdir: Path, *, bootstrap: int | None = None, jobs: int = 2) -> Path:
     """The shipped synthetic config, pointed at the demo folder (written as demo.yaml)."""

@@ -344,6 +344,8 @@ def print_demo_summary(console: Console, demo: DemoResult) -> None:
         "\nnext",
         f"  open the MLflow UI:  {demo.ui_command}",
         f"  serve the model:     {demo.serve_command}",
+        f"  PACS, EHR and clinic outputs:  {demo.outputs_command}",
+        f"  what-if calculator:  {demo.calculator_command}",
     ]
     for line in lines:  # soft wrap: paths and commands stay on one line for copy and paste
         console.print(line, soft_wrap=True, highlight=False, markup=False)

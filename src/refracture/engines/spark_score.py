@@ -339,4 +339,5 @@ def score_spark(
     if progress and images:
         progress("scoring", len(scores), len(scores))
     write_table(out, scores)
-    return ScoreResult(out, scores, model, 0, list(data.notes), time.perf_counter() - start)
+    notes, seconds = list(data.notes), time.perf_counter() - start
+    return ScoreResult(out, scores, model, 0, notes, seconds, data)

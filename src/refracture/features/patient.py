@@ -28,8 +28,9 @@ import pandas as pd
 
 from refracture.config import ExtractionConfig
 from refracture.errors import ImageError, UnitsError
+from refracture.features.measured import measured_voxels
 from refracture.features.schema import GROUPS, MAPS, PatientResult
-from refracture.features.voxels import group_members, map_features, one_sided, void
+from refracture.features.voxels import group_members, map_features, one_sided
 from refracture.ids import PATIENT_ID
 from refracture.imaging.geometry import align_to
 from refracture.imaging.io import load_volume
@@ -51,7 +52,6 @@ from refracture.imaging.site_units import (
     declared_unit,
     unit_evidence,
 )
-from refracture.imaging.units import apply_units
 from refracture.imaging.volume import Volume
 from refracture.levels import (
     TL_LEVELS,
@@ -73,9 +73,6 @@ __all__ = [
 
 # Fraction of non-finite ROI voxels above which a map is unusable rather than noisy.
 _MAX_NONFINITE_FRACTION = 0.5
-# "Signal void" in cement: both maps at ~0 (PDFF in %, R2* in 1/s) or not finite.
-_VOID_PDFF = 0.5
-_VOID_R2STAR = 0.5
 
 
 class Stage:
@@ -280,19 +277,10 @@ def finish_patient(
     pid, rois, treated, fractured = prep.patient_id, prep.rois, prep.treated, prep.fractured
 
     stage.name = "units"
-    pdff = apply_units(prep.pdff, units.pdff)
-    r2star = apply_units(prep.r2star, units.r2star)
+    voxels = measured_voxels(prep, units, config)
+    pdff, r2star, values, cement = voxels.pdff, voxels.r2star, voxels.values, voxels.cement
 
     stage.name = "features"
-    cached = prep.roi_values or {}  # gathered in step 1: reused when the units changed nothing
-    values = {
-        name: cached[name] if name in cached and vol.data is raw.data else vol.data[rois.coords]
-        for name, vol, raw in (("pdff", pdff, prep.pdff), ("r2star", r2star, prep.r2star))
-    }
-    cement = prep.is_treated & (
-        (values["r2star"] > config.cement_r2star_per_s)
-        | (void(values["pdff"], _VOID_PDFF) & void(values["r2star"], _VOID_R2STAR))
-    )
     groups = group_members(rois.levels, treated, fractured)
     ranges = {"pdff": config.pdff_range, "r2star": config.r2star_range}
     n_cement = np.bincount(rois.level_of[cement], minlength=len(rois.levels))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from refracture.features.measured import kept_voxels
 from refracture.features.schema import GROUPS
 from refracture.imaging.roi import Rois
 from refracture.imaging.stats import PRODUCT_STATS, grouped_stats
@@ -35,10 +36,7 @@ def map_features(
     are already marked in ``cement``.
     """
     n_levels = len(rois.levels)
-    finite = np.isfinite(v)
-    with np.errstate(invalid="ignore"):
-        in_range = finite & (v >= value_range[0]) & (v <= value_range[1])
-    valid = in_range & ~cement
+    finite, in_range, valid = kept_voxels(v, cement, value_range)
     stats = _level_and_group_stats(v[valid], rois.level_of[valid], n_levels, groups)
     stats["volume_ml"] = stats["n"] * voxel_ml
     too_small = stats["n"] < min_voxels

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from refracture.bundle import ModelBundle
 from refracture.errors import InputError, RefractureError
 from refracture.files import write_table
 from refracture.ids import PATIENT_ID
@@ -88,6 +89,10 @@ class ScoreResult:
     n_reused: int
     notes: list[str]
     seconds: float
+    data: ScoreInput | None = None  # the input rows, for outputs written after the scores
+    # the bundle the rows were scored with when not the model's own (a new scanner's effects
+    # estimated from the whole input), so outputs recompute a patient's row the same way
+    bundle: ModelBundle | None = None
 
     @property
     def n_ok(self) -> int:
@@ -346,14 +351,15 @@ def score(
     checkpoint.start(keep=keep)
 
     todo = [k for k in range(len(bounds)) if k not in done]
+    used: list[ModelBundle] = []  # the bundle the chunks are scored with
     if images:
         computed = _image_chunks(
             model, data, bounds, todo, jobs=jobs, cache_dir=cache_dir, explain=explain,
-            progress=progress,
+            progress=progress, used=used,
         )  # fmt: skip
         flush_every = 0.0
     else:
-        computed = _row_chunks(model, data, bounds, todo, explain=explain)
+        computed = _row_chunks(model, data, bounds, todo, explain=explain, used=used)
         flush_every = FEATURES_FLUSH_SECONDS
     total = len(ids)
     n_done = n_reused
@@ -380,7 +386,9 @@ def score(
         raise RefractureError("internal error: the scored rows do not match the input rows")
     write_table(out, scores)
     checkpoint.remove()
-    return ScoreResult(out, scores, model, n_reused, notes, time.perf_counter() - start)
+    bundle = next((b for b in used if b is not model.bundle), None)
+    seconds = time.perf_counter() - start
+    return ScoreResult(out, scores, model, n_reused, notes, seconds, data, bundle)
 
 
 def _row_chunks(
@@ -390,9 +398,11 @@ def _row_chunks(
     todo: list[int],
     *,
     explain: bool,
+    used: list[ModelBundle],
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     """Chunks whose model inputs are all in the input table (features file, clinical-only)."""
     bundle = estimate_new_batches(model.bundle, data.rows)
+    used.append(bundle)
     for k in todo:
         a, b = bounds[k]
         rows = data.rows.iloc[a:b]
@@ -419,6 +429,7 @@ def _image_chunks(
     cache_dir: str | Path | None,
     explain: bool,
     progress: Progress | None,
+    used: list[ModelBundle],
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     """Measure the images of the patients in ``todo`` chunks (one process pool for the whole
     batch), then score each chunk as soon as all its patients are measured."""
@@ -439,7 +450,9 @@ def _image_chunks(
     )
     if progress and positions:
         progress("measuring images", 0, len(positions))  # before the scoring bar
-    return _score_measured(model, data, bounds, todo, stream, len(positions), explain, progress)
+    return _score_measured(
+        model, data, bounds, todo, stream, len(positions), explain, progress, used
+    )
 
 
 def _score_measured(
@@ -451,6 +464,7 @@ def _score_measured(
     n_total: int,
     explain: bool,
     progress: Progress | None,
+    used: list[ModelBundle],
 ) -> Iterator[tuple[int, pd.DataFrame]]:
     imaging = list(model.inputs.imaging)
     scanner = [c for c in model.inputs.batch if c != "site"]
@@ -499,6 +513,7 @@ def _score_measured(
     if measured_chunks:
         every = pd.concat([c[1][c[2] == ""] for c in measured_chunks], ignore_index=True)
         bundle = estimate_new_batches(model.bundle, every)
+        used.append(bundle)
         for k, rows, pre_error, qc_warn in measured_chunks:
             yield (
                 k,

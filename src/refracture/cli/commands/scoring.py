@@ -77,6 +77,23 @@ def score(
     pseudonymise: bool = PSEUDONYMISE,
     engine: str = ENGINE,
     spark_master: str = SPARK_MASTER,
+    dicom_sr: Path | None = typer.Option(
+        None,
+        "--dicom-sr",
+        help="Folder for a DICOM SR (TID 1500) + SEG per patient whose maps are DICOM series, "
+        "to send to the PACS.",
+    ),
+    fhir: Path | None = typer.Option(
+        None, "--fhir", help="Folder for a FHIR R4 RiskAssessment (JSON) per patient."
+    ),
+    cards: Path | None = typer.Option(
+        None, "--cards", help="Folder for a one-page risk card (HTML and PDF) per patient."
+    ),
+    fhir_system: str = typer.Option(
+        "urn:refracture:patient_id",
+        "--fhir-system",
+        help="Identifier system (URI) of the FHIR subject: your hospital's patient ID namespace.",
+    ),
 ) -> None:
     """Risk for new patients, one output row per input patient.
 
@@ -88,6 +105,9 @@ def score(
 
     --engine spark measures the images and scores on Spark executors (no --resume; see
     docs/deploy.md).
+
+    --dicom-sr, --fhir and --cards write, after the scores, a DICOM SR + SEG, a FHIR
+    RiskAssessment and a risk card per scored patient, with an index.csv in each folder.
     """
     if manifest is not None and jobs > 1 and engine == "local":
         from refracture.features.pool import warm
@@ -95,6 +115,7 @@ def score(
         warm()  # the workers' imports run on another core while the model loads
     from refracture.cli.terminal import StageProgress
     from refracture.errors import InputError
+    from refracture.outputs import OutputOptions
     from refracture.scoring import score as run_score
 
     spark = spark_engine(engine)
@@ -106,6 +127,9 @@ def score(
                     f"{flag} is not available with --engine spark (Spark keeps no checkpoint "
                     "and scores through the registered model's predict); use --engine local"
                 )
+    outputs = OutputOptions(dicom_sr, fhir, cards, fhir_system)
+    if outputs:  # refused before any patient when they cannot be written
+        model = _outputs_model(model, outputs, tracking_uri, manifest, pseudonymise, out_file)
     options: dict[str, Any] = {
         "out": out_file,
         "manifest": manifest,
@@ -143,7 +167,10 @@ def score(
         soft_wrap=True,
         markup=False,
     )
-    if result.exit_code:
+    exit_code = result.exit_code
+    if outputs:
+        exit_code = max(exit_code, _write_outputs(result, outputs, jobs))
+    if exit_code:
         failed = result.scores[result.scores["status"] == "error"]
         for row in failed.head(5).itertuples():
             console.print(
@@ -156,7 +183,51 @@ def score(
                 f"... and {len(failed) - 5} more (status=error rows of {result.out.name})",
                 highlight=False,
             )
-        raise typer.Exit(result.exit_code)
+        raise typer.Exit(exit_code)
+
+
+def _outputs_model(
+    uri: str,
+    outputs: Any,
+    tracking_uri: str | None,
+    manifest: Path | None,
+    pseudonymise: bool,
+    out_file: Path,
+) -> Any:
+    """The model loaded once the outputs asked for are possible with it (exit 2 if not)."""
+    from refracture.outputs import check_options
+    from refracture.scoring import load_model
+
+    check = {"manifest": manifest, "pseudonymise": pseudonymise, "out": out_file}
+    check_options(outputs, None, **check)  # before the seconds of loading the model
+    loaded = load_model(uri, tracking_uri)
+    check_options(outputs, loaded, **check)
+    return loaded
+
+
+def _write_outputs(result: Any, outputs: Any, jobs: int) -> int:
+    """Write the outputs of a finished scoring run and say where they went; the exit code."""
+    from refracture.cli.terminal import StageProgress
+    from refracture.outputs import write_outputs
+
+    with StageProgress(console) as progress:
+        done = write_outputs(result, result.data, outputs, jobs=jobs, progress=progress)
+    names = {"dicom_sr": "DICOM SR + SEG", "fhir": "FHIR RiskAssessment", "cards": "risk cards"}
+    for kind, folder in outputs.folders().items():
+        counts = ", ".join(
+            f"{done.count(kind, s)} {s}"
+            for s in ("written", "skipped", "error")
+            if done.count(kind, s)
+        )
+        out.print(
+            f"  {names[kind]}: {folder}/ ({counts or 'nothing to write'})",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+    for note in done.notes:
+        console.print(f"[red]error[/] {escape(note)}", highlight=False, soft_wrap=True)
+    return done.exit_code
 
 
 def _score_resume(command: Callable[..., str]) -> str:
