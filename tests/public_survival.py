@@ -202,11 +202,19 @@ def _same_order(risk: np.ndarray, lp: np.ndarray) -> bool:
     return bool(np.all(np.diff(risk[o]) >= -1e-12))
 
 
+def _development(table: pd.DataFrame, validation_ids: set[str]) -> pd.DataFrame:
+    """The development rows: the patients not held out, or every patient when the run held
+    none out (``validation.split: none``, whose predictions are of the whole table)."""
+    if set(table.index) <= validation_ids:
+        return table
+    return table[~table.index.isin(validation_ids)]
+
+
 def agreement(run_dir: Path, clinical: Path, cfg) -> dict[str, float]:
     """Largest differences between refracture's outputs in ``run_dir`` and the libraries:
 
     * ``cox_coef``: coefficients.csv of cox (clinical) against lifelines' CoxPHFitter fitted
-      here on the same development rows (the patients not in the validation predictions);
+      here on the same development rows (the patients not held out; all under split none);
     * ``harrell``, ``uno``: each model's validation C against scikit-survival's
       concordance_index_censored / concordance_index_ipcw on its predictions.csv. Uno's C
       needs a censoring distribution: refracture has estimated it from the development
@@ -226,7 +234,7 @@ def agreement(run_dir: Path, clinical: Path, cfg) -> dict[str, float]:
     if cox.is_dir():
         valid_ids = set(pd.read_csv(cox / "predictions.csv", dtype={"patient_id": str})
                         ["patient_id"])  # fmt: skip
-        dev = table[~table.index.isin(valid_ids)]
+        dev = _development(table, valid_ids)
         X = design_matrix(dev, table, cfg)
         data = X.assign(__t=dev[oc.time].astype(float), __e=(dev[oc.event] == 1).astype(int))
         with warnings.catch_warnings():
@@ -248,7 +256,7 @@ def agreement(run_dir: Path, clinical: Path, cfg) -> dict[str, float]:
         risk = lp if _same_order(pred["risk"].to_numpy(float), lp) else pred["risk"].to_numpy()
         c = concordance_index_censored(event, time, risk)[0]
         harrell.append(abs(c - metrics["cindex_harrell"]))
-        dev = table[~table.index.isin(set(pred["patient_id"]))]
+        dev = _development(table, set(pred["patient_id"]))
         y_dev = Surv.from_arrays(dev[oc.event].to_numpy() == 1, dev[oc.time].to_numpy(float))
         y_val = Surv.from_arrays(event, time)
         h = oc.horizon_days

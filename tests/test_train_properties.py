@@ -13,6 +13,7 @@ Each failure this test found is a named regression test at the end of the module
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
@@ -150,6 +151,14 @@ def assert_well_behaved(code: int, output: str, table: pd.DataFrame) -> None:
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1 and lines[-1] == errors[0], output
     names = ["config key '", "patient ", *(f"'{c}'" for c in table.columns)]
+    listed = re.match(
+        r"error: (\d+) problems? in the inputs: .* and in (\S+check\.csv)$", errors[0]
+    )
+    if listed:  # the input check: every problem is a row of check.csv, each naming its place
+        rows = pd.read_csv(listed.group(2), dtype=str, keep_default_na=False)
+        assert len(rows) == int(listed.group(1)) and (rows["problem"] != "").all(), rows
+        assert ((rows["patient_id"] != "") | (rows["column"] != "")).all(), rows
+        return
     assert any(name in errors[0] for name in names), errors[0]
 
 

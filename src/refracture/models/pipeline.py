@@ -162,7 +162,7 @@ class RiskPipeline(Pipeline):
         the model's only estimand when it has one); returns self."""
         model = self.model
         if getattr(model, "estimand", None) == AUTO:
-            able = type(model).estimands
+            able = model.estimands  # the instance: an imputed model answers for its estimator
             model.set_params(estimand=able[0] if len(able) == 1 else resolve_estimand(None, y))
         return self
 

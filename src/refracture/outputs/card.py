@@ -124,7 +124,7 @@ def card_context(view: PatientView, *, when: str, qc_png: bytes | None) -> dict[
     )
     death = view.death_risk
     return {
-        "patient_id": view.patient_id,
+        "patient": view.patient_id,
         "when": when,
         "days": view.horizon_days,
         "risk_pct": f"{100 * view.risk:.1f}",

@@ -57,6 +57,8 @@ def check_selection_metric(cfg: RunConfig) -> None:
 def select(candidates: list[Candidate], cfg: RunConfig) -> Candidate:
     """The best clinical+imaging model (or the best clinical one, without imaging)."""
     pool = selection_pool(candidates)
+    if len(pool) == 1:  # nothing to choose between, whatever the metric could be computed
+        return pool[0]
     metric = selection_metric(cfg)
     h = cfg.outcome.horizon_days
     scored = [(selection_score(metric, c.result.metrics.get(metric, math.nan), h), c) for c in pool]
