@@ -17,8 +17,8 @@ from refracture.errors import ConfigError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
 from refracture.meanings import MEANINGS, Role
+from refracture.model_catalogue import MODELS
 
-ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic", "finegray"]
 Estimand = Literal["cif", "net"]
 FeatureSet = Literal["clinical", "clinical+imaging"]
 
@@ -269,7 +269,7 @@ class RunConfig(_Strict):
     harmonisation: HarmonisationConfig = HarmonisationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     extraction: ExtractionConfig = ExtractionConfig()
-    models: list[ModelName] = ["cox", "coxnet", "logistic", "rsf"]
+    models: list[str] = ["cox", "coxnet", "logistic", "rsf"]
     feature_sets: list[FeatureSet] = ["clinical", "clinical+imaging"]
     validation: ValidationConfig = ValidationConfig()
     selection_metric: str = Field(
@@ -292,6 +292,14 @@ class RunConfig(_Strict):
             raise ValueError("must list at least one entry")
         if len(set(v)) != len(v):
             raise ValueError("lists an entry twice")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _registered_models(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in MODELS]  # the registry, not a copy
+        if unknown:
+            raise ValueError(f"unknown model '{unknown[0]}' (one of {', '.join(MODELS)})")
         return v
 
     @field_validator("risk_groups")
