@@ -16,6 +16,7 @@ from refracture.config_edits import REQUIRED_EDIT, key_and_message, required_edi
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
+from refracture.maps import MAP_SPECS
 from refracture.meanings import MEANINGS, Role
 from refracture.model_catalogue import MODELS
 
@@ -193,8 +194,8 @@ class ExtractionConfig(_Strict):
         description="extraction QC findings that make a score row an error (status=error) "
         "instead of a warning: " + ", ".join(QC_KINDS),
     )
-    pdff_range: tuple[float, float] = (0.0, 100.0)
-    r2star_range: tuple[float, float] = (0.0, 1000.0)
+    pdff_range: tuple[float, float] = MAP_SPECS["pdff"].plausible
+    r2star_range: tuple[float, float] = MAP_SPECS["r2star"].plausible
     cement_r2star_per_s: float = Field(
         400.0, gt=0, description="R2* above this (1/s) in a treated vertebra is cement"
     )
