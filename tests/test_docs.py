@@ -83,6 +83,7 @@ NEEDS: dict[str, list[str]] = {
     "README.md": ["refracture-demo/.refracture-cache=.refracture-cache"],
     "analysis.md": [],
     "api.md": [],
+    "contributing.md": [],
     "data.md": ["labels.nii.gz"],
     "deploy.md": [],
     "errors.md": ["study.yaml", "cohort", ".refracture-cache", "mlflow.db"],
