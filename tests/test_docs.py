@@ -130,10 +130,6 @@ def read_blocks(page: Path) -> list[Block]:
 
 ALL = [b for page in PAGES for b in read_blocks(page)]
 
-#: The pages run on both xdist workers; the sandbox is built once for both (tests/conftest.py).
-SPLIT_ACROSS_WORKERS = True
-
-
 def rewritten(block: Block) -> str:
     code = block.code
     for page, old, new, _why in REWRITES:
