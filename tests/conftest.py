@@ -33,15 +33,13 @@ LONG_FIRST = (
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Schedule a file's tests on one xdist worker (its module fixtures are built once), except
-    in files that say ``SPLIT_ACROSS_WORKERS = True`` (their expensive inputs are built once per
-    session by :func:`shared_build.built_once`, so their tests can share both workers); the
-    longest files first."""
+    """The longest files first. Each file runs on one xdist worker (``--dist loadfile``), so
+    its module fixtures are built once; what several files share is built once per session
+    by :func:`shared_build.built_once`. (``--dist loadgroup`` with per-file groups did not group
+    anything under pytest 9: xdist 3.8 renames the node IDs through an attribute pytest 9 no
+    longer reads.)"""
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-    for item in items:
-        if not getattr(getattr(item, "module", None), "SPLIT_ACROSS_WORKERS", False):
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
 
 @pytest.fixture(scope="session")

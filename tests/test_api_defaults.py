@@ -98,11 +98,15 @@ def test_the_analysis_adjusts_by_roles_and_says_what_it_cannot(study) -> None:
 def test_library_conventions_config_errors_are_value_errors_and_seeds_default_to_zero(
     study,
 ) -> None:
+    import yaml
+
+    from refracture.config import packaged_config
     from refracture.errors import ConfigError
     from refracture.models import MODELS
 
-    with pytest.raises(ValueError, match="models"):
-        parse_config({"models": ["no-such-model"]})
+    raw = yaml.safe_load(packaged_config("synthetic").read_text())
+    with pytest.raises(ValueError, match="'models'.*unknown model 'no-such-model'"):
+        parse_config({**raw, "models": ["no-such-model"]})
     assert issubclass(ConfigError, ValueError)
     for name, cls in MODELS.items():  # every stochastic model is seeded unless told not to
         assert cls().get_params()["random_state"] in (0, None), name

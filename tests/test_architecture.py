@@ -128,8 +128,17 @@ class RidgeCox(ProportionalHazardsMixin, SurvivalEstimator):
 
 
 def test_a_new_model_is_one_class_and_one_registry_line() -> None:
+    import yaml
+
+    from refracture.config import packaged_config, parse_config
+    from refracture.errors import ConfigError
+
+    raw = yaml.safe_load(packaged_config("synthetic").read_text())
+    with pytest.raises(ConfigError, match="unknown model 'ridgecox'"):
+        parse_config({**raw, "models": ["ridgecox"]})
     MODELS["ridgecox"] = RidgeCox  # the one registry line
-    try:
+    try:  # the config knows it from the registry
+        assert parse_config({**raw, "models": ["ridgecox", "cox"]}).models == ["ridgecox", "cox"]
         ds = dataset(200, 3)
         cols = ["age", "bmd_tscore", "prior_fracture"]
         pipe = make_pipeline("ridgecox", numeric=cols[:2], binary=cols[2:], horizon=365)
@@ -146,6 +155,8 @@ def test_a_new_model_is_one_class_and_one_registry_line() -> None:
         assert shrunk < np.linalg.norm(plain.coefficients["coef"].to_numpy())
     finally:
         del MODELS["ridgecox"]
+    for name in MODELS:  # each registry line names a class that answers to that name
+        assert MODELS[name].name == name
 
 
 def test_validate_takes_an_estimator_and_data() -> None:

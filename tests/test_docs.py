@@ -83,6 +83,7 @@ NEEDS: dict[str, list[str]] = {
     "README.md": ["refracture-demo/.refracture-cache=.refracture-cache"],
     "analysis.md": [],
     "api.md": [],
+    "contributing.md": [],
     "data.md": ["labels.nii.gz"],
     "deploy.md": [],
     "errors.md": ["study.yaml", "cohort", ".refracture-cache", "mlflow.db"],
@@ -128,10 +129,6 @@ def read_blocks(page: Path) -> list[Block]:
 
 
 ALL = [b for page in PAGES for b in read_blocks(page)]
-
-#: The pages run on both xdist workers; the sandbox is built once for both (tests/conftest.py).
-SPLIT_ACROSS_WORKERS = True
-
 
 def rewritten(block: Block) -> str:
     code = block.code

@@ -16,9 +16,10 @@ from refracture.config_edits import REQUIRED_EDIT, key_and_message, required_edi
 from refracture.errors import ConfigError
 from refracture.files import shipped_file
 from refracture.ids import PATIENT_ID
+from refracture.maps import MAP_SPECS
 from refracture.meanings import MEANINGS, Role
+from refracture.model_catalogue import MODELS
 
-ModelName = Literal["cox", "coxnet", "rsf", "gbsa", "logistic", "finegray"]
 Estimand = Literal["cif", "net"]
 FeatureSet = Literal["clinical", "clinical+imaging"]
 
@@ -193,8 +194,8 @@ class ExtractionConfig(_Strict):
         description="extraction QC findings that make a score row an error (status=error) "
         "instead of a warning: " + ", ".join(QC_KINDS),
     )
-    pdff_range: tuple[float, float] = (0.0, 100.0)
-    r2star_range: tuple[float, float] = (0.0, 1000.0)
+    pdff_range: tuple[float, float] = MAP_SPECS["pdff"].plausible
+    r2star_range: tuple[float, float] = MAP_SPECS["r2star"].plausible
     cement_r2star_per_s: float = Field(
         400.0, gt=0, description="R2* above this (1/s) in a treated vertebra is cement"
     )
@@ -269,7 +270,7 @@ class RunConfig(_Strict):
     harmonisation: HarmonisationConfig = HarmonisationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     extraction: ExtractionConfig = ExtractionConfig()
-    models: list[ModelName] = ["cox", "coxnet", "logistic", "rsf"]
+    models: list[str] = ["cox", "coxnet", "logistic", "rsf"]
     feature_sets: list[FeatureSet] = ["clinical", "clinical+imaging"]
     validation: ValidationConfig = ValidationConfig()
     selection_metric: str = Field(
@@ -292,6 +293,14 @@ class RunConfig(_Strict):
             raise ValueError("must list at least one entry")
         if len(set(v)) != len(v):
             raise ValueError("lists an entry twice")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _registered_models(cls, v: list[str]) -> list[str]:
+        unknown = [name for name in v if name not in MODELS]  # the registry, not a copy
+        if unknown:
+            raise ValueError(f"unknown model '{unknown[0]}' (one of {', '.join(MODELS)})")
         return v
 
     @field_validator("risk_groups")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from refracture.maps import INTENSITY_STATS, LOCATION_STATS, MAP_SPECS, MAPS, PRODUCT_STATS
+
 __all__ = [
     "LOCATION_STATS",
     "PDFF_FRACTION_BELOW",
@@ -31,10 +33,9 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "morph_n_deformed": (0.0, 30.0),
     "morph_wedge_angle_deg_index": (-60.0, 60.0),
 }
-# Intensity statistics of the maps, by prefix: PDFF in percent, R2* in 1/s.
+# Intensity statistics of the maps, by prefix, in each map's canonical unit.
 PLAUSIBLE_PREFIX: dict[str, tuple[float, float]] = {
-    "pdff_": (0.0, 100.0),
-    "r2star_": (0.0, 1000.0),
+    f"{name}_": spec.plausible for name, spec in MAP_SPECS.items()
 }
 # Morphometry per vertebra (``morph_{measure}_{level}``): heights in mm (an adult lumbar body is
 # ~25 mm high; twice that is a labelling error), ratios (1 for an intact body), height loss in
@@ -50,11 +51,6 @@ PLAUSIBLE_MORPH: dict[str, tuple[float, float]] = {
     "genant_grade": (0.0, 3.0),
     "body_volume_ml": (0.0, 150.0),
 }
-# Statistics that are not intensities (counts, volumes, shape of the distribution).
-NON_INTENSITY_STATS = ("_n_", "_volume_ml_", "_skewness_", "_kurtosis_", "_cov_")
-
-#: Statistics of a map that say where its values lie (not spread): the unit rule looks at these.
-LOCATION_STATS = ("mean", "median")
 #: A marrow PDFF location below this (%) is a fraction given as percent: adult vertebral marrow
 #: holds at least ~10 % fat (and oedematous fractured bodies keep a few percent).
 PDFF_FRACTION_BELOW = 1.0
@@ -87,22 +83,26 @@ def plausible_range(
                 return rng
         return None
     for prefix, rng in PLAUSIBLE_PREFIX.items():
-        if column.startswith(prefix) and not any(s in column + "_" for s in NON_INTENSITY_STATS):
-            return rng
+        if column.startswith(prefix):
+            stat = _statistic(column[len(prefix) :])
+            return rng if stat is None or stat in INTENSITY_STATS else None
+    return None
+
+
+def _statistic(rest: str) -> str | None:
+    """The statistic a map feature's name (without the map prefix) starts with, else None."""
+    for stat in sorted(PRODUCT_STATS, key=len, reverse=True):  # volume_ml before a short one
+        if rest == stat or rest.startswith(f"{stat}_"):
+            return stat
     return None
 
 
 def _map_stat(column: str) -> tuple[str, str] | None:
-    """('pdff' | 'r2star', statistic) of an imaging intensity feature, else None."""
-    for kind in ("pdff", "r2star"):
+    """(map, statistic) of an imaging intensity feature, else None."""
+    for kind in MAPS:
         if column.startswith(f"{kind}_"):
-            rest = column[len(kind) + 1 :]
-            stat = rest.split("_", 1)[0]
-            if rest.startswith("volume_ml"):
-                return None
-            if f"_{stat}_" in NON_INTENSITY_STATS or stat == "n":
-                return None
-            return kind, stat
+            stat = _statistic(column[len(kind) + 1 :])
+            return (kind, stat) if stat in INTENSITY_STATS else None
     return None
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from refracture.errors import InputError
 from refracture.ids import PATIENT_ID
 from refracture.levels import LEVEL_ORDER
+from refracture.maps import MAPS
 
 __all__ = [
     "GROUPS",
@@ -28,7 +29,6 @@ __all__ = [
     "prepare_vertebrae",
 ]
 
-MAPS = ("pdff", "r2star")
 GROUPS = ("normal", "l1l4")
 STATUS = "vertebra"  # the fracture-status column of the per-vertebra table
 INTACT, TREATED, UNTREATED = "intact", "treated", "fractured_untreated"

@@ -20,6 +20,7 @@ from refracture.checks.problems import CheckReport, Problem
 from refracture.config import RunConfig
 from refracture.features.findings import qc_findings, split_findings
 from refracture.ids import PATIENT_ID
+from refracture.maps import MAPS
 from refracture.ranges import unit_mistake
 
 __all__ = ["extraction_problems"]
@@ -35,7 +36,7 @@ def _text(v: object) -> str:
 
 def _units_contradicted(qc: Mapping[str, Any]) -> list[tuple[str, str]]:
     out = []
-    for kind in ("pdff", "r2star"):
+    for kind in MAPS:
         note = _text(qc.get(f"qc_{kind}_units_note"))
         if note and _text(qc.get(f"qc_{kind}_units_source")) in DECIDED:
             out.append((f"qc_{kind}_units", note))

@@ -24,6 +24,7 @@ from refracture.features.manifest import IMAGE_COLUMNS, LEVEL_COLUMNS, REQUIRED_
 from refracture.ids import PATIENT_ID
 from refracture.imaging.metadata import field_strength_tesla, find_sidecar, parse_unit, read_sidecar
 from refracture.levels import is_level, level_list
+from refracture.maps import MAPS
 from refracture.tables import read_patient_table
 
 __all__ = ["check_manifest"]
@@ -57,7 +58,7 @@ def _row_problems(row: dict[str, Any], line: int, file: str, base: Path) -> list
             out.append(Problem(pid, file, col, "", f"no {col} image given", "add the path"))
         elif not image_exists(_resolve(text, base)):
             out.append(Problem(pid, file, col, text, f"{col} image not found", FIX_PATH))
-    for kind in ("pdff", "r2star"):
+    for kind in MAPS:
         col = f"{kind}_units"
         try:
             parse_unit(kind, row.get(col), where=f"the manifest column {col}")

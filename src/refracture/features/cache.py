@@ -32,8 +32,9 @@ from refracture.ids import PATIENT_ID
 from refracture.imaging.io import hash_image, read_image_bytes
 from refracture.imaging.metadata import find_sidecar
 from refracture.imaging.readers import image_exists
-from refracture.imaging.site_units import MAPS, PatientUnits, UnitEvidence
+from refracture.imaging.site_units import PatientUnits, UnitEvidence
 from refracture.levels import level_list, sort_levels
+from refracture.maps import MAPS
 
 __all__ = [
     "cache_key",
@@ -84,7 +85,7 @@ def read_inputs(row: Mapping[str, Any], *, keep_content: bool = True) -> InputFi
     pid = str(row[PATIENT_ID])
     out = {}
     content = {}
-    for kind in ("pdff", "r2star", "labels"):
+    for kind in (*MAPS, "labels"):
         path = image_path(row, kind, pid)
         if not image_exists(path):
             raise ImageError(f"{kind} image not found", patient_id=pid, file=path)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from refracture.config import QC_KINDS
+from refracture.maps import MAP_SPECS, MAPS
 
 __all__ = ["QCFinding", "qc_findings", "split_findings"]
 
 _MAP_LABEL = {"pdff": "PDFF", "r2star": "R2*"}
-_CANONICAL = {"pdff": "percent", "r2star": "1/s"}
+_CANONICAL = {name: spec.unit for name, spec in MAP_SPECS.items()}
 _ONE_SIDED = re.compile(r"^\s*(?P<level>[^:]+):\s*(?P<used>\S+)\s*\(no (?P<missing>[^)]+)\)\s*$")
 
 
@@ -126,14 +127,14 @@ def qc_findings(qc: Mapping[str, Any]) -> list[QCFinding]:
             f"morphometry not measured at {_levels(qc, 'qc_morph_unmeasured')}"
             + (f" ({reason})" if reason else ""),
         )
-    for kind in ("pdff", "r2star"):
+    for kind in MAPS:
         if _true(qc, f"qc_{kind}_converted"):
             add(
                 "units_converted",
                 f"{_MAP_LABEL[kind]} converted from {_text(qc, f'qc_{kind}_units')} to "
                 f"{_CANONICAL[kind]}",
             )
-    for kind in ("pdff", "r2star"):
+    for kind in MAPS:
         note = _text(qc, f"qc_{kind}_units_note")
         if note:
             add("units_disagree", note)

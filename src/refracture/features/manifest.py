@@ -15,6 +15,7 @@ import pandas as pd
 from refracture.errors import InputError
 from refracture.ids import PATIENT_ID
 from refracture.levels import is_level, level_list, sort_levels
+from refracture.maps import MAPS
 from refracture.tables import read_patient_table
 from refracture.text import name_list
 
@@ -26,9 +27,9 @@ __all__ = [
     "validate_manifest",
 ]
 
-REQUIRED_COLUMNS = (PATIENT_ID, "site", "pdff", "r2star", "labels")
+REQUIRED_COLUMNS = (PATIENT_ID, "site", *MAPS, "labels")
 LEVEL_COLUMNS = ("treated_levels", "fractured_levels")
-IMAGE_COLUMNS = ("pdff", "r2star", "labels")
+IMAGE_COLUMNS = (*MAPS, "labels")
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

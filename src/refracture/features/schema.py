@@ -22,6 +22,7 @@ from refracture.imaging.morphometry import AGGREGATES as MORPH_AGGREGATES
 from refracture.imaging.morphometry import MEASURES as MORPH_MEASURES
 from refracture.imaging.stats import PRODUCT_STATS
 from refracture.levels import sort_levels
+from refracture.maps import MAPS
 
 __all__ = [
     "COUNT_COLUMNS",
@@ -38,7 +39,6 @@ __all__ = [
 
 #: Bump when a change alters feature values, so cached results are recomputed.
 FEATURE_VERSION = "2"
-MAPS = ("pdff", "r2star")
 GROUPS = ("index", "adjacent", "l1l4", "normal")
 #: Per (level, map) voxel counts stored in vertebrae.parquet beside the statistics.
 COUNT_COLUMNS = ("n_labelled", "n_roi", "n_cement", "n_nonfinite", "n_out_of_range")

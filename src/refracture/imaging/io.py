@@ -23,6 +23,7 @@ from refracture.imaging.readers import ImageSource, reader_for
 from refracture.imaging.readers.base import DEFAULT_MAX_VOXELS
 from refracture.imaging.readers.nifti import _Inflater  # noqa: F401  (re-exported for tests)
 from refracture.imaging.volume import Kind, Volume
+from refracture.maps import MAPS
 
 __all__ = ["DEFAULT_MAX_VOXELS", "hash_image", "load_volume", "read_image_bytes"]
 
@@ -51,7 +52,7 @@ def load_volume(
     file's bytes already read (see :func:`read_image_bytes`), is decoded instead of reading the
     file again (NIfTI; other formats are read from ``path``).
     """
-    if kind not in ("pdff", "r2star", "labels"):
+    if kind not in (*MAPS, "labels"):
         raise ValueError(f"kind must be 'pdff', 'r2star' or 'labels', not {kind!r}")
     source = ImageSource.parse(path)
     ctx: dict[str, Any] = {"patient_id": patient_id, "file": source.path}

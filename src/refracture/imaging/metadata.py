@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from refracture.errors import InputError, UnitsError
+from refracture.maps import MAPS
 
 __all__ = [
     "PDFF_UNITS",
@@ -159,7 +160,7 @@ def read_sidecar(path: str | Path, patient_id: str | None = None) -> dict[str, A
 def row_sidecars(row: Mapping[str, Any], patient_id: str | None = None) -> dict[str, dict | None]:
     """The sidecars of a manifest row's maps (``pdff``, ``r2star``), None where there is none."""
     out: dict[str, dict | None] = {}
-    for kind in ("pdff", "r2star"):
+    for kind in MAPS:
         image = _text(row.get(kind))
         found = find_sidecar(image) if image else None
         out[kind] = read_sidecar(found, patient_id) if found else None
@@ -291,7 +292,7 @@ def scanner_metadata(
         keyed hash of the device, else "vendor model field" (e.g. ``GE SIGNA Architect 3T``),
         else ''. Never a serial number or station name in clear.
     """
-    kinds = [k for k in ("pdff", "r2star") if k in volume_metadata or k in sidecars]
+    kinds = [k for k in MAPS if k in volume_metadata or k in sidecars]
     cars = [dict(sidecars.get(k) or {}) for k in kinds]
     metas = [dict(volume_metadata.get(k) or {}) for k in kinds]
 

@@ -40,6 +40,7 @@ from refracture.imaging.units import (
     unit_of_statistic,
     unit_statistic,
 )
+from refracture.maps import MAP_SPECS, MAPS
 
 __all__ = [
     "MAPS",
@@ -54,9 +55,8 @@ __all__ = [
     "unit_evidence",
 ]
 
-MAPS = ("pdff", "r2star")
-CANONICAL = {"pdff": "percent", "r2star": "per_s"}
-_LABEL = {"pdff": "PDFF", "r2star": "R2*"}
+CANONICAL = {name: spec.unit for name, spec in MAP_SPECS.items()}
+_LABEL = {name: spec.label for name, spec in MAP_SPECS.items()}
 _STAT_NAME = {"pdff": "99th percentile", "r2star": "median"}
 #: Of a site's patients whose own values clearly point to a unit, at most this share may point
 #: to another unit than the site's (outlying marrow, e.g. very fatty 1.5 T marrow at R2* 24
@@ -239,7 +239,7 @@ def collect_unit_evidence(row: Mapping[str, Any], config: Any) -> UnitEvidence:
     pid = str(row[PATIENT_ID])
     vols = {
         kind: load_volume(str(row[kind]), kind, max_voxels=config.max_voxels, patient_id=pid)
-        for kind in ("pdff", "r2star", "labels")
+        for kind in (*MAPS, "labels")
     }
     labels, _ = align_to(vols["labels"], vols["pdff"], allow_resample=config.allow_resample,
                          patient_id=pid)  # fmt: skip

@@ -15,27 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-#: The statistics of every region in the feature tables, in column order.
-PRODUCT_STATS: tuple[str, ...] = (
-    "n",
-    "volume_ml",
-    "mean",
-    "sd",
-    "median",
-    "p10",
-    "p25",
-    "p75",
-    "p90",
-    "iqr",
-    "min",
-    "max",
-    "skewness",
-    "kurtosis",
-    "mad",
-    "rmad",
-    "medad",
-    "cov",
-)
+from refracture.maps import PRODUCT_STATS as _PRODUCT_STATS
+
+#: The statistics of every region in the feature tables, in column order (one list, with
+#: what each one is, in :mod:`refracture.maps`).
+PRODUCT_STATS = _PRODUCT_STATS
 
 #: Everything :func:`grouped_stats` returns (the product's stats plus the remaining IBSI ones).
 IBSI_STATS: tuple[str, ...] = (

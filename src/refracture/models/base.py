@@ -58,6 +58,8 @@ class SurvivalEstimator(BaseEstimator):
     has_ph_test: ClassVar[bool] = False
     #: A maximised (partial) likelihood, so nested models compare by a likelihood-ratio test.
     has_likelihood: ClassVar[bool] = False
+    #: A separate hazard of death under "cif" (``death_linear_predictor``).
+    has_death_hazard: ClassVar[bool] = False
     #: Estimands the model can be fitted for ("net": death censored; "cif": death competing).
     estimands: ClassVar[tuple[str, ...]] = ("net",)
     #: Under estimand "cif", the risk is a function of ``linear_predictor`` alone, so

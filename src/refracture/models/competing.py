@@ -104,6 +104,7 @@ class CauseSpecificHazardsMixin(ProportionalHazardsMixin):
     re-fracture cause-specific log relative hazard.
     """
 
+    has_death_hazard = True
     estimand: str
     alpha: float
     death_model_: DeathHazard | None

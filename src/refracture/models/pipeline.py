@@ -31,34 +31,18 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from refracture.config import CovariatesConfig, HarmonisationConfig, ImputationConfig
 from refracture.errors import ConfigError, ModelError
+from refracture.model_catalogue import MODELS
 from refracture.models.base import SurvivalEstimator, estimand_refusal
-from refracture.models.cox import CoxPH
-from refracture.models.coxnet import CoxNet
-from refracture.models.finegray import FineGray
 from refracture.models.harmonise import ComBatHarmoniser, make_harmoniser
 from refracture.models.imputation import MultipleImputer
 from refracture.models.imputed import ImputedModels
-from refracture.models.logistic import IPCWLogistic
 from refracture.models.outcome import resolve_estimand
-from refracture.models.trees import GradientBoostedSurvival, RandomSurvivalForest
 
 #: ``make_pipeline``'s default estimand: resolved from the outcome at the first fit, as
 #: ``refracture train`` resolves it from the data (cif when some patients died first).
 AUTO = "auto"
 
-#: Every model by its config name: adding a model is one class and one entry here.
-MODELS: dict[str, type[SurvivalEstimator]] = {
-    cls.name: cls
-    for cls in (
-        CoxPH,
-        CoxNet,
-        RandomSurvivalForest,
-        GradientBoostedSurvival,
-        IPCWLogistic,
-        FineGray,
-    )
-}
-MODEL_NAMES = tuple(MODELS)
+MODEL_NAMES = tuple(MODELS)  # the names shipped with refracture, in MODELS' order
 
 
 def term_name(feature: str, category: object) -> str:
@@ -218,7 +202,7 @@ class RiskPipeline(Pipeline):
     def death_linear_predictor(self, X: pd.DataFrame) -> np.ndarray:
         """Log relative hazard of death of the cause-specific models under cif (n,)."""
         model = self.model
-        if not hasattr(model, "death_linear_predictor"):
+        if not model.has_death_hazard:
             raise ModelError(f"the {self.model_name} model has no separate death hazard")
         return model.death_linear_predictor(self.transform_features(X))
 

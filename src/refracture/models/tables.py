@@ -7,7 +7,7 @@ import pandas as pd
 from lifelines.statistics import proportional_hazard_test
 
 from refracture.errors import ModelError
-from refracture.models.cox import _E, _T, CoxPH
+from refracture.models.cox import _E, _T
 from refracture.models.outcome import EVENT, check_outcome
 from refracture.models.pipeline import RiskPipeline
 
@@ -43,7 +43,7 @@ def ph_test(pipeline: RiskPipeline, X: pd.DataFrame, y: np.ndarray) -> pd.DataFr
     ``test_statistic`` (chi-square, 1 df), ``p``.
     """
     model = pipeline.model
-    if not isinstance(model, CoxPH):
+    if not model.has_ph_test:  # a capability of the estimator, not its class
         raise ModelError(
             f"the proportional-hazards test is for the cox model, not {pipeline.model_name}"
         )

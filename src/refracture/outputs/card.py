@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from refracture.maps import MAPS
 from refracture.outputs.view import PatientView, cohort_range
 from refracture.outputs.words import describe, group_words, in_100, plain_number, term_words
 from refracture.report.model_card import metric_label
@@ -83,7 +84,7 @@ def _contributions(view: PatientView) -> list[dict[str, Any]]:
 def _vertebrae(view: PatientView) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per-vertebra rows and the cohort ranges they are shown against (per map)."""
     ranges: dict[str, Any] = {}
-    for kind in ("pdff", "r2star"):
+    for kind in MAPS:
         column = next((c for c in view.model.inputs.imaging if c.startswith(f"{kind}_")), "")
         found = cohort_range(view.model, column) if column else None
         if found:
@@ -92,7 +93,7 @@ def _vertebrae(view: PatientView) -> tuple[list[dict[str, Any]], dict[str, Any]]
     rows = []
     for v in view.vertebrae:
         row: dict[str, Any] = {"level": v.level, "treated": v.treated, "fractured": v.fractured}
-        for kind in ("pdff", "r2star"):
+        for kind in MAPS:
             value = v.mean.get(kind, math.nan)
             row[kind] = plain_number(value)
             rng = ranges.get(kind)

@@ -25,6 +25,7 @@ from typing import Any
 
 from fhir.resources.R4B.riskassessment import RiskAssessment
 
+from refracture.maps import MAP_SPECS
 from refracture.outputs.view import PatientView
 from refracture.outputs.words import describe
 
@@ -42,7 +43,7 @@ _QUALITATIVE = {
     "intermediate": ("moderate", "Moderate likelihood"),
     "high": ("high", "High likelihood"),
 }
-_MAP_TEXT = {"pdff": ("PDFF", "%", "%"), "r2star": ("R2*", "1/s", "/s")}
+_MAP_TEXT = {name: (spec.label, spec.symbol, spec.ucum) for name, spec in MAP_SPECS.items()}
 
 
 def qualitative_risk(group: str) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 
+from refracture.maps import MAP_SPECS
+
 __all__ = [
     "describe",
     "group_words",
@@ -35,7 +37,7 @@ _LABELS = {
     "cement_leakage": ("Cement leakage", ""),
     "scanner_field_strength_t": ("Scanner field strength", "T"),
 }
-_MAPS = {"pdff": ("Marrow fat (PDFF)", "%"), "r2star": ("Marrow R2*", "1/s")}
+_MAPS = {name: (spec.title, spec.symbol) for name, spec in MAP_SPECS.items()}
 _STATS = {
     "mean": "mean",
     "median": "median",

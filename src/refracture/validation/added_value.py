@@ -29,7 +29,6 @@ from scipy import stats
 
 from refracture.errors import InputError
 from refracture.ids import PATIENT_ID
-from refracture.models.cox import CoxPH
 from refracture.models.ipcw import deaths_for, horizon_weights
 from refracture.models.outcome import check_outcome, make_outcome
 from refracture.validation.bootstrap import STREAM_ADDED_VALUE, percentile_interval, replicate_seeds
@@ -102,7 +101,7 @@ def likelihood_ratio_test(
 ) -> tuple[float, int, float]:
     """(chi-square, df, p) comparing nested Cox models fitted on the same development data."""
     reduced, full = clin.final_model.model, img.final_model.model
-    if not (isinstance(reduced, CoxPH) and isinstance(full, CoxPH)):
+    if not (reduced.has_likelihood and full.has_likelihood):
         return float("nan"), 0, float("nan")
     if clin.development_ids != img.development_ids:
         raise InputError("the two Cox models were developed on different patients; no LR test")

@@ -24,6 +24,7 @@ import numpy as np
 
 from refracture.errors import UnitsError
 from refracture.imaging.dicom.frames import Frame, RealWorldMap
+from refracture.maps import MAPS
 
 __all__ = ["ValueMap", "value_map"]
 
@@ -115,7 +116,7 @@ def _quantity(frame: Frame) -> RealWorldMap | None:
     for item in frame.real_world:
         if not item.states_unit or item.unit.upper() in _UNITLESS:
             continue
-        for kind in ("pdff", "r2star"):
+        for kind in MAPS:
             try:
                 if parse_unit(kind, item.unit, where="the DICOM series"):
                     return item
