@@ -130,6 +130,7 @@ def read_blocks(page: Path) -> list[Block]:
 
 ALL = [b for page in PAGES for b in read_blocks(page)]
 
+
 def rewritten(block: Block) -> str:
     code = block.code
     for page, old, new, _why in REWRITES:
