@@ -105,7 +105,7 @@ def test_library_conventions_config_errors_are_value_errors_and_seeds_default_to
     from refracture.models import MODELS
 
     raw = yaml.safe_load(packaged_config("synthetic").read_text())
-    with pytest.raises(ValueError, match="'models'.*unknown model 'no-such-model'"):
+    with pytest.raises(ValueError, match="'models.0': unknown model 'no-such-model'"):
         parse_config({**raw, "models": ["no-such-model"]})
     assert issubclass(ConfigError, ValueError)
     for name, cls in MODELS.items():  # every stochastic model is seeded unless told not to

@@ -7,10 +7,18 @@ relative to the working folder, as the MLflow store is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from refracture.config_edits import REQUIRED_EDIT, key_and_message, required_edits
 from refracture.errors import ConfigError
@@ -22,6 +30,17 @@ from refracture.model_catalogue import MODELS
 
 Estimand = Literal["cif", "net"]
 FeatureSet = Literal["clinical", "clinical+imaging"]
+
+
+def _registered_model(name: str) -> str:
+    """A model name of the registry (not a copy of its names), so a model added there is one
+    the config accepts."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model '{name}' (one of {', '.join(MODELS)})")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_registered_model)]
 
 
 class _Strict(BaseModel):
@@ -270,7 +289,12 @@ class RunConfig(_Strict):
     harmonisation: HarmonisationConfig = HarmonisationConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     extraction: ExtractionConfig = ExtractionConfig()
-    models: list[str] = ["cox", "coxnet", "logistic", "rsf"]
+    models: list[Annotated[str, AfterValidator(_registered_model)]] = [
+        "cox",
+        "coxnet",
+        "logistic",
+        "rsf",
+    ]
     feature_sets: list[FeatureSet] = ["clinical", "clinical+imaging"]
     validation: ValidationConfig = ValidationConfig()
     selection_metric: str = Field(
@@ -293,14 +317,6 @@ class RunConfig(_Strict):
             raise ValueError("must list at least one entry")
         if len(set(v)) != len(v):
             raise ValueError("lists an entry twice")
-        return v
-
-    @field_validator("models")
-    @classmethod
-    def _registered_models(cls, v: list[str]) -> list[str]:
-        unknown = [name for name in v if name not in MODELS]  # the registry, not a copy
-        if unknown:
-            raise ValueError(f"unknown model '{unknown[0]}' (one of {', '.join(MODELS)})")
         return v
 
     @field_validator("risk_groups")

@@ -30,6 +30,9 @@ class ModelRegistry(MutableMapping[str, Any]):
             entry = self._entries[name] = getattr(importlib.import_module(module), cls)
         return entry
 
+    def __contains__(self, name: object) -> bool:  # a name is known without importing it
+        return name in self._entries
+
     def __setitem__(self, name: str, cls: Any) -> None:
         self._entries[name] = cls
 
