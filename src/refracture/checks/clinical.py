@@ -200,43 +200,6 @@ def _config_vs_table(table: pd.DataFrame, cfg: RunConfig, file: str) -> list[Pro
     return out
 
 
-def _design(table: pd.DataFrame, ids: pd.Series, cfg: RunConfig, file: str) -> list[Problem]:
-    """What training refuses of the clinical covariates themselves (the rule of
-    :func:`refracture.data_rules.check_design`), found here with the rest: a covariate with
-    one value for every patient, a category level of one patient. Patients excluded on
-    purpose do not count."""
-    cov = cfg.covariates
-    kept = table[~ids.isin(list(cfg.data.exclude)).to_numpy()]
-    out = []
-    for col in [*cov.numeric, *cov.binary, *cov.categorical]:
-        if col not in kept.columns:
-            continue
-        raw = kept[col]
-        values = raw.astype(str).str.strip().replace("", None).dropna()
-        if col not in cov.categorical:
-            values = pd.to_numeric(values, errors="coerce").dropna()
-        distinct = values.unique()
-        if len(distinct) == 1:
-            out.append(
-                Problem("", file, "covariates", col,
-                        f"column '{col}' has the same value ({distinct[0]}) for every patient, "
-                        "so it cannot be modelled", "leave it out of covariates", key=True)
-            )  # fmt: skip
-        elif col in cov.categorical:
-            counts = values.value_counts()
-            single = sorted(str(v) for v in counts.index[counts == 1])
-            if single:
-                out.append(
-                    Problem("", file, f"covariates.categorical.{col}", ", ".join(single),
-                            f"column '{col}' has {'a level' if len(single) == 1 else 'levels'} "
-                            f"with one patient ({', '.join(single)}): no model can estimate a "
-                            "term from one patient, and a split may leave it out of the "
-                            "training data",
-                            "merge it with another level", key=True)
-                )  # fmt: skip
-    return out
-
-
 def _events(table: pd.DataFrame, cfg: RunConfig, file: str) -> list[Problem]:
     """No re-fracture at all, or a horizon beyond every follow-up: nothing to learn."""
     oc = cfg.outcome
@@ -285,7 +248,6 @@ def check_clinical(cfg: RunConfig, path: str | Path, purpose: str = "train") -> 
     cov = cfg.covariates
     if purpose == "train":
         report.problems += _config_vs_table(table, cfg, file)
-        report.problems += _design(table, ids, cfg, file)
         outcome = _outcome(table, ids, cfg, file)
         report.problems += outcome
         if not outcome:
